@@ -1,0 +1,169 @@
+"""The data contracts that flow between stages (see DESIGN.md).
+
+They live in one small module so that every stage can import them without
+importing another stage (and without importing torch or faiss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import InvalidInputError
+
+__all__ = ["Dataset", "Embeddings", "Neighbors", "as_embeddings"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and their multi-label annotations.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per image, in a fixed order that every later stage keeps:
+        ``image_id`` (str, unique), ``path`` (str, absolute, or ``None`` when
+        there are no image files, e.g. the user brought embeddings), and
+        optionally ``split`` (``train``/``val``/``test``) and ``group`` (a known
+        identity such as a PETA person id).
+    labels : ndarray of shape (n_images, n_attributes), dtype float32
+        1.0 = attribute present, 0.0 = absent, NaN = missing (unknown).
+    attributes : tuple of str
+        Attribute (column) names, one per column of ``labels``. A multi-class
+        task ``pose`` with values ``left``/``right`` appears as the one-hot
+        attributes ``pose=left`` and ``pose=right``.
+    tasks : mapping of str to tuple of str
+        One-of-K tasks: task name -> the one-hot attribute names that belong
+        to it. Votes on these stay one-of-K.
+    root : Path or None
+        The images folder, when there is one.
+    """
+
+    table: pd.DataFrame
+    labels: np.ndarray
+    attributes: tuple[str, ...]
+    tasks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    root: Path | None = None
+
+    def __post_init__(self) -> None:
+        labels = np.asarray(self.labels, dtype=np.float32)
+        if labels.ndim != 2:
+            raise InvalidInputError(
+                f"labels must be a 2-D matrix (n_images, n_attributes); got shape {labels.shape}."
+            )
+        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "attributes", tuple(str(a) for a in self.attributes))
+        if labels.shape != (len(self.table), len(self.attributes)):
+            raise InvalidInputError(
+                f"labels have shape {labels.shape} but the dataset has {len(self.table)} "
+                f"images and {len(self.attributes)} attributes."
+            )
+        if "image_id" not in self.table.columns:
+            raise InvalidInputError("The dataset table needs an 'image_id' column.")
+        bad = ~np.isnan(labels) & (labels != 0) & (labels != 1)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise InvalidInputError(
+                f"Label of image {self.table['image_id'].iloc[row]!r}, attribute "
+                f"{self.attributes[col]!r} is {labels[row, col]!r}; labels must be 1, 0 or "
+                "missing (NaN)."
+            )
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Image ids, ndarray of shape (n_images,), dtype object (str)."""
+        return self.table["image_id"].to_numpy(dtype=object)
+
+    @property
+    def n_images(self) -> int:
+        return len(self.table)
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.attributes)
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """L2-normalised image vectors, row i belongs to ``ids[i]``.
+
+    Attributes
+    ----------
+    ids : ndarray of shape (n_images,), dtype object
+        Unique image ids (str).
+    vectors : ndarray of shape (n_images, dim), dtype float32
+        C-contiguous, unit rows, so an inner product is a cosine similarity.
+    backbone : str
+        The name of the model that made them (``"user"`` for brought vectors).
+    """
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    backbone: str = "user"
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+
+def as_embeddings(ids, vectors, backbone: str = "user", *, normalize: bool = True) -> Embeddings:
+    """Validate and coerce raw vectors into :class:`Embeddings`.
+
+    Rows are L2-normalised (``normalize=True``). A row that is all zeros or
+    holds NaN/inf cannot be normalised and is rejected with its image id.
+    """
+    ids = np.asarray([str(i) for i in ids], dtype=object)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2:
+        raise InvalidInputError(
+            f"Embeddings must be a 2-D array (n_images, dim); got shape {vectors.shape}."
+        )
+    if len(ids) != len(vectors):
+        raise InvalidInputError(
+            f"There are {len(ids)} ids but {len(vectors)} embedding rows; they must match."
+        )
+    if len(ids) and len(set(ids.tolist())) != len(ids):
+        dup = pd.Series(ids).loc[pd.Series(ids).duplicated()].iloc[0]
+        raise InvalidInputError(f"Embedding ids must be unique; {dup!r} appears more than once.")
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        bad = ids[~finite]
+        raise InvalidInputError(
+            f"{len(bad)} embedding rows hold NaN or inf (first: image {bad[0]!r}); "
+            "re-embed those images or drop them."
+        )
+    norms = np.linalg.norm(vectors, axis=1)
+    zero = norms <= 1e-12
+    if zero.any():
+        bad = ids[zero]
+        raise InvalidInputError(
+            f"{len(bad)} embedding rows are all zeros (first: image {bad[0]!r}); a zero vector "
+            "has no direction, so it cannot be compared. Re-embed those images or drop them."
+        )
+    if normalize:
+        vectors = np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
+    return Embeddings(ids=ids, vectors=vectors, backbone=str(backbone))
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """The k nearest neighbours of every image (self excluded).
+
+    Attributes
+    ----------
+    indices : ndarray of shape (n_images, n_neighbors), dtype int64
+        Row indices of the neighbours, most similar first; -1 where fewer
+        than ``n_neighbors`` other images exist.
+    similarities : ndarray of shape (n_images, n_neighbors), dtype float32
+        Cosine similarities matching ``indices`` (``-inf`` where the index is -1).
+    """
+
+    indices: np.ndarray
+    similarities: np.ndarray

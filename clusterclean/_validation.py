@@ -1,0 +1,44 @@
+"""Parameter checks with one wording for the whole library (scikit-learn's).
+
+"The 'min_similarity' parameter of build_knn_graph must be a float in [-1, 1].
+Got 1.5 instead."
+"""
+
+from __future__ import annotations
+
+import numbers
+
+from .errors import InvalidInputError, InvalidTypeError
+
+
+def _message(name: str, func: str, expected: str, value: object) -> str:
+    return f"The {name!r} parameter of {func} must be {expected}. Got {value!r} instead."
+
+
+def check_int(value: object, name: str, func: str, *, min_value: int | None = None) -> int:
+    """Return ``value`` as int, or raise when it is not an integer >= ``min_value``."""
+    expected = "an int" if min_value is None else f"an int >= {min_value}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidTypeError(_message(name, func, expected, value))
+    if min_value is not None and value < min_value:
+        raise InvalidInputError(_message(name, func, expected, value))
+    return int(value)
+
+
+def check_float(value: object, name: str, func: str, *, low: float, high: float) -> float:
+    """Return ``value`` as float, or raise when it is not a real number in [low, high]."""
+    expected = f"a float in [{low:g}, {high:g}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidTypeError(_message(name, func, expected, value))
+    if not low <= float(value) <= high:  # also rejects NaN
+        raise InvalidInputError(_message(name, func, expected, value))
+    return float(value)
+
+
+def check_choice(value: object, name: str, func: str, choices) -> str:
+    """Return ``value`` when it is one of ``choices``, else raise listing them."""
+    choices = list(choices)
+    if value not in choices:
+        expected = "one of " + ", ".join(repr(c) for c in choices)
+        raise InvalidInputError(_message(name, func, expected, value))
+    return value  # type: ignore[return-value]

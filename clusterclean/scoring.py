@@ -1,0 +1,397 @@
+"""Components + labels -> component, (component, attribute), image and cell scores.
+
+Notation, for a component C of n >= 2 images and an attribute a:
+
+* k_a = images of C where a is not missing, c_a = those where a is 1;
+* r_a = c_a / k_a, the positive ratio;
+* m_a = min(c_a, k_a - c_a) / k_a, the minority fraction (0 when C agrees);
+* the *active* attributes of C are those with c_a > 0; the component metrics
+  average over them, so an attribute nobody in C has does not dilute them.
+
+Component metrics (0 for a perfectly consistent component, and for singletons):
+
+* ``variance`` = mean over active a of m_a^2, in [0, 0.25];
+* ``geometric_variance`` = exp(mean over active a of log(m_a + eps)) - eps with
+  eps = GEOMETRIC_EPS = 1e-3, in [0, 0.5]; it is high only when *every*
+  active attribute disagrees;
+* ``cubic_variance`` = mean over active a of m_a^3, in [0, 0.125]; it punishes
+  the worst attributes most;
+* ``label_count_std`` = population standard deviation over active a of r_a,
+  in [0, 0.5]; without missing labels this is std(c_a) / n, the seed
+  article's label-count spread;
+* ``inconsistency_score`` = 2 * sqrt(variance), in [0, 1] (the root mean square
+  of 2 m_a), the component score used for ranking, higher = more suspicious.
+
+Cells: the *agreement* of image i's known label y on a is the share of C's
+labelled images carrying the same value: r_a if y = 1, 1 - r_a if y = 0. A
+cell is a suspected label issue when agreement < ``min_label_agreement``
+(0.5 by default: a strict minority; a tie is not flagged, since nobody can say
+which side is wrong). Its ``score`` = 1 - agreement, in (0.5, 1] by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ._contracts import Dataset, Embeddings
+from ._validation import check_float, check_int
+from .errors import InvalidInputError
+
+__all__ = [
+    "METRICS",
+    "GEOMETRIC_EPS",
+    "Scores",
+    "score_components",
+    "component_label_counts",
+    "parse_threshold",
+    "flag_column",
+]
+
+logger = logging.getLogger(__name__)
+
+GEOMETRIC_EPS = 1e-3
+# metric -> short name used in flag columns (is_bad_component_<short>_<threshold>)
+METRICS = {
+    "variance": "var",
+    "geometric_variance": "gvar",
+    "cubic_variance": "cvar",
+    "label_count_std": "std",
+}
+_ROW_CHUNK = 65536  # images per chunk when expanding component counts to cells
+
+
+@dataclass(frozen=True)
+class Scores:
+    """The score tables of one run.
+
+    Attributes
+    ----------
+    components : pandas.DataFrame
+        One row per component (singletons included), indexed 0..n-1 by
+        ``component_id``.
+    component_attributes : pandas.DataFrame
+        One row per (component of >= ``min_component_size`` images, attribute
+        known in it).
+    images : pandas.DataFrame
+        One row per image, in dataset order.
+    label_issues : pandas.DataFrame
+        One row per suspected wrong cell.
+    """
+
+    components: pd.DataFrame
+    component_attributes: pd.DataFrame
+    images: pd.DataFrame
+    label_issues: pd.DataFrame
+
+
+def parse_threshold(threshold: str | float) -> tuple[str, float]:
+    """Read a threshold: ``"p80"`` (80th percentile) or an absolute number.
+
+    Returns ``("percentile", 80.0)`` or ``("absolute", 0.05)``.
+    """
+    if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+        return "absolute", float(threshold)
+    text = str(threshold).strip().lower()
+    match = re.fullmatch(r"p(\d+(?:\.\d+)?)", text)
+    if match and 0 <= float(match.group(1)) <= 100:
+        return "percentile", float(match.group(1))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not np.isfinite(value):
+        raise InvalidInputError(
+            f"A threshold must be a percentile like 'p80' (0-100) or a number like 0.05. "
+            f"Got {threshold!r} instead."
+        )
+    return "absolute", value
+
+
+def flag_column(metric: str, threshold: str | float) -> str:
+    """Name of the boolean flag column, e.g. ``is_bad_component_std_p80``.
+
+    An absolute threshold writes its dot as ``p``-free text: 0.05 -> ``0_05``.
+    """
+    kind, value = parse_threshold(threshold)
+    text = f"p{value:g}" if kind == "percentile" else f"{value:g}".replace(".", "_")
+    return f"is_bad_component_{METRICS[metric]}_{text}"
+
+
+def component_label_counts(
+    component_ids: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per component and attribute, count labelled and positive images.
+
+    Returns
+    -------
+    n_known, n_positive : ndarray of shape (n_components, n_attributes), dtype int64
+        k_a and c_a of every component.
+    """
+    from scipy.sparse import csr_matrix
+
+    component_ids = np.asarray(component_ids, dtype=np.int64)
+    n_components = int(component_ids.max()) + 1 if len(component_ids) else 0
+    rows = np.arange(len(component_ids))
+    membership = csr_matrix(
+        (np.ones(len(component_ids), dtype=np.int64), (component_ids, rows)),
+        shape=(n_components, len(component_ids)),
+    )
+    known = ~np.isnan(labels)
+    n_known = np.asarray(membership @ known.astype(np.int64))
+    n_positive = np.asarray(membership @ (labels == 1).astype(np.int64))
+    return n_known, n_positive
+
+
+def _component_metrics(n_known: np.ndarray, n_positive: np.ndarray, scored: np.ndarray):
+    """The four seed metrics per component (see the module docstring)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = n_positive / n_known
+        minority = np.minimum(n_positive, n_known - n_positive) / n_known
+    active = (n_positive > 0) & scored[None, :]
+    n_active = active.sum(axis=1)
+    denom = np.maximum(n_active, 1)
+    m = np.where(active, minority, 0.0)
+    variance = (m**2).sum(axis=1) / denom
+    cubic = (m**3).sum(axis=1) / denom
+    log_m = np.where(active, np.log(m + GEOMETRIC_EPS), 0.0)
+    geometric = np.where(
+        n_active > 0, np.maximum(np.exp(log_m.sum(axis=1) / denom) - GEOMETRIC_EPS, 0.0), 0.0
+    )
+    r = np.where(active, ratio, 0.0)
+    mean_r = r.sum(axis=1) / denom
+    squared = np.where(active, (ratio - mean_r[:, None]) ** 2, 0.0)
+    std = np.sqrt(squared.sum(axis=1) / denom)
+    n_disagreeing = (np.where(scored[None, :], np.nan_to_num(minority), 0.0) > 0).sum(axis=1)
+    return (
+        {
+            "variance": variance,
+            "geometric_variance": geometric,
+            "cubic_variance": cubic,
+            "label_count_std": std,
+            "n_active_attributes": n_active,
+            "n_disagreeing_attributes": n_disagreeing,
+        },
+        ratio,
+        minority,
+    )
+
+
+def score_components(
+    component_ids: np.ndarray,
+    dataset: Dataset,
+    *,
+    embeddings: Embeddings | None = None,
+    thresholds: Sequence[str | float] = ("p80",),
+    min_label_agreement: float = 0.5,
+    min_component_size: int = 2,
+    exclude_attributes: Sequence[str] = (),
+) -> Scores:
+    """Score every component for label disagreement.
+
+    Parameters
+    ----------
+    component_ids : ndarray of shape (n_images,), dtype int32
+        Dense component ids, as returned by :func:`find_components`.
+    dataset : Dataset
+        The labels (rows in the same order as ``component_ids``).
+    embeddings : Embeddings, optional
+        When given, each image's cosine similarity to its component's mean
+        direction (``centroid_similarity``) is reported.
+    thresholds : sequence of str or float, default=("p80",)
+        Flag thresholds applied to every metric: ``"pNN"`` = the NN-th
+        percentile over the components of >= ``min_component_size`` images, or
+        an absolute value. A component is flagged when its metric is strictly
+        above the threshold (so a perfectly consistent dataset flags nothing).
+    min_label_agreement : float in [0, 1], default=0.5
+        A cell whose agreement is below this is a suspected label issue.
+    min_component_size : int, default=2
+        Smaller components are not scored (a singleton has nobody to disagree with).
+    exclude_attributes : sequence of str, default=()
+        Attributes reported for information but never scored or flagged
+        (e.g. ones that legitimately differ between views).
+
+    Returns
+    -------
+    Scores
+        The four score tables (see ``README.md`` for every column).
+    """
+    func = "score_components"
+    started = time.perf_counter()
+    min_label_agreement = check_float(
+        min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0
+    )
+    min_component_size = check_int(min_component_size, "min_component_size", func, min_value=1)
+    component_ids = np.asarray(component_ids, dtype=np.int64)
+    if component_ids.shape != (dataset.n_images,):
+        raise InvalidInputError(
+            f"component_ids has shape {component_ids.shape} but the dataset has "
+            f"{dataset.n_images} images; they must match row for row."
+        )
+    unknown = sorted(set(exclude_attributes) - set(dataset.attributes))
+    if unknown:
+        raise InvalidInputError(
+            f"The 'exclude_attributes' parameter of {func} names unknown attributes {unknown}; "
+            f"known attributes are {list(dataset.attributes)[:20]}."
+        )
+    parsed = [(t, parse_threshold(t)) for t in thresholds]
+    labels = dataset.labels
+    scored = np.array([a not in set(exclude_attributes) for a in dataset.attributes], dtype=bool)
+
+    sizes = np.bincount(component_ids) if len(component_ids) else np.zeros(0, dtype=np.int64)
+    n_components = len(sizes)
+    big = sizes >= min_component_size
+    n_known, n_positive = component_label_counts(component_ids, labels)
+    metrics, ratio, minority = _component_metrics(n_known, n_positive, scored)
+    for name in METRICS:
+        metrics[name] = np.where(big, metrics[name], 0.0)
+    metrics["n_disagreeing_attributes"] = np.where(big, metrics["n_disagreeing_attributes"], 0)
+
+    components = pd.DataFrame({"component_id": np.arange(n_components, dtype=np.int32)})
+    components["size"] = sizes.astype(np.int64)
+    for name in METRICS:
+        components[name] = metrics[name].astype(np.float64)
+    components["inconsistency_score"] = 2.0 * np.sqrt(metrics["variance"])
+    components["n_active_attributes"] = metrics["n_active_attributes"].astype(np.int64)
+    components["n_disagreeing_attributes"] = metrics["n_disagreeing_attributes"].astype(np.int64)
+
+    threshold_values = {}
+    for name in METRICS:
+        for raw, (kind, value) in parsed:
+            if kind == "percentile":
+                pool = metrics[name][big]
+                cut = float(np.percentile(pool, value)) if len(pool) else np.inf
+            else:
+                cut = value
+            column = flag_column(name, raw)
+            components[column] = big & (metrics[name] > cut)
+            threshold_values[column] = cut
+
+    issues, image_cols = _cell_scores(
+        component_ids, labels, ratio, minority, big, scored, min_label_agreement
+    )
+    images = pd.DataFrame({"image_id": dataset.ids.astype(str)})
+    images["component_id"] = component_ids.astype(np.int32)
+    images["component_size"] = sizes[component_ids].astype(np.int64)
+    if embeddings is not None:
+        images["centroid_similarity"] = _centroid_similarity(component_ids, embeddings)
+    n_rare = image_cols["n_rare_labels"]
+    images["n_rare_labels"] = n_rare
+    images["label_issue_score"] = image_cols["label_issue_score"]
+    attr_names = np.asarray(dataset.attributes, dtype=object)
+    rare_lists = [[] for _ in range(dataset.n_images)]
+    for row, col in zip(issues["row"], issues["col"], strict=True):
+        rare_lists[row].append(attr_names[col])
+    images["rare_labels"] = rare_lists
+
+    n_issues = np.bincount(component_ids[issues["row"]], minlength=n_components)
+    components["n_label_issues"] = n_issues.astype(np.int64)
+
+    label_issues = pd.DataFrame(
+        {
+            "image_id": dataset.ids[issues["row"]].astype(str),
+            "component_id": component_ids[issues["row"]].astype(np.int32),
+            "attribute": attr_names[issues["col"]].astype(str),
+            "given_label": labels[issues["row"], issues["col"]].astype(np.int8),
+            "component_majority": _majority(ratio[component_ids[issues["row"]], issues["col"]]),
+            "minority_fraction": issues["minority"].astype(np.float64),
+            "agreement": issues["agreement"].astype(np.float64),
+            "score": (1.0 - issues["agreement"]).astype(np.float64),
+        }
+    )
+    label_issues = label_issues.sort_values(
+        ["score", "component_id", "image_id", "attribute"],
+        ascending=[False, True, True, True],
+        kind="stable",
+    ).reset_index(drop=True)
+
+    comp_attr = _component_attribute_table(n_known, n_positive, ratio, minority, big, attr_names)
+    logger.info(
+        "scores: %d components (%d scored), %d suspected label issues, %.2f s",
+        n_components,
+        int(big.sum()),
+        len(label_issues),
+        time.perf_counter() - started,
+    )
+    components.attrs["thresholds"] = threshold_values
+    return Scores(
+        components=components,
+        component_attributes=comp_attr,
+        images=images,
+        label_issues=label_issues,
+    )
+
+
+def _cell_scores(component_ids, labels, ratio, minority, big, scored, min_label_agreement):
+    """Find suspected wrong cells, chunked over images to bound memory."""
+    rows, cols, agreements, minorities = [], [], [], []
+    n_images = len(component_ids)
+    n_rare = np.zeros(n_images, dtype=np.int64)
+    worst = np.zeros(n_images, dtype=np.float64)
+    for start in range(0, n_images, _ROW_CHUNK):
+        stop = min(start + _ROW_CHUNK, n_images)
+        comp = component_ids[start:stop]
+        y = labels[start:stop]
+        r = ratio[comp]
+        agreement = np.where(y == 1, r, 1.0 - r)
+        rare = (
+            ~np.isnan(y) & (agreement < min_label_agreement) & big[comp][:, None] & scored[None, :]
+        )
+        rare_rows, rare_cols = np.nonzero(rare)
+        rows.append(rare_rows + start)
+        cols.append(rare_cols)
+        agreements.append(agreement[rare_rows, rare_cols])
+        minorities.append(minority[comp[rare_rows], rare_cols])
+        n_rare[start:stop] = rare.sum(axis=1)
+        score = np.where(rare, 1.0 - agreement, 0.0)
+        worst[start:stop] = score.max(axis=1) if score.shape[1] else 0.0
+    issues = {
+        "row": np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+        "col": np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64),
+        "agreement": np.concatenate(agreements) if agreements else np.zeros(0),
+        "minority": np.concatenate(minorities) if minorities else np.zeros(0),
+    }
+    return issues, {"n_rare_labels": n_rare, "label_issue_score": worst}
+
+
+def _majority(ratio: np.ndarray) -> pd.Series:
+    """1 where r_a > 0.5, 0 where r_a < 0.5, missing on a tie."""
+    majority = pd.Series((ratio > 0.5).astype(np.int8), dtype="Int8")
+    majority[ratio == 0.5] = pd.NA
+    return majority
+
+
+def _centroid_similarity(component_ids: np.ndarray, embeddings: Embeddings) -> np.ndarray:
+    """Cosine similarity of each image to the mean direction of its component."""
+    if len(embeddings) != len(component_ids):
+        raise InvalidInputError(
+            f"There are {len(embeddings)} embeddings for {len(component_ids)} images; "
+            "they must match row for row."
+        )
+    vectors = embeddings.vectors
+    n_components = int(component_ids.max()) + 1 if len(component_ids) else 0
+    sums = np.zeros((n_components, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, component_ids, vectors)
+    norms = np.linalg.norm(sums, axis=1, keepdims=True)
+    centroids = sums / np.maximum(norms, 1e-12)
+    return np.einsum("ij,ij->i", vectors, centroids[component_ids]).astype(np.float32)
+
+
+def _component_attribute_table(n_known, n_positive, ratio, minority, big, attr_names):
+    comp_idx, attr_idx = np.nonzero(big[:, None] & (n_known > 0))
+    return pd.DataFrame(
+        {
+            "component_id": comp_idx.astype(np.int32),
+            "attribute": attr_names[attr_idx].astype(str),
+            "n_known": n_known[comp_idx, attr_idx].astype(np.int64),
+            "n_positive": n_positive[comp_idx, attr_idx].astype(np.int64),
+            "positive_ratio": ratio[comp_idx, attr_idx].astype(np.float64),
+            "minority_fraction": minority[comp_idx, attr_idx].astype(np.float64),
+        }
+    )
