@@ -1,0 +1,323 @@
+"""``run``: the stages in order, from images + labels to a written report.
+
+No printing and no exiting here: the CLI formats what :func:`summarize` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from ._contracts import Dataset, Embeddings
+from .components import component_edge_stats, find_components
+from .duplicates import find_pairs
+from .errors import InvalidInputError, InvalidTypeError
+from .graph import edges_from_neighbors, search_neighbors
+from .report import Report, write_report
+from .scoring import score_components
+
+__all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every option of :func:`run`; the CLI flags and ``run.json`` use the same names.
+
+    Attributes
+    ----------
+    backbone : str
+        Embedding model name (``clusterclean.available_backbones()``).
+    weights : str or None
+        Local weights file for the backbone.
+    n_neighbors : int
+        Neighbours searched per image.
+    min_similarity : float
+        Cosine similarity cut for an edge.
+    mutual : bool
+        Keep only mutual-kNN edges.
+    thresholds : tuple of str
+        Component flag thresholds (``"p80"`` percentiles or absolute values).
+    min_label_agreement : float
+        A cell whose agreement is below this is a suspected label issue.
+    min_component_size : int
+        Smaller components are not scored.
+    exclude_attributes : tuple of str
+        Attributes never scored or flagged.
+    """
+
+    backbone: str = "resnet50"
+    weights: str | None = None
+    batch_size: int = 32
+    num_workers: int | None = None
+    device: str | None = None
+    n_neighbors: int = 10
+    min_similarity: float = 0.9
+    mutual: bool = False
+    thresholds: tuple[str, ...] = ("p80",)
+    min_label_agreement: float = 0.5
+    min_component_size: int = 2
+    exclude_attributes: tuple[str, ...] = ()
+    image_column: str | None = None
+    multiclass_columns: tuple[str, ...] = ()
+    allow_unlabeled_images: bool = False
+
+
+def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
+    """Reorder ``embeddings`` to the dataset's row order; their ids must match exactly."""
+    position = pd.Index(embeddings.ids.astype(str))
+    wanted = dataset.ids.astype(str)
+    missing = wanted[~np.isin(wanted, position)]
+    extra = position[~position.isin(wanted)]
+    if len(missing) or len(extra):
+        parts = []
+        if len(missing):
+            parts.append(
+                f"{len(missing)} dataset images have no embedding (first: "
+                f"{', '.join(map(repr, missing[:3]))})"
+            )
+        if len(extra):
+            parts.append(
+                f"{len(extra)} embedding ids are not in the labels table (first: "
+                f"{', '.join(map(repr, extra[:3]))})"
+            )
+        raise InvalidInputError(
+            "The embeddings do not match the dataset: "
+            + "; ".join(parts)
+            + ". The embeddings' image_id values must equal the labels table's image ids."
+        )
+    order = position.get_indexer(wanted)
+    return Embeddings(
+        ids=embeddings.ids[order],
+        vectors=np.ascontiguousarray(embeddings.vectors[order]),
+        backbone=embeddings.backbone,
+    )
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    started = time.perf_counter()
+    yield
+    timings[stage] = round(time.perf_counter() - started, 4)
+
+
+def _versions() -> dict[str, str]:
+    import sys
+
+    versions = {
+        "clusterclean": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
+    for name in ("pyarrow", "scipy", "faiss", "torch", "torchvision"):
+        module = sys.modules.get(name)
+        if module is not None:
+            versions[name] = str(getattr(module, "__version__", "unknown"))
+    return versions
+
+
+def _images_table(dataset: Dataset, scores_images: pd.DataFrame, neighbors) -> pd.DataFrame:
+    table = pd.DataFrame({"image_id": dataset.ids.astype(str)})
+    for column in ("path", "split", "group"):
+        table[column] = (
+            dataset.table[column].to_numpy(dtype=object)
+            if column in dataset.table.columns
+            else None
+        )
+    for column in ("component_id", "component_size"):
+        table[column] = scores_images[column].to_numpy()
+    nearest = neighbors.indices[:, 0] if neighbors.indices.shape[1] else np.full(len(table), -1)
+    has = nearest >= 0
+    nearest_id = np.full(len(table), None, dtype=object)
+    nearest_id[has] = dataset.ids[nearest[has]]
+    table["nearest_id"] = nearest_id
+    sims = neighbors.similarities[:, 0] if neighbors.similarities.shape[1] else np.zeros(len(table))
+    table["nearest_similarity"] = np.where(has, sims, np.nan).astype(np.float32)
+    for column in ("centroid_similarity", "n_rare_labels", "rare_labels", "label_issue_score"):
+        if column in scores_images.columns:
+            table[column] = scores_images[column].to_numpy()
+    return table
+
+
+def run(
+    images: str | Path | None = None,
+    labels: str | Path | pd.DataFrame | Dataset | None = None,
+    *,
+    out: str | Path | None = None,
+    embeddings: str | Path | Embeddings | None = None,
+    config: RunConfig | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> Report:
+    """Run the whole pipeline: load, embed, kNN graph, components, scores, report.
+
+    Parameters
+    ----------
+    images : path, optional
+        Folder of images. Optional when ``embeddings`` are given.
+    labels : path, DataFrame or Dataset, optional
+        Labels table (CSV/Parquet, wide or long form) or a loaded Dataset.
+    out : path, optional
+        Report folder to write (atomically). Nothing is written when omitted.
+    embeddings : path or Embeddings, optional
+        Vectors to use instead of embedding the images (Parquet with
+        ``image_id`` + a list column, or ``.npy`` with an ids file next to it).
+    config : RunConfig, optional
+        All options at once; ``**options`` override its fields by name.
+    progress : bool, default=True
+        Progress bars on the long stages.
+
+    Returns
+    -------
+    Report
+        The tables, also written to ``out`` when given.
+    """
+    config = config or RunConfig()
+    unknown = sorted(set(options) - set(RunConfig.__dataclass_fields__))
+    if unknown:
+        raise InvalidTypeError(
+            f"run() got unknown options {unknown}; valid options are "
+            f"{sorted(RunConfig.__dataclass_fields__)}."
+        )
+    config = RunConfig(**{**asdict(config), **options})
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    with _timed(timings, "load"):
+        dataset = _load(images, labels, embeddings, config)
+    with _timed(timings, "embed"):
+        vectors = _embed(dataset, embeddings, config, progress)
+    with _timed(timings, "graph"):
+        neighbors = search_neighbors(vectors, n_neighbors=config.n_neighbors, progress=progress)
+        edges = edges_from_neighbors(
+            neighbors, min_similarity=config.min_similarity, mutual=config.mutual
+        )
+    with _timed(timings, "components"):
+        component_ids = find_components(edges, dataset.n_images)
+    with _timed(timings, "scores"):
+        scores = score_components(
+            component_ids,
+            dataset,
+            embeddings=vectors,
+            thresholds=config.thresholds,
+            min_label_agreement=config.min_label_agreement,
+            min_component_size=config.min_component_size,
+            exclude_attributes=config.exclude_attributes,
+        )
+        components = pd.concat(
+            [scores.components, component_edge_stats(edges, component_ids)], axis=1
+        )
+        pairs = find_pairs(edges, dataset)
+        images_table = _images_table(dataset, scores.images, neighbors)
+
+    sizes = components["size"].to_numpy()
+    run_info: dict[str, Any] = {
+        "parameters": asdict(config),
+        "versions": _versions(),
+        "timings": timings,
+        "counts": {
+            "images": dataset.n_images,
+            "attributes": dataset.n_attributes,
+            "components": len(components),
+            "components_multi": int((sizes >= 2).sum()),
+            "largest_component": int(sizes.max()) if len(sizes) else 0,
+            "edges": len(edges),
+            "label_issues": len(scores.label_issues),
+            "flagged_components": {
+                c: int(components[c].sum())
+                for c in components.columns
+                if c.startswith("is_bad_component_")
+            },
+        },
+        "thresholds": scores.components.attrs.get("thresholds", {}),
+        "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
+    }
+    report = Report(
+        dataset=dataset,
+        images=images_table,
+        components=components,
+        component_attributes=scores.component_attributes,
+        label_issues=scores.label_issues,
+        pairs=pairs,
+        edges=edges,
+        embeddings=vectors,
+        run_info=run_info,
+    )
+    timings["total"] = round(time.perf_counter() - started, 4)
+    if out is not None:
+        report = replace(report, folder=write_report(report, out))
+    return report
+
+
+def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
+    from .dataset import load_dataset
+
+    if isinstance(labels, Dataset):
+        return labels
+    if images is None and labels is None:
+        raise InvalidInputError("Give images (a folder), labels (a table), or both.")
+    if images is None and embeddings is None:
+        raise InvalidInputError(
+            "Without an images folder there is nothing to embed: give --images DIR, or "
+            "--embeddings FILE with vectors you made yourself."
+        )
+    return load_dataset(
+        labels,
+        images=images,
+        image_column=config.image_column,
+        multiclass_columns=config.multiclass_columns,
+        allow_unlabeled_images=config.allow_unlabeled_images,
+    )
+
+
+def _embed(dataset: Dataset, embeddings, config: RunConfig, progress: bool) -> Embeddings:
+    from .embed import embed_images, load_embeddings
+
+    if embeddings is not None:
+        vectors = embeddings if isinstance(embeddings, Embeddings) else load_embeddings(embeddings)
+        return align_embeddings(vectors, dataset)
+    return embed_images(
+        dataset,
+        backbone=config.backbone,
+        weights=config.weights,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
+
+
+def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
+    """The figures a person wants first: sizes, flagged components, worst attributes."""
+    components = report.components
+    multi = components[components["size"] >= 2]
+    disagree = (
+        report.component_attributes.loc[
+            report.component_attributes["minority_fraction"] > 0, "attribute"
+        ]
+        .value_counts()
+        .head(n_attributes)
+    )
+    flag_columns = [c for c in components.columns if c.startswith("is_bad_component_")]
+    return {
+        "images": report.dataset.n_images,
+        "components": len(components),
+        "components_multi": len(multi),
+        "largest_component": int(components["size"].max()) if len(components) else 0,
+        "inconsistent_components": int((multi["n_disagreeing_attributes"] > 0).sum()),
+        "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
+        "label_issues": len(report.label_issues),
+        "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
+        "folder": str(report.folder) if report.folder else None,
+    }

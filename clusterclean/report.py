@@ -1,0 +1,430 @@
+"""The report folder: column names, dtypes, SCHEMA_VERSION, Parquet write/read.
+
+This is the only module that knows the on-disk names and types. Every table is
+written to a temporary file and renamed; the whole folder is first assembled
+next to its destination and swapped in, so a reader sees either the previous
+complete report or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from ._contracts import Dataset, Embeddings
+from .errors import InvalidInputError, ReportSchemaError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCORE_DIRECTION",
+    "TABLES",
+    "Report",
+    "write_report",
+    "read_report",
+    "write_table",
+    "read_table",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+METADATA_KEY = b"clusterclean"
+SCORE_DIRECTION = "higher = more suspicious; every *_score column is in [0, 1]"
+RUN_FILE = "run.json"
+
+# table -> {column: (arrow type name, description)}. Columns matching a
+# pattern in _EXTRA_COLUMNS may be added (e.g. one flag per threshold).
+TABLES: dict[str, dict[str, tuple[str, str]]] = {
+    "dataset": {
+        "image_id": ("string", "unique image id (the labels table's image value)"),
+        "path": ("string", "absolute image path; null when only embeddings were given"),
+        "split": ("string", "train / val / test, when the labels have a split column"),
+        "group": ("string", "known identity (e.g. PETA person id), when given"),
+        "labels": ("list<float32>", "labels in attribute order: 1, 0 or NaN (missing)"),
+    },
+    "images": {
+        "image_id": ("string", "unique image id"),
+        "path": ("string", "absolute image path, or null"),
+        "split": ("string", "train / val / test, or null"),
+        "group": ("string", "known identity, or null"),
+        "component_id": ("int32", "component the image belongs to"),
+        "component_size": ("int64", "images in that component"),
+        "nearest_id": ("string", "most similar other image (before the similarity cut)"),
+        "nearest_similarity": ("float32", "cosine similarity to nearest_id"),
+        "centroid_similarity": ("float32", "cosine similarity to the component's mean direction"),
+        "n_rare_labels": ("int64", "labels of this image that are a minority in its component"),
+        "rare_labels": ("list<string>", "those attributes"),
+        "label_issue_score": ("float64", "max score of its suspected label issues, 0 if none"),
+    },
+    "components": {
+        "component_id": ("int32", "dense component id"),
+        "size": ("int64", "images in the component"),
+        "variance": ("float64", "mean over active attributes of m_a^2"),
+        "geometric_variance": (
+            "float64",
+            "exp(mean log(m_a + 1e-3)) - 1e-3 over active attributes",
+        ),
+        "cubic_variance": ("float64", "mean over active attributes of m_a^3"),
+        "label_count_std": ("float64", "std over active attributes of r_a = c_a / k_a"),
+        "inconsistency_score": ("float64", "2 * sqrt(variance), in [0, 1]"),
+        "n_active_attributes": ("int64", "attributes with c_a > 0"),
+        "n_disagreeing_attributes": ("int64", "attributes with m_a > 0"),
+        "n_label_issues": ("int64", "suspected wrong cells in the component"),
+        "n_edges": ("int64", "graph edges inside the component"),
+        "mean_similarity": ("float32", "mean similarity of those edges"),
+        "min_similarity": ("float32", "the weakest edge holding the component together"),
+    },
+    "component_attributes": {
+        "component_id": ("int32", "component (>= 2 images)"),
+        "attribute": ("string", "attribute name"),
+        "n_known": ("int64", "k_a: images of the component where the attribute is not missing"),
+        "n_positive": ("int64", "c_a: images where it is 1"),
+        "positive_ratio": ("float64", "r_a = c_a / k_a"),
+        "minority_fraction": ("float64", "m_a = min(c_a, k_a - c_a) / k_a"),
+    },
+    "label_issues": {
+        "image_id": ("string", "image holding the suspected wrong cell"),
+        "component_id": ("int32", "its component"),
+        "attribute": ("string", "attribute of the cell"),
+        "given_label": ("int8", "the label as given (1 or 0)"),
+        "component_majority": ("int8", "the component's majority value; null on a tie"),
+        "minority_fraction": ("float64", "m_a of the attribute in the component"),
+        "agreement": ("float64", "share of the component's labelled images with the same value"),
+        "score": ("float64", "1 - agreement"),
+    },
+    "pairs": {
+        "image_id_a": ("string", "first image of the pair (lower row)"),
+        "image_id_b": ("string", "second image"),
+        "similarity": ("float32", "cosine similarity"),
+        "split_a": ("string", "split of image a, or null"),
+        "split_b": ("string", "split of image b, or null"),
+        "is_cross_split": ("bool", "both splits known and different (leakage)"),
+        "n_differing_labels": ("int64", "attributes known in both images with different values"),
+        "differing_attributes": ("list<string>", "those attributes"),
+    },
+    "edges": {
+        "src": ("int32", "row index of one image (src < dst)"),
+        "dst": ("int32", "row index of the other image"),
+        "similarity": ("float32", "cosine similarity"),
+    },
+    "embeddings": {
+        "image_id": ("string", "image id"),
+        "embedding": ("fixed_size_list<float32>", "L2-normalised vector"),
+    },
+}
+_EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything one run produced; what ``write_report`` saves and ``read_report`` loads.
+
+    Attributes
+    ----------
+    dataset : Dataset
+        The labels the run scored.
+    images, components, component_attributes, label_issues, pairs, edges : DataFrame
+        The report tables (columns documented in ``TABLES`` and the README).
+    embeddings : Embeddings or None
+        The vectors the graph was built on.
+    run_info : dict
+        Parameters, versions, timings and counts (``run.json``).
+    folder : Path or None
+        Where the report was written or read from.
+    """
+
+    dataset: Dataset
+    images: pd.DataFrame
+    components: pd.DataFrame
+    component_attributes: pd.DataFrame
+    label_issues: pd.DataFrame
+    pairs: pd.DataFrame
+    edges: pd.DataFrame
+    embeddings: Embeddings | None = None
+    run_info: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None
+
+
+def _arrow_type(name: str, dim: int | None = None):
+    import pyarrow as pa
+
+    simple = {
+        "string": pa.string(),
+        "int8": pa.int8(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "bool": pa.bool_(),
+        "list<string>": pa.list_(pa.string()),
+        "list<float32>": pa.list_(pa.float32()),
+    }
+    if name == "fixed_size_list<float32>":
+        return pa.list_(pa.float32(), dim)
+    return simple[name]
+
+
+def _metadata(table: str, extra: dict[str, Any] | None) -> dict[bytes, bytes]:
+    payload = {
+        "version": SCHEMA_VERSION,
+        "creator": {"library": "clusterclean", "version": __version__},
+        "score_direction": SCORE_DIRECTION,
+        "table": table,
+    }
+    payload.update(extra or {})
+    return {METADATA_KEY: json.dumps(payload).encode()}
+
+
+def _to_arrow(name: str, frame: pd.DataFrame):
+    """Build an Arrow table with the declared types, in the declared column order."""
+    import pyarrow as pa
+
+    spec = TABLES[name]
+    extra_prefixes = _EXTRA_COLUMNS.get(name, ())
+    arrays, fields = [], []
+    for column, (type_name, description) in spec.items():
+        if column not in frame.columns:
+            continue
+        values = frame[column]
+        if type_name == "fixed_size_list<float32>":
+            matrix = np.ascontiguousarray(np.stack(values.to_numpy()), dtype=np.float32)
+            array = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
+        else:
+            array = pa.array(
+                values.tolist() if values.dtype == object else values,
+                type=_arrow_type(type_name),
+                from_pandas=True,
+            )
+        arrays.append(array)
+        fields.append(pa.field(column, array.type, metadata={"description": description}))
+    for column in frame.columns:
+        if column in spec:
+            continue
+        if not any(column.startswith(p) for p in extra_prefixes):
+            raise InvalidInputError(f"Column {column!r} is not part of the {name!r} table schema.")
+        arrays.append(pa.array(frame[column].to_numpy(dtype=bool)))
+        fields.append(pa.field(column, pa.bool_()))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through ``write(tmp_path)`` then rename into place."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_table(
+    name: str, frame: pd.DataFrame, path: str | Path, *, metadata: dict | None = None
+) -> Path:
+    """Write one report table as Parquet, atomically, with the schema metadata."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = _to_arrow(name, frame)
+    table = table.replace_schema_metadata(_metadata(name, metadata))
+    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    return path
+
+
+def read_table(path: str | Path, *, expected: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Read a table written by :func:`write_table`, checking its schema version.
+
+    Returns the DataFrame and the clusterclean metadata dict.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReportSchemaError(
+            f"{path} is missing; re-run `clusterclean run` to rebuild the report."
+        )
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise ReportSchemaError(
+            f"{path} was not written by clusterclean (no {METADATA_KEY.decode()!r} metadata)."
+        )
+    meta = json.loads(raw)
+    if meta.get("version") != SCHEMA_VERSION:
+        raise ReportSchemaError(
+            f"{path} has report schema version {meta.get('version')!r}; this clusterclean "
+            f"({__version__}) reads version {SCHEMA_VERSION!r}. Re-run `clusterclean run` with "
+            "this version, or install the clusterclean version that wrote it "
+            f"({meta.get('creator', {}).get('version', 'unknown')})."
+        )
+    if expected is not None and meta.get("table") != expected:
+        raise ReportSchemaError(f"{path} holds table {meta.get('table')!r}, not {expected!r}.")
+    return table.to_pandas(), meta
+
+
+def _dataset_frame(dataset: Dataset) -> pd.DataFrame:
+    frame = pd.DataFrame({"image_id": dataset.ids.astype(str)})
+    for column in ("path", "split", "group"):
+        if column in dataset.table.columns:
+            frame[column] = dataset.table[column].to_numpy(dtype=object)
+    frame["labels"] = list(dataset.labels)
+    return frame
+
+
+def _dataset_from_frame(frame: pd.DataFrame, meta: dict) -> Dataset:
+    attributes = tuple(meta.get("attributes", []))
+    labels = (
+        np.stack(frame["labels"].to_numpy()).astype(np.float32)
+        if len(frame)
+        else np.zeros((0, len(attributes)), dtype=np.float32)
+    )
+    labels = labels.reshape(len(frame), len(attributes))
+    table = frame.drop(columns=["labels"]).reset_index(drop=True)
+    tasks = {k: tuple(v) for k, v in meta.get("tasks", {}).items()}
+    root = Path(meta["root"]) if meta.get("root") else None
+    return Dataset(table=table, labels=labels, attributes=attributes, tasks=tasks, root=root)
+
+
+def _embeddings_frame(embeddings: Embeddings) -> pd.DataFrame:
+    return pd.DataFrame(
+        {"image_id": embeddings.ids.astype(str), "embedding": list(embeddings.vectors)}
+    )
+
+
+def _prepare_folder(out: Path) -> Path:
+    """Check that ``out`` may be (re)placed, and return the staging folder next to it."""
+    if out.exists() and not out.is_dir():
+        raise InvalidInputError(
+            f"The output {out} exists and is not a folder; choose another --out."
+        )
+    if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
+        raise InvalidInputError(
+            f"The output folder {out} is not empty and holds no clusterclean report "
+            f"({RUN_FILE}); choose a new or empty folder so nothing of yours is overwritten."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(out.parent, os.W_OK):
+        raise InvalidInputError(f"Cannot write into {out.parent}; choose a writable --out folder.")
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def write_report(report: Report, out: str | Path) -> Path:
+    """Write the report folder atomically and return its path.
+
+    Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
+    ``components.parquet``, ``component_attributes.parquet``,
+    ``label_issues.parquet``, ``pairs.parquet``, ``edges.parquet``,
+    ``embeddings.parquet`` (when there are embeddings) and ``run.json``.
+    """
+    started = time.perf_counter()
+    out = Path(out).absolute()
+    staging = _prepare_folder(out)
+    try:
+        dataset_meta = {
+            "attributes": list(report.dataset.attributes),
+            "tasks": {k: list(v) for k, v in report.dataset.tasks.items()},
+            "root": str(report.dataset.root) if report.dataset.root else None,
+        }
+        write_table(
+            "dataset",
+            _dataset_frame(report.dataset),
+            staging / "dataset.parquet",
+            metadata=dataset_meta,
+        )
+        for name in (
+            "images",
+            "components",
+            "component_attributes",
+            "label_issues",
+            "pairs",
+            "edges",
+        ):
+            write_table(name, getattr(report, name), staging / f"{name}.parquet")
+        if report.embeddings is not None:
+            write_table(
+                "embeddings",
+                _embeddings_frame(report.embeddings),
+                staging / "embeddings.parquet",
+                metadata={"backbone": report.embeddings.backbone},
+            )
+        run_info = dict(report.run_info, schema_version=SCHEMA_VERSION)
+        timings = dict(run_info.get("timings", {}))
+        timings["write"] = round(time.perf_counter() - started, 4)
+        run_info["timings"] = timings
+        text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
+        _atomic_write(staging / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
+        _swap_into_place(staging, out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    logger.info("report written to %s", out)
+    return out
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(staging, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
+    """Load a report folder written by :func:`write_report`.
+
+    Raises
+    ------
+    ReportSchemaError
+        When the folder is incomplete or was written with another schema version.
+    """
+    folder = Path(folder)
+    if not (folder / RUN_FILE).is_file():
+        raise ReportSchemaError(
+            f"{folder} is not a clusterclean report (no {RUN_FILE}); run `clusterclean run "
+            f"... --out {folder}` first."
+        )
+    run_info = json.loads((folder / RUN_FILE).read_text())
+    frame, meta = read_table(folder / "dataset.parquet", expected="dataset")
+    dataset = _dataset_from_frame(frame, meta)
+    tables = {
+        name: read_table(folder / f"{name}.parquet", expected=name)[0]
+        for name in (
+            "images",
+            "components",
+            "component_attributes",
+            "label_issues",
+            "pairs",
+            "edges",
+        )
+    }
+    embeddings = None
+    if load_embeddings and (folder / "embeddings.parquet").is_file():
+        emb, meta = read_table(folder / "embeddings.parquet", expected="embeddings")
+        vectors = (
+            np.stack(emb["embedding"].to_numpy())
+            if len(emb)
+            else np.zeros((0, 0), dtype=np.float32)
+        )
+        embeddings = Embeddings(
+            ids=emb["image_id"].to_numpy(dtype=object),
+            vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+            backbone=meta.get("backbone", "user"),
+        )
+    return Report(
+        dataset=dataset, embeddings=embeddings, run_info=run_info, folder=folder, **tables
+    )
