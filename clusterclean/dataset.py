@@ -282,6 +282,7 @@ def _image_ids(table: _Table, column: str, *, unique: bool) -> list[str]:
 
 def _bad_value_error(table: _Table, column: str, row: int, *, hint: str = "") -> InvalidInputError:
     value = table.frame[column].iloc[row]
+    value = value.item() if isinstance(value, np.generic) else value
     return InvalidInputError(
         f"{table.title} has the value {value!r} in column {column!r} at "
         f"{table.at(row)}; attribute values must be 1, 0 or empty (missing). {hint}".rstrip()
