@@ -216,29 +216,26 @@ def _binary_value(value: object) -> float | None:
     return None
 
 
-def _binary_array(values: pd.Series) -> tuple[np.ndarray, int | None]:
-    """Parse one column of label cells.
+def _binary_cells(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parse label cells (any shape, dtype object) in one pass over their distinct values.
 
     Returns
     -------
-    labels : ndarray of shape (n_rows,), dtype float32
-        1.0 / 0.0 / NaN; undefined where the cell is invalid.
-    first_bad : int or None
-        0-based row of the first invalid cell, ``None`` when all are valid.
+    labels : ndarray of the same shape, dtype float32
+        1.0 / 0.0 / NaN; NaN where the cell is invalid too.
+    invalid : ndarray of the same shape, dtype bool
+        True where the cell is not a valid label.
     """
-    cells = values.to_numpy(dtype=object)
+    flat = cells.ravel()
     try:
-        codes, uniques = pd.factorize(cells, use_na_sentinel=True)
-    except TypeError:  # unhashable cells (lists, dicts) in a DataFrame
-        parsed = [_binary_value(v) for v in cells]
-        bad = [i for i, p in enumerate(parsed) if p is None]
-        out = np.array([math.nan if p is None else p for p in parsed], dtype=np.float32)
-        return out, (bad[0] if bad else None)
+        codes, uniques = pd.factorize(flat, use_na_sentinel=True)
+    except TypeError:  # unhashable cells (lists, dicts) in a DataFrame: parse each one
+        codes, uniques = np.arange(flat.size), flat
     parsed = [_binary_value(v) for v in uniques]
-    table = np.array([math.nan if p is None else p for p in parsed] + [math.nan], np.float32)
-    out = table[codes]  # code -1 (missing) picks the trailing NaN
-    invalid = np.array([p is None for p in parsed] + [False], dtype=bool)[codes]
-    return out, (int(np.argmax(invalid)) if invalid.any() else None)
+    lookup = np.array([math.nan if p is None else p for p in parsed] + [math.nan], np.float32)
+    bad = np.array([p is None for p in parsed] + [False], dtype=bool)
+    # code -1 (a missing cell) picks the trailing NaN / False
+    return lookup[codes].reshape(cells.shape), bad[codes].reshape(cells.shape)
 
 
 def _cell_strings(values: pd.Series) -> list[str | None]:
@@ -363,21 +360,24 @@ def _wide_labels(
                 f"The column {column!r} of {table.name} is the image, split or group column; "
                 "it cannot also be a multi-class attribute."
             )
+    columns = [c for c in frame.columns if c not in meta]
+    binary_columns = [c for c in columns if c not in multiclass_columns]
+    binary, invalid = _binary_cells(frame[binary_columns].to_numpy(dtype=object))
+    if invalid.any():
+        column = binary_columns[int(np.argmax(invalid.any(axis=0)))]
+        row = int(np.argmax(invalid[:, binary_columns.index(column)]))
+        hint = _categorical_hint(frame[column], column)
+        raise _bad_value_error(table, column, row, hint=hint)
+    position = {c: j for j, c in enumerate(binary_columns)}
     blocks: list[np.ndarray] = []
     attributes: list[str] = []
     tasks: dict[str, tuple[str, ...]] = {}
-    for column in frame.columns:
-        if column in meta:
-            continue
+    for column in columns:
         if column in multiclass_columns:
             block, names = _one_hot(table, column)
             tasks[column] = names
         else:
-            values, bad = _binary_array(frame[column])
-            if bad is not None:
-                hint = _categorical_hint(frame[column], column)
-                raise _bad_value_error(table, column, bad, hint=hint)
-            block, names = values[:, None], (column,)
+            block, names = binary[:, position[column], None], (column,)
         blocks.append(block)
         attributes.extend(names)
     if len(set(attributes)) != len(attributes):
@@ -409,9 +409,9 @@ def _long_labels(table: _Table, image_column: str) -> _Labels:
     names = _cell_strings(frame["attribute"])
     has_value = "value" in frame.columns
     if has_value:
-        values, bad = _binary_array(frame["value"])
-        if bad is not None:
-            raise _bad_value_error(table, "value", bad)
+        values, invalid = _binary_cells(frame["value"].to_numpy(dtype=object))
+        if invalid.any():
+            raise _bad_value_error(table, "value", int(np.argmax(invalid)))
     else:
         values = np.ones(len(frame), dtype=np.float32)
     for row, name in enumerate(names):
@@ -527,9 +527,10 @@ class _ImageIndex:
     def relative(self, value: str, where: str) -> str:
         """The value as a normalised path relative to the root; errors if it leaves it."""
         text = value.replace("\\", "/")
-        if posixpath.isabs(text) or os.path.isabs(value):
-            absolute = os.path.normpath(value)
-            for base in {str(self.root), os.path.normpath(os.path.abspath(self.root))}:
+        if posixpath.isabs(text):
+            # As written, or with symlinks resolved (the root itself is resolved).
+            base = str(self.root)
+            for absolute in (os.path.normpath(text), os.path.realpath(text)):
                 if os.path.commonpath([base, absolute]) == base:
                     return Path(os.path.relpath(absolute, base)).as_posix()
             return self._outside(value, where)

@@ -508,3 +508,12 @@ def test_loading_is_deterministic(images: Path) -> None:
     pd.testing.assert_frame_equal(one.table, two.table)
     np.testing.assert_array_equal(one.labels, two.labels)
     assert re.fullmatch(r"b\.jpg,a\.png,cam1/c\.png,cam2/d\.PNG", ",".join(one.ids))
+
+
+def test_absolute_path_through_symlinked_root(images: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(images, target_is_directory=True)
+    frame = pd.DataFrame({"path": [str(link / "cam1" / "c.png")], "x": [1]})
+    ds = load_dataset(frame, images=link, allow_unlabeled_images=True)
+    assert ds.table["path"].iloc[0] == str(images.resolve() / "cam1" / "c.png")
+    assert ds.n_images == 4
