@@ -1,0 +1,277 @@
+"""``clusterclean`` command line: parse arguments, call the library, set the exit code.
+
+Exit codes: 0 success, 1 a ClustercleanError or an OS error on user files (one
+line on stderr, no traceback), 2 a usage error (argparse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ClustercleanError
+
+__all__ = ["main", "build_parser"]
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _common_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("output")
+    group.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
+    group.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    group.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
+    return common
+
+
+def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """The options of ``run`` that ``demo`` shares; names mirror RunConfig."""
+    embed = parser.add_argument_group("embedding")
+    embed.add_argument(
+        "--backbone",
+        default=None,
+        help="embedding model: resnet18/34/50/101, efficientnet_lite0, torchscript "
+        "(default: resnet50 for run, efficientnet_lite0 for demo)",
+    )
+    embed.add_argument(
+        "--weights",
+        default=None,
+        help="local weights file (state dict, or TorchScript for --backbone "
+        "torchscript); loaded with weights_only=True",
+    )
+    embed.add_argument("--batch-size", type=int, default=None, help="images per batch (32)")
+    embed.add_argument(
+        "--workers",
+        dest="num_workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: automatic)",
+    )
+    embed.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: automatic)")
+    graph = parser.add_argument_group("graph and scores")
+    graph.add_argument("--n-neighbors", type=int, default=None, help="neighbours per image (10)")
+    graph.add_argument(
+        "--min-similarity",
+        type=float,
+        default=None,
+        help="cosine similarity cut for an edge (default 0.9)",
+    )
+    graph.add_argument(
+        "--mutual", action="store_true", default=None, help="keep only mutual-kNN edges"
+    )
+    graph.add_argument(
+        "--thresholds",
+        type=_csv_list,
+        default=None,
+        help="component flag thresholds, e.g. p80,0.05 (default p80)",
+    )
+    graph.add_argument(
+        "--min-label-agreement",
+        type=float,
+        default=None,
+        help="a cell agreeing with less than this share of its component is a "
+        "suspected label issue (0.5 = strict minority)",
+    )
+    graph.add_argument(
+        "--min-component-size", type=int, default=None, help="smaller components are not scored (2)"
+    )
+    graph.add_argument(
+        "--exclude-attributes",
+        type=_csv_list,
+        default=None,
+        help="attributes reported but never scored, e.g. pose,occluded",
+    )
+
+
+def _config_from_args(args: argparse.Namespace, **defaults):
+    from .pipeline import RunConfig
+
+    fields = RunConfig.__dataclass_fields__
+    values = {name: getattr(args, name) for name in fields if getattr(args, name, None) is not None}
+    for name, value in defaults.items():
+        values.setdefault(name, value)
+    return RunConfig(**values)
+
+
+def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
+    from .pipeline import summarize
+
+    s = summarize(report)
+    lines = [
+        f"images: {s['images']}",
+        f"components: {s['components']} ({s['components_multi']} with 2+ images, "
+        f"largest {s['largest_component']})",
+        f"inconsistent components (any attribute disagrees): {s['inconsistent_components']}",
+        "flagged components: "
+        + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
+        f"suspected wrong label cells: {s['label_issues']}",
+        "most inconsistent attributes (components disagreeing): "
+        + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none"),
+        *extra_lines,
+    ]
+    if s["folder"]:
+        lines.append(f"report: {s['folder']}")
+    print("\n".join(lines))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .pipeline import run
+
+    config = _config_from_args(args, backbone="resnet50")
+    report = run(
+        images=args.images,
+        labels=args.labels,
+        out=args.out,
+        embeddings=args.embeddings,
+        config=config,
+        progress=args.progress,
+    )
+    _print_summary(report)
+    return 0
+
+
+def _add_run_parser(sub) -> None:
+    parser = sub.add_parser(
+        "run",
+        parents=[_common_options()],
+        help="find components and label inconsistencies; write a report",
+        description="Embed images, build the kNN graph, find components, "
+        "score label disagreement and write a report folder.",
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--images", type=Path, default=None, help="folder of images")
+    data.add_argument(
+        "--labels", type=Path, default=None, help="labels table (CSV or Parquet; wide or long form)"
+    )
+    data.add_argument("--out", type=Path, required=True, help="report folder to write")
+    data.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="use these vectors instead of embedding (Parquet with image_id + a "
+        "list column, or .npy with an ids file next to it)",
+    )
+    data.add_argument(
+        "--image-column",
+        default=None,
+        help="column naming the image (default: image_id, image, path or filename)",
+    )
+    data.add_argument(
+        "--multiclass",
+        dest="multiclass_columns",
+        type=_csv_list,
+        default=(),
+        help="columns holding one value of several (pose=left/right), "
+        "expanded to one-of-K attributes",
+    )
+    data.add_argument(
+        "--allow-unlabeled",
+        dest="allow_unlabeled_images",
+        action="store_true",
+        help="keep images that have no labels row (their labels are missing)",
+    )
+    _add_pipeline_options(parser)
+    parser.set_defaults(handler=_cmd_run)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .demo import DEMO_CONFIG, run_demo
+
+    config = _config_from_args(args, **asdict(DEMO_CONFIG))
+    result = run_demo(
+        args.out, n_persons=args.n_persons, seed=args.seed, config=config, progress=args.progress
+    )
+    recall = result.n_found / result.n_planted if result.n_planted else 0.0
+    precision = result.n_found / result.n_flagged if result.n_flagged else 0.0
+    _print_summary(
+        result.report,
+        [
+            f"planted disagreements found: {result.n_found} of {result.n_planted} "
+            f"(recall {recall:.2f}, precision {precision:.2f})"
+        ],
+    )
+    return 0
+
+
+def _add_demo_parser(sub) -> None:
+    parser = sub.add_parser(
+        "demo",
+        parents=[_common_options()],
+        help="run the whole pipeline on a generated offline demo dataset",
+        description="Build a small PETA-like dataset from images that ship "
+        "offline, plant annotator disagreements, run the pipeline "
+        "with the packaged EfficientNet-Lite0 and report what it "
+        "found.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="folder for the data and the report (default demo-out)",
+    )
+    parser.add_argument("--n-persons", type=int, default=60)
+    parser.add_argument("--seed", type=int, default=0)
+    _add_pipeline_options(parser)
+    parser.set_defaults(handler=_cmd_demo)
+
+
+# Subcommands register here: (adder) functions taking the subparsers object.
+SUBCOMMANDS: list[Callable] = [_add_run_parser, _add_demo_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clusterclean",
+        description="Find near-duplicate images and the label inconsistencies among them.",
+    )
+    parser.add_argument("--version", action="version", version=f"clusterclean {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
+    elif getattr(args, "verbose", 0) >= 2:
+        level = logging.DEBUG
+    elif getattr(args, "verbose", 0) == 1:
+        level = logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``clusterclean`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args)
+    try:
+        return int(args.handler(args) or 0)
+    except ClustercleanError as error:
+        print(f"clusterclean: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # unreadable input, full disk, permissions: the user's to fix
+        print(f"clusterclean: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("clusterclean: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
