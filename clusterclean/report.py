@@ -122,6 +122,25 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "image_id": ("string", "image id"),
         "embedding": ("fixed_size_list<float32>", "L2-normalised vector"),
     },
+    # --- cleaning logs (strategies.write_cleaned) ------------------------------ #
+    "changes": {
+        "image_id": ("string", "image whose cell a strategy changed (or left on a tie)"),
+        "component_id": ("int32", "its component"),
+        "split": ("string", "train / val / test, or null"),
+        "attribute": ("string", "attribute of the cell (a task value for one-of-K tasks)"),
+        "old": ("int8", "label before: 1, 0 or null (missing)"),
+        "new": ("int8", "label after: 1, 0 or null; equal to old on a majority tie"),
+        "strategy": ("string", "strategy name"),
+        "reason": ("string", "the rule and the component counts that decided it"),
+    },
+    "dropped": {
+        "image_id": ("string", "image removed from the cleaned table"),
+        "component_id": ("int32", "its component"),
+        "split": ("string", "train / val / test, or null"),
+        "strategy": ("string", "strategy name"),
+        "reason": ("string", "the rule and the values that decided it"),
+    },
+    # --- end cleaning logs ------------------------------------------------------ #
 }
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
 
