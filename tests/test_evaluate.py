@@ -1,0 +1,235 @@
+"""Tests of clusterclean.evaluate, with hand-computed expected values."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clusterclean._contracts import Dataset, as_embeddings
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.evaluate import (
+    cleaning_scores,
+    detection_scores,
+    grouping_scores,
+    label_frame,
+    macro_f1,
+    probe_f1,
+    train_val_experiments,
+)
+
+# --------------------------------------------------------------------------- grouping
+
+
+def test_grouping_scores_hand_computed():
+    # component 0 = {a, a, b}, 1 = {b, b}, 2 = {c}.
+    # correct pairs: C(2,2) [a,a] + C(2,2) [b,b in comp 1] = 2;
+    # predicted: C(3,2) + C(2,2) = 4; true: C(2,2) [a] + C(3,2) [b] = 4.
+    # ARI = (2 - 4*4/15) / ((4+4)/2 - 4*4/15) = (14/15) / (44/15) = 7/22.
+    got = grouping_scores([0, 0, 0, 1, 1, 2], ["a", "a", "b", "b", "b", "c"])
+    assert got["n_correct_pairs"] == 2
+    assert got["n_predicted_pairs"] == 4 and got["n_true_pairs"] == 4
+    assert got["pair_precision"] == 0.5 and got["pair_recall"] == 0.5 and got["pair_f1"] == 0.5
+    assert got["adjusted_rand"] == pytest.approx(7 / 22)
+    assert got["largest_component"] == 3
+    assert got["n_components"] == 3 and got["n_persons"] == 3 and got["n_images"] == 6
+
+
+def test_grouping_all_singletons_has_no_false_merge_and_no_recall():
+    got = grouping_scores([10, 11, 12], ["p", "p", "q"])
+    assert (got["pair_precision"], got["pair_recall"], got["pair_f1"]) == (1.0, 0.0, 0.0)
+    assert got["largest_component"] == 1
+
+
+def test_grouping_perfect_partition_with_relabelled_ids():
+    got = grouping_scores([7, 7, 3, 3, 3], [1, 1, 2, 2, 2])
+    assert (got["pair_precision"], got["pair_recall"], got["pair_f1"]) == (1.0, 1.0, 1.0)
+    assert got["adjusted_rand"] == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=25))
+def test_grouping_pair_counts_match_brute_force(pairs):
+    predicted = [p for p, _ in pairs]
+    truth = [t for _, t in pairs]
+    same_pred = same_true = both = 0
+    for i, j in itertools.combinations(range(len(pairs)), 2):
+        sp, st_ = predicted[i] == predicted[j], truth[i] == truth[j]
+        same_pred += sp
+        same_true += st_
+        both += sp and st_
+    got = grouping_scores(predicted, truth)
+    assert (got["n_predicted_pairs"], got["n_true_pairs"], got["n_correct_pairs"]) == (
+        same_pred,
+        same_true,
+        both,
+    )
+
+
+def test_grouping_rejects_mismatched_and_missing():
+    with pytest.raises(InvalidInputError, match="got 2 predicted component ids but 3 true"):
+        grouping_scores([0, 1], ["a", "b", "c"])
+    with pytest.raises(
+        InvalidInputError, match="'truth' parameter of grouping_scores has a missing"
+    ):
+        grouping_scores([0, 1], ["a", None])
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def test_detection_scores_maps_one_hot_cells_to_their_task():
+    flagged = pd.DataFrame(
+        {
+            "image_id": ["i1", "i1", "i2", "i3"],
+            "attribute": ["a", "a", "b", "age=old"],
+        }
+    )
+    planted = pd.DataFrame({"image_id": ["i1", "i3", "i4"], "attribute": ["a", "age", "c"]})
+    tasks = {"age": ("age=old", "age=young")}
+    got = detection_scores(flagged, planted, tasks=tasks)
+    # flagged cells {i1 a, i2 b, i3 age}, planted {i1 a, i3 age, i4 c}: 2 hits of 3 and 3.
+    assert got == {
+        "precision": pytest.approx(2 / 3),
+        "recall": pytest.approx(2 / 3),
+        "f1": pytest.approx(2 / 3),
+        "n_flagged": 3,
+        "n_planted": 3,
+        "n_true_positives": 2,
+    }
+    only_c = detection_scores(flagged, planted, tasks=tasks, attributes=["c"])
+    assert (only_c["precision"], only_c["recall"], only_c["f1"]) == (1.0, 0.0, 0.0)
+    without_tasks = detection_scores(flagged, planted)
+    assert without_tasks["n_true_positives"] == 1
+
+
+def test_detection_scores_rejects_tables_without_cells():
+    planted = pd.DataFrame({"image_id": ["x"], "attribute": ["a"]})
+    with pytest.raises(
+        InvalidInputError, match=r"'flagged' table .* lacks the columns \['attribute'\]"
+    ):
+        detection_scores(pd.DataFrame({"image_id": ["x"]}), planted)
+    with pytest.raises(InvalidTypeError, match="'planted' parameter of detection_scores must be"):
+        detection_scores(planted, [("x", "a")])
+
+
+# --------------------------------------------------------------------------- cleaning
+
+
+def _frame(rows: dict[str, list[float]]) -> pd.DataFrame:
+    return pd.DataFrame.from_dict(rows, orient="index", columns=["a", "b"]).rename_axis("image_id")
+
+
+def test_cleaning_scores_hand_computed():
+    nan = np.nan
+    truth = _frame({"i1": [1, 0], "i2": [1, 1], "i3": [0, 0]})
+    noisy = _frame({"i1": [0, 0], "i2": [1, nan], "i3": [0, 1]})  # planted: i1 a, i3 b
+    cleaned = _frame({"i1": [1, nan], "i2": [0, nan]})  # i3 dropped
+    got = cleaning_scores(noisy, cleaned, truth)
+    # labelled: i1a i1b i2a i3a i3b = 5; changed: all 5 (i1a, i2a relabelled; i1b, i3a, i3b
+    # removed); hits i1a, i3b -> precision 2/5, recall 2/2, F1 = 0.8 / 1.4 = 4/7.
+    assert got["n_cells"] == 5 and got["n_planted"] == 2 and got["n_changed"] == 5
+    assert got["precision"] == pytest.approx(0.4) and got["recall"] == 1.0
+    assert got["f1"] == pytest.approx(4 / 7)
+    assert (got["n_relabelled"], got["n_removed"], got["n_images_removed"]) == (2, 3, 1)
+    assert got["n_corrected"] == 1  # i1 a
+    assert got["n_clean_removed"] == 2  # i1 b, i3 a
+    assert got["n_clean_corrupted"] == 1  # i2 a
+    assert got["n_errors_left"] == 1  # i2 a among the 2 kept cells
+    assert got["error_rate_before"] == pytest.approx(2 / 5)
+    assert got["error_rate_after"] == pytest.approx(1 / 2)
+
+
+def test_cleaning_scores_of_doing_nothing():
+    truth = _frame({"i1": [1, 0], "i2": [1, 1]})
+    noisy = _frame({"i1": [0, 0], "i2": [1, 1]})
+    got = cleaning_scores(noisy, noisy, truth)
+    assert got["n_changed"] == 0 and got["precision"] == 1.0 and got["recall"] == 0.0
+    assert got["n_errors_left"] == 1 and got["error_rate_after"] == pytest.approx(1 / 4)
+
+
+def test_cleaning_scores_rejects_new_rows_and_partial_truth():
+    noisy = _frame({"i1": [0, 0]})
+    with pytest.raises(InvalidInputError, match="has 1 image ids that the noisy table lacks"):
+        cleaning_scores(noisy, _frame({"i1": [0, 0], "zz": [1, 1]}), noisy)
+    with pytest.raises(InvalidInputError, match="the truth must cover every labelled cell"):
+        cleaning_scores(noisy, noisy, _frame({"i1": [0, np.nan]}))
+    with pytest.raises(InvalidInputError, match=r"lacks the attribute columns \['b'\]"):
+        cleaning_scores(noisy, noisy[["a"]], noisy)
+
+
+def test_label_frame_from_dataset():
+    table = pd.DataFrame({"image_id": ["x", "y"], "path": [None, None]})
+    dataset = Dataset(table, np.array([[1, np.nan], [0, 1]]), ("a", "b"))
+    frame = label_frame(dataset)
+    assert list(frame.index) == ["x", "y"] and list(frame.columns) == ["a", "b"]
+    assert np.isnan(frame.loc["x", "b"]) and frame.loc["y", "b"] == 1.0
+
+
+# --------------------------------------------------------------------------- downstream
+
+
+def _separable(n: int, seed: int):
+    """2-D points, well separated on each axis: a = (x0 > 0), b = (x1 > 0)."""
+    rng = np.random.default_rng(seed)
+    sign = rng.integers(0, 2, size=(n, 2))
+    x = (sign * 2 - 1) * rng.uniform(0.5, 2.0, size=(n, 2))
+    ids = [f"s{seed}_{k}" for k in range(n)]
+    labels = pd.DataFrame(sign.astype(float), index=ids, columns=["a", "b"])
+    return ids, x, labels
+
+
+def test_probe_f1_separable_one_class_and_empty_attributes():
+    train_ids, x_train, train = _separable(40, 0)
+    test_ids, x_test, test = _separable(20, 1)
+    emb = as_embeddings(train_ids + test_ids, np.vstack([x_train, x_test]), normalize=False)
+    train = train.assign(c=0.0, d=0.0)
+    test = test.assign(c=test["a"], d=0.0)
+    got = probe_f1(emb, train, test)
+    assert got["a"] == 1.0 and got["b"] == 1.0
+    assert got["c"] == 0.0  # trained on one class: predicts 0, misses every positive
+    assert np.isnan(got["d"])  # no positive to find, none predicted: undefined
+    assert macro_f1(got, {"ab": ["a", "b"], "d": ["d"]}) == {
+        "macro_f1": pytest.approx(2 / 3),
+        "macro_f1_ab": 1.0,
+        "macro_f1_d": pytest.approx(np.nan, nan_ok=True),
+    }
+
+
+def test_probe_f1_needs_an_embedding_per_row():
+    ids, x, labels = _separable(10, 0)
+    emb = as_embeddings(ids[:-1], x[:-1], normalize=False)
+    with pytest.raises(InvalidInputError, match="'train' labels of probe_f1 hold 1 image ids"):
+        probe_f1(emb, labels, labels)
+    with pytest.raises(InvalidTypeError, match="'embeddings' parameter of probe_f1 must be"):
+        probe_f1(x, labels, labels)
+
+
+def test_train_val_experiments_hand_computed():
+    train_ids, x_train, train = _separable(40, 0)
+    val_ids, x_val, val = _separable(10, 1)
+    val = val[["a"]]
+    train = train[["a"]]
+    emb = as_embeddings(train_ids + val_ids, np.vstack([x_train, x_val]), normalize=False)
+    truth = pd.concat([train, val])
+    raw = truth.copy()
+    positive = val.index[val["a"] == 1]
+    raw.loc[positive[0], "a"] = 0.0  # one wrong val label: TP = n_pos - 1, FP = 1
+    cleaned = raw.drop(index=[positive[0], train_ids[0]])
+    got = train_val_experiments(
+        emb, raw, cleaned, train_ids=train_ids, val_ids=val_ids, truth=truth
+    ).set_index("experiment")
+    n_pos = len(positive)
+    noisy_f1 = 2 * (n_pos - 1) / (2 * (n_pos - 1) + 1)
+    assert list(got.index) == ["A", "B", "C", "D"]
+    assert got["train_labels"].tolist() == ["raw", "cleaned", "cleaned", "raw"]
+    assert got["n_train"].tolist() == [40, 39, 39, 40]
+    assert got["n_val"].tolist() == [10, 9, 10, 9]
+    assert got.loc["A", "macro_f1"] == pytest.approx(noisy_f1)
+    assert got.loc["C", "macro_f1"] == pytest.approx(noisy_f1)
+    assert got.loc["B", "macro_f1"] == 1.0 and got.loc["D", "macro_f1"] == 1.0
+    assert (got["true_macro_f1"] == 1.0).all()
