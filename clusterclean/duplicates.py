@@ -1,15 +1,75 @@
-"""Near-duplicate pairs, the labels on which they differ, and split leakage."""
+"""Near-duplicate pairs, exact and near duplicate groups, and split leakage.
+
+Three kinds of duplicate groups (the ``kind`` column of ``duplicates.parquet``):
+
+* ``exact_file``: the files have the same bytes (BLAKE2b-128 of the file);
+* ``exact_pixels``: the decoded images have the same size and the same RGBA
+  pixels (BLAKE2b-128 of them), so a lossless re-encode (PNG <-> BMP/TIFF,
+  stripped metadata, another PNG compression level) is caught; a lossy
+  re-encode changes the pixels and is caught as ``near`` instead. Every
+  ``exact_file`` group is also (part of) an ``exact_pixels`` group;
+* ``near``: connected components of the pairs whose cosine similarity is
+  >= ``min_similarity`` (0.98 by default, higher than the graph's cut).
+
+Split leakage: a group whose members sit in at least two known splits. The
+*home split* of a group is its best-ranked split under ``split_priority``
+(``train`` > ``val`` > ``test`` by default; a split not in the list ranks
+after them, in order of first appearance). Copies in the home split stay;
+every member in another known split is a leak (``is_leak``) and should be
+dropped from that split, so the evaluation splits hold no copy of a training
+image and the training set keeps all its images. Without a split column no
+image is a leak.
+"""
 
 from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
+from ._validation import check_float
+from .errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["find_pairs"]
+__all__ = [
+    "DEFAULT_MIN_DUPLICATE_SIMILARITY",
+    "DEFAULT_SPLIT_PRIORITY",
+    "DUPLICATE_KINDS",
+    "find_duplicates",
+    "find_pairs",
+    "hash_images",
+]
+
+logger = logging.getLogger(__name__)
 
 _EDGE_CHUNK = 200_000
+DUPLICATE_KINDS = ("exact_file", "exact_pixels", "near")
+DEFAULT_SPLIT_PRIORITY = ("train", "val", "test")
+DEFAULT_MIN_DUPLICATE_SIMILARITY = 0.98
+_HASH_BYTES = 16
+#: Columns of the duplicates table, in order (documented in find_duplicates).
+DUPLICATE_COLUMNS = (
+    "kind",
+    "group_id",
+    "group_size",
+    "image_id",
+    "path",
+    "split",
+    "content_hash",
+    "is_kept",
+    "home_split",
+    "is_cross_split",
+    "is_leak",
+    "n_differing_labels",
+    "differing_attributes",
+)
 
 
 def find_pairs(edges: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
@@ -71,3 +131,246 @@ def _differing_labels(dataset: Dataset, src: np.ndarray, dst: np.ndarray):
         split_at = np.cumsum(chunk_counts)[:-1]
         lists.extend(part.tolist() for part in np.split(names[cols], split_at))
     return counts, lists
+
+
+def _hash_one(path: str | None) -> tuple[str | None, str | None]:
+    """BLAKE2b-128 of the file bytes and of the decoded RGBA pixels (None when unreadable)."""
+    if path is None:
+        return None, None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        logger.warning("duplicates: cannot read %s (%s); left out of exact duplicates", path, error)
+        return None, None
+    file_hash = hashlib.blake2b(data, digest_size=_HASH_BYTES).hexdigest()
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = image.convert("RGBA")
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        logger.warning(
+            "duplicates: cannot decode %s (%s); only its bytes are compared", path, error
+        )
+        return file_hash, None
+    digest = hashlib.blake2b(digest_size=_HASH_BYTES)
+    digest.update(f"{pixels.width}x{pixels.height}:".encode())
+    digest.update(pixels.tobytes())
+    return file_hash, digest.hexdigest()
+
+
+def hash_images(paths: Sequence[str | None], *, n_workers: int | None = None) -> pd.DataFrame:
+    """Content hashes of image files, for exact-duplicate detection.
+
+    Parameters
+    ----------
+    paths : sequence of str or None, length n_images
+        Image files; ``None`` where an image has no file.
+    n_workers : int, optional
+        Threads reading and decoding files (default: ``min(8, os.cpu_count())``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per path, in order: ``file_hash`` (hex BLAKE2b-128 of the file
+        bytes) and ``pixel_hash`` (hex BLAKE2b-128 of the image size and its
+        pixels decoded to RGBA), ``None`` where the file is missing or cannot
+        be decoded (a warning is logged).
+    """
+    paths = [None if p is None or pd.isna(p) else str(p) for p in paths]
+    workers = n_workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        hashes = list(pool.map(_hash_one, paths, chunksize=64))
+    return pd.DataFrame(hashes, columns=["file_hash", "pixel_hash"], dtype=object)
+
+
+def _check_split_priority(split_priority, func: str) -> tuple[str, ...]:
+    if isinstance(split_priority, str) or not all(isinstance(s, str) for s in split_priority):
+        raise InvalidTypeError(
+            f"The 'split_priority' parameter of {func} must be a sequence of split names "
+            f"such as ('train', 'val', 'test'). Got {split_priority!r} instead."
+        )
+    priority = tuple(split_priority)
+    if len(set(priority)) != len(priority):
+        raise InvalidInputError(
+            f"The 'split_priority' parameter of {func} must not repeat a split. "
+            f"Got {split_priority!r} instead."
+        )
+    return priority
+
+
+def _exact_groups(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows sharing a hash with another row, and a group label per such row (the hash)."""
+    known = pd.Series(hashes, dtype=object).dropna()
+    shared = known[known.duplicated(keep=False)]
+    return shared.index.to_numpy(dtype=np.int64), shared.to_numpy(dtype=object)
+
+
+def _near_groups(
+    pairs: pd.DataFrame, dataset: Dataset, min_similarity: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows in a connected component (>= 2 rows) of the pairs above ``min_similarity``."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    strong = pairs[pairs["similarity"].to_numpy(dtype=np.float64) >= min_similarity]
+    index = pd.Index(dataset.ids.astype(str))
+    src = index.get_indexer(strong["image_id_a"].astype(str))
+    dst = index.get_indexer(strong["image_id_b"].astype(str))
+    if (src < 0).any() or (dst < 0).any():
+        raise InvalidInputError(
+            "The pairs name image ids that are not in the dataset; build the pairs with "
+            "find_pairs(edges, dataset) on the same dataset."
+        )
+    n = dataset.n_images
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    sizes = np.bincount(labels, minlength=n)
+    rows = np.flatnonzero(sizes[labels] >= 2)
+    return rows, labels[rows]
+
+
+def _group_frame(
+    kind: str, rows: np.ndarray, keys: np.ndarray, dataset: Dataset, priority: tuple[str, ...]
+) -> pd.DataFrame:
+    """One row per member: dense group ids (by first member row), kept copy, leaks, labels."""
+    order = np.argsort(rows, kind="stable")
+    rows, keys = rows[order], keys[order]
+    codes, _ = pd.factorize(pd.Series(keys, dtype=object), sort=False)
+    regroup = np.lexsort((rows, codes))
+    rows, codes, keys = rows[regroup], codes[regroup], keys[regroup]
+    table = dataset.table
+    split = (
+        table["split"].to_numpy(dtype=object)[rows]
+        if "split" in table.columns
+        else np.full(len(rows), None, dtype=object)
+    )
+    known = pd.notna(split)
+    ranking = {name: i for i, name in enumerate(priority)}
+    for name in pd.unique(split[known]):
+        ranking.setdefault(name, len(ranking))
+    rank = np.array([ranking[s] if k else len(ranking) for s, k in zip(split, known, strict=True)])
+    frame = pd.DataFrame(
+        {
+            "kind": kind,
+            "group_id": codes.astype(np.int32),
+            "image_id": dataset.ids[rows].astype(str),
+            "path": (
+                table["path"].to_numpy(dtype=object)[rows] if "path" in table.columns else None
+            ),
+            "split": split,
+            "content_hash": keys.astype(str) if kind != "near" else None,
+        }
+    )
+    frame["group_size"] = frame.groupby("group_id")["image_id"].transform("size").astype(np.int64)
+    best = pd.Series(rank).groupby(codes).transform("min").to_numpy()
+    first_best = pd.Series(np.where(rank == best, np.arange(len(rows)), len(rows)))
+    kept_pos = first_best.groupby(codes).transform("min").to_numpy()
+    frame["is_kept"] = np.arange(len(rows)) == kept_pos
+    inverse = {v: k for k, v in ranking.items()}
+    home = np.array([inverse.get(r) for r in best], dtype=object)
+    frame["home_split"] = home
+    n_splits = pd.Series(np.where(known, split, None)).groupby(codes).transform("nunique")
+    frame["is_cross_split"] = n_splits.to_numpy() >= 2
+    frame["is_leak"] = frame["is_cross_split"].to_numpy() & known & (split != home)
+    counts, lists = _group_differing_labels(dataset, rows, codes)
+    frame["n_differing_labels"] = counts
+    frame["differing_attributes"] = pd.Series(lists, dtype=object)
+    return frame[list(DUPLICATE_COLUMNS)]
+
+
+def _group_differing_labels(dataset: Dataset, rows: np.ndarray, codes: np.ndarray):
+    """Per member row, the attributes whose known values differ inside its group."""
+    names = np.asarray(dataset.attributes, dtype=object)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=np.int64), []
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    labels = dataset.labels[rows]
+    with np.errstate(invalid="ignore"):
+        low = np.fmin.reduceat(labels, starts, axis=0)
+        high = np.fmax.reduceat(labels, starts, axis=0)
+    differ = high > low
+    group_counts = differ.sum(axis=1).astype(np.int64)
+    group_lists = [names[d].tolist() for d in differ]
+    return group_counts[codes], [group_lists[c] for c in codes]
+
+
+def find_duplicates(
+    dataset: Dataset,
+    pairs: pd.DataFrame,
+    *,
+    min_similarity: float = DEFAULT_MIN_DUPLICATE_SIMILARITY,
+    split_priority: Sequence[str] = DEFAULT_SPLIT_PRIORITY,
+    hashes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Group exact and near duplicates and mark the copies that leak across splits.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Ids, paths (``path`` column; images without one are left out of the
+        exact kinds), splits and labels.
+    pairs : pandas.DataFrame
+        Near-duplicate pairs from :func:`find_pairs` (``image_id_a``,
+        ``image_id_b``, ``similarity``).
+    min_similarity : float in [-1, 1], default=0.98
+        Pairs at or above this cosine similarity join a ``near`` group.
+    split_priority : sequence of str, default=("train", "val", "test")
+        Which split keeps a copy when a group spans splits; the first listed
+        split present in the group is its home split (see the module docstring).
+    hashes : pandas.DataFrame, optional
+        Precomputed :func:`hash_images` of the dataset's paths, row-aligned.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (kind, group, member image), ordered by kind
+        (``exact_file``, ``exact_pixels``, ``near``), ``group_id`` and dataset
+        row. Columns: ``kind``; ``group_id`` (int32, dense within a kind, in
+        order of the group's first image); ``group_size``; ``image_id``;
+        ``path``; ``split``; ``content_hash`` (the shared hash, null for
+        ``near``); ``is_kept`` (the one member to keep when deduplicating:
+        the first image of the home split, or the first image when no split
+        is known); ``home_split``; ``is_cross_split`` (the group spans >= 2
+        known splits); ``is_leak`` (cross-split group and this image is in a
+        known split other than the home split: drop it from its split);
+        ``n_differing_labels`` and ``differing_attributes`` (attributes known
+        in at least two members whose values differ in the group).
+    """
+    func = "find_duplicates"
+    min_similarity = check_float(min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+    priority = _check_split_priority(split_priority, func)
+    if not isinstance(pairs, pd.DataFrame):
+        raise InvalidTypeError(
+            f"The 'pairs' parameter of {func} must be a pandas DataFrame from find_pairs. "
+            f"Got {type(pairs).__name__} instead."
+        )
+    started = time.perf_counter()
+    if hashes is None:
+        paths = (
+            dataset.table["path"].tolist()
+            if "path" in dataset.table.columns
+            else [None] * dataset.n_images
+        )
+        hashes = hash_images(paths)
+    if len(hashes) != dataset.n_images:
+        raise InvalidInputError(
+            f"hashes has {len(hashes)} rows but the dataset has {dataset.n_images} images; "
+            "compute them with hash_images(dataset.table['path'])."
+        )
+    frames = [
+        _group_frame(kind, *_exact_groups(hashes[column].to_numpy(dtype=object)), dataset, priority)
+        for kind, column in (("exact_file", "file_hash"), ("exact_pixels", "pixel_hash"))
+    ]
+    frames.append(
+        _group_frame("near", *_near_groups(pairs, dataset, min_similarity), dataset, priority)
+    )
+    result = pd.concat(frames, ignore_index=True)
+    logger.info(
+        "duplicates: %s groups, %d leaking copies, %.2f s",
+        {k: int(f["group_id"].nunique()) for k, f in zip(DUPLICATE_KINDS, frames, strict=True)},
+        int(result.loc[result["is_leak"], "image_id"].nunique()),
+        time.perf_counter() - started,
+    )
+    return result

@@ -19,7 +19,7 @@ import pandas as pd
 from . import __version__
 from ._contracts import Dataset, Embeddings
 from .components import component_edge_stats, find_components
-from .duplicates import find_pairs
+from .duplicates import find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
 from .report import Report, write_report
@@ -54,6 +54,8 @@ class RunConfig:
         Smaller components are not scored.
     exclude_attributes : tuple of str
         Attributes never scored or flagged.
+    min_duplicate_similarity : float
+        Pairs at or above this similarity form near-duplicate groups.
     """
 
     backbone: str = "resnet50"
@@ -71,6 +73,7 @@ class RunConfig:
     image_column: str | None = None
     multiclass_columns: tuple[str, ...] = ()
     allow_unlabeled_images: bool = False
+    min_duplicate_similarity: float = 0.98
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -220,6 +223,8 @@ def run(
         )
         pairs = find_pairs(edges, dataset)
         images_table = _images_table(dataset, scores.images, neighbors)
+    with _timed(timings, "duplicates"):
+        duplicates = find_duplicates(dataset, pairs, min_similarity=config.min_duplicate_similarity)
 
     sizes = components["size"].to_numpy()
     run_info: dict[str, Any] = {
@@ -250,6 +255,7 @@ def run(
         component_attributes=scores.component_attributes,
         label_issues=scores.label_issues,
         pairs=pairs,
+        duplicates=duplicates,
         edges=edges,
         embeddings=vectors,
         run_info=run_info,

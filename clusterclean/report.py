@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from . import __version__
 from ._contracts import Dataset, Embeddings
 from .errors import InvalidInputError, ReportSchemaError
+from .html import write_html
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -142,6 +143,24 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     },
     # --- end cleaning logs ------------------------------------------------------ #
 }
+# --- duplicates (clusterclean.duplicates.find_duplicates) -------------------
+TABLES["duplicates"] = {
+    "kind": ("string", "exact_file (same bytes), exact_pixels (same decoded pixels) or near"),
+    "group_id": ("int32", "duplicate group, dense within a kind"),
+    "group_size": ("int64", "images in the group"),
+    "image_id": ("string", "member image"),
+    "path": ("string", "its path, or null"),
+    "split": ("string", "its split, or null"),
+    "content_hash": ("string", "shared BLAKE2b-128 hex digest; null for near groups"),
+    "is_kept": ("bool", "the one member to keep when deduplicating"),
+    "home_split": ("string", "the group's best split (train > val > test); its copies stay"),
+    "is_cross_split": ("bool", "the group spans >= 2 known splits"),
+    "is_leak": ("bool", "copy in a split other than home_split: drop it from its split"),
+    "n_differing_labels": ("int64", "attributes whose known values differ inside the group"),
+    "differing_attributes": ("list<string>", "those attributes"),
+}
+HTML_FILE = "report.html"
+# --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
 
 
@@ -157,6 +176,8 @@ class Report:
         The report tables (columns documented in ``TABLES`` and the README).
     embeddings : Embeddings or None
         The vectors the graph was built on.
+    duplicates : DataFrame or None
+        Exact / near duplicate groups and split leaks (``TABLES["duplicates"]``).
     run_info : dict
         Parameters, versions, timings and counts (``run.json``).
     folder : Path or None
@@ -171,6 +192,7 @@ class Report:
     pairs: pd.DataFrame
     edges: pd.DataFrame
     embeddings: Embeddings | None = None
+    duplicates: pd.DataFrame | None = None
     run_info: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -346,7 +368,8 @@ def write_report(report: Report, out: str | Path) -> Path:
     Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
     ``components.parquet``, ``component_attributes.parquet``,
     ``label_issues.parquet``, ``pairs.parquet``, ``edges.parquet``,
-    ``embeddings.parquet`` (when there are embeddings) and ``run.json``.
+    ``embeddings.parquet`` (when there are embeddings), ``duplicates.parquet``
+    (when duplicates were computed), ``run.json`` and ``report.html``.
     """
     started = time.perf_counter()
     out = Path(out).absolute()
@@ -372,6 +395,8 @@ def write_report(report: Report, out: str | Path) -> Path:
             "edges",
         ):
             write_table(name, getattr(report, name), staging / f"{name}.parquet")
+        if report.duplicates is not None:
+            write_table("duplicates", report.duplicates, staging / "duplicates.parquet")
         if report.embeddings is not None:
             write_table(
                 "embeddings",
@@ -385,6 +410,7 @@ def write_report(report: Report, out: str | Path) -> Path:
         run_info["timings"] = timings
         text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
         _atomic_write(staging / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
+        write_html(replace(report, folder=out), staging / HTML_FILE)
         _swap_into_place(staging, out)
     finally:
         if staging.exists():
@@ -431,6 +457,8 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
             "edges",
         )
     }
+    if (folder / "duplicates.parquet").is_file():
+        tables["duplicates"] = read_table(folder / "duplicates.parquet", expected="duplicates")[0]
     embeddings = None
     if load_embeddings and (folder / "embeddings.parquet").is_file():
         emb, meta = read_table(folder / "embeddings.parquet", expected="embeddings")

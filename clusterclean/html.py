@@ -1,0 +1,702 @@
+"""``report.html``: one self-contained page to look at a run.
+
+The page holds a summary (counts, run parameters, plots), a gallery of the
+worst components (each image's thumbnail and labels, the attributes the
+component disagrees on highlighted, the component's label counts), the
+near-duplicate pairs whose labels differ, and the copies that leak across
+splits. Thumbnails and plots are embedded as base64 data, so the file works
+when moved; when the page would grow past ``max_bytes``, later thumbnails are
+left out and the page says so.
+
+Every string that comes from the data (ids, paths, attribute names, splits,
+parameters) is escaped with :func:`html.escape`, and the page carries a
+Content-Security-Policy that allows no script at all, so a label named
+``<script>`` shows as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import math
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._validation import check_choice, check_int
+from .errors import InvalidTypeError
+
+if TYPE_CHECKING:
+    from .report import Report
+
+__all__ = ["DEFAULT_MAX_BYTES", "SORT_KEYS", "render_html", "write_html"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 20 * 2**20
+#: Component columns the gallery can be sorted by (descending: worst first).
+SORT_KEYS = (
+    "inconsistency_score",
+    "variance",
+    "geometric_variance",
+    "cubic_variance",
+    "label_count_std",
+    "n_label_issues",
+    "n_disagreeing_attributes",
+    "size",
+)
+_SIZE_BINS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 50), (51, None))
+_FALLBACK_DUPLICATE_SIMILARITY = 0.98
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0 2em 3em;color:#222;background:#fafafa}
+h1{margin:.6em 0 .2em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:2px 8px;
+text-align:left;vertical-align:top}th{background:#f0f0f0}td.num{text-align:right}
+.cards{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}
+.card{background:#fff;border:1px solid #ddd;padding:.3em 1em}
+.plots{display:flex;flex-wrap:wrap;gap:1em;margin-top:1em}
+.plots img{max-width:100%;border:1px solid #ddd;background:#fff}
+.note{background:#fff4d6;border:1px solid #e5c36b;padding:.4em .8em}
+.component{background:#fff;border:1px solid #ccc;margin:1em 0;padding:.5em 1em}
+.component h3{margin:.2em 0}.metrics{color:#555}
+.images{display:flex;flex-wrap:wrap;gap:10px}
+figure{margin:0;width:150px;font-size:12px}figure .id{font-weight:600;word-break:break-all}
+.thumb{display:block;max-width:140px;max-height:140px;border:1px solid #bbb}
+.placeholder{width:96px;height:96px;display:flex;align-items:center;justify-content:center;
+text-align:center;background:#eee;color:#777;border:1px dashed #aaa;font-size:11px;
+word-break:break-all;padding:4px}
+.chip{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;background:#e8eef7}
+.chip.disagree{background:#ffe08a}.chip.issue{background:#f58c8c;font-weight:600}
+.chip.absent{text-decoration:line-through}
+"""
+
+
+def _e(value: Any) -> str:
+    """Escape any value for HTML text or a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _table(header: Iterable[str], rows: Iterable[Iterable[str]], *, raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (then the caller escaped them)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+@dataclass
+class _Thumbnails:
+    """Thumbnail requests, filled in after the text is known so the size cap is exact.
+
+    ``request`` returns a marker; :meth:`fill` replaces the markers in page
+    order with embedded JPEGs while the byte budget lasts, with placeholders
+    after that.
+    """
+
+    size: int
+    enabled: bool
+    requests: list[tuple[str | None, str]] = field(default_factory=list)
+    nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    n_omitted: int = 0
+    n_unreadable: int = 0
+
+    def request(self, path: Any, name: str) -> str:
+        if not self.enabled:
+            return ""
+        self.requests.append((None if path is None or pd.isna(path) else str(path), name))
+        return f"<!--thumb-{self.nonce}-{len(self.requests) - 1}-->"
+
+    def _encode(self, path: str) -> str | None:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                image.thumbnail((self.size, self.size))
+                buffer = io.BytesIO()
+                image.save(buffer, format="JPEG", quality=75)
+        except (OSError, ValueError) as error:
+            logger.warning("report.html: cannot make a thumbnail of %s (%s)", path, error)
+            return None
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+    def fill(self, text: str, budget: int) -> str:
+        """Replace the markers: images while ``budget`` bytes last, then placeholders."""
+        cache: dict[str, str | None] = {}
+        used = 0
+        out: list[str] = []
+        for path, name in self.requests:
+            if path is None:
+                out.append(_placeholder(name, "no image file"))
+                continue
+            if path not in cache and used < budget:
+                cache[path] = self._encode(path)
+            data = cache.get(path, "")
+            if data is None:
+                self.n_unreadable += 1
+                out.append(_placeholder(name, "unreadable image"))
+                continue
+            tag = f'<img class="thumb" src="data:image/jpeg;base64,{data}" alt="{_e(name)}">'
+            if not data or used + len(tag) > budget:
+                self.n_omitted += 1
+                out.append(_placeholder(name, "omitted: size cap"))
+                continue
+            used += len(tag)
+            out.append(tag)
+        pattern = re.compile(f"<!--thumb-{self.nonce}-([0-9]+)-->")
+        return pattern.sub(lambda m: out[int(m.group(1))], text)
+
+
+def _placeholder(name: str, why: str) -> str:
+    return f'<div class="placeholder">{_e(name)}<br>({_e(why)})</div>'
+
+
+def _figure_png(draw) -> str:
+    """Render ``draw(ax)`` on a small matplotlib figure; an ``<img>`` with the PNG inline."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.6, 2.8), dpi=90, layout="constrained")
+    draw(figure.add_subplot())
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="plot">'
+
+
+def _top_disagreeing_attributes(report: Report, n: int = 15) -> pd.DataFrame:
+    """Per attribute: components (>= 2 images) disagreeing on it, and their share."""
+    table = report.component_attributes
+    if table.empty:
+        return pd.DataFrame(columns=["attribute", "n_disagreeing", "n_components", "share"])
+    grouped = table.assign(disagree=table["minority_fraction"] > 0).groupby("attribute")
+    counts = pd.DataFrame(
+        {"n_disagreeing": grouped["disagree"].sum(), "n_components": grouped["disagree"].size()}
+    )
+    counts["share"] = counts["n_disagreeing"] / counts["n_components"]
+    counts = counts[counts["n_disagreeing"] > 0].reset_index()
+    return counts.sort_values(
+        ["n_disagreeing", "attribute"], ascending=[False, True], kind="stable"
+    ).head(n)
+
+
+def _plots(report: Report, sort_by: str) -> str:
+    components = report.components
+    multi = components[components["size"] >= 2]
+    parts = []
+    if len(multi):
+
+        def histogram(ax):
+            ax.hist(multi[sort_by].to_numpy(dtype=float), bins=30, color="#4c72b0")
+            ax.set_xlabel(sort_by)
+            ax.set_ylabel("components (>= 2 images)")
+            ax.set_title(f"{sort_by} per component")
+
+        parts.append(_figure_png(histogram))
+    if len(components):
+        sizes = components["size"].to_numpy()
+        labels = [_bin_label(low, high) for low, high in _SIZE_BINS]
+        counts = [_bin_count(sizes, low, high) for low, high in _SIZE_BINS]
+
+        def size_bars(ax):
+            bars = ax.bar(labels, counts, color="#55a868")
+            ax.bar_label(bars)
+            ax.set_xlabel("component size (images)")
+            ax.set_ylabel("components")
+            ax.set_title("component sizes")
+
+        parts.append(_figure_png(size_bars))
+    top = _top_disagreeing_attributes(report)
+    if len(top):
+
+        def attribute_bars(ax):
+            ax.barh(top["attribute"].astype(str)[::-1], top["n_disagreeing"][::-1], color="#c44e52")
+            ax.set_xlabel("components disagreeing on the attribute")
+            ax.set_title("attributes that disagree most")
+
+        parts.append(_figure_png(attribute_bars))
+    if not parts:
+        return "<p>No components to plot.</p>"
+    return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+def _bin_label(low: int, high: int | None) -> str:
+    if high is None:
+        return f"{low}+"
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _bin_count(sizes: np.ndarray, low: int, high: int | None) -> int:
+    return int(((sizes >= low) & (sizes <= (high if high is not None else np.inf))).sum())
+
+
+def _duplicate_similarity(report: Report) -> float:
+    parameters = report.run_info.get("parameters", {})
+    value = parameters.get("min_duplicate_similarity")
+    return float(value) if value is not None else _FALLBACK_DUPLICATE_SIMILARITY
+
+
+def _near_pairs(report: Report) -> pd.DataFrame:
+    pairs = report.pairs
+    strong = pairs[pairs["similarity"] >= _duplicate_similarity(report)]
+    return strong
+
+
+def _summary(report: Report) -> str:
+    components = report.components
+    sizes = components["size"].to_numpy() if len(components) else np.zeros(0)
+    multi = components[components["size"] >= 2]
+    issues = report.label_issues
+    rows = [
+        ("images", _num(report.dataset.n_images)),
+        ("attributes", _num(report.dataset.n_attributes)),
+        ("components (singletons included)", _num(len(components))),
+        ("components of 2+ images", _num(len(multi))),
+        ("largest component", _num(int(sizes.max()) if len(sizes) else 0)),
+        (
+            "components that disagree on an attribute",
+            _num(int((multi["n_disagreeing_attributes"] > 0).sum())),
+        ),
+    ]
+    rows += [
+        (f"flagged: {column}", _num(int(components[column].sum())))
+        for column in components.columns
+        if column.startswith("is_bad_component_")
+    ]
+    rows += [
+        ("suspected wrong label cells", _num(len(issues))),
+        ("images with a suspected wrong label", _num(int(issues["image_id"].nunique()))),
+    ]
+    near = _near_pairs(report)
+    rows.append(
+        (
+            f"near-duplicate pairs (similarity >= {_duplicate_similarity(report):g})",
+            _num(len(near)),
+        )
+    )
+    rows.append(
+        (
+            "near-duplicate pairs whose labels differ",
+            _num(int((near["n_differing_labels"] > 0).sum())),
+        )
+    )
+    rows.append(("graph pairs across splits", _num(int(report.pairs["is_cross_split"].sum()))))
+    duplicates = report.duplicates
+    if duplicates is None:
+        rows.append(("duplicate groups", "not computed"))
+    else:
+        for kind in ("exact_file", "exact_pixels", "near"):
+            part = duplicates[duplicates["kind"] == kind]
+            rows.append(
+                (
+                    f"{kind} duplicate groups (redundant copies)",
+                    f"{part['group_id'].nunique()} ({int((~part['is_kept']).sum())})",
+                )
+            )
+        leaks = duplicates.loc[duplicates["is_leak"], "image_id"].nunique()
+        rows.append(("cross-split leaks (copies to drop from their split)", _num(int(leaks))))
+    size_rows = [
+        (_bin_label(low, high), _num(_bin_count(sizes, low, high))) for low, high in _SIZE_BINS
+    ]
+    return (
+        '<div class="cards"><div class="card"><h3>Counts</h3>'
+        + _table(("", "value"), rows)
+        + '</div><div class="card"><h3>Components by size</h3>'
+        + _table(("size", "components"), size_rows)
+        + "</div></div>"
+    )
+
+
+def _parameters(report: Report) -> str:
+    info = report.run_info
+    rows = [
+        (key, _format_value(value)) for key, value in sorted(info.get("parameters", {}).items())
+    ]
+    embedding = info.get("embedding", {})
+    rows += [(f"embedding {key}", _format_value(value)) for key, value in sorted(embedding.items())]
+    rows += [
+        (f"threshold {key}", _num(value))
+        for key, value in sorted(info.get("thresholds", {}).items())
+    ]
+    timings = ", ".join(
+        f"{k} {v:.2f} s"
+        for k, v in sorted(info.get("timings", {}).items())
+        if isinstance(v, (int, float))
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(info.get("versions", {}).items()))
+    rows += [("timings", timings or "–"), ("versions", versions or "–")]
+    return _table(("parameter", "value"), rows)
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) if value else "–"
+    return "–" if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """Row positions and labels, to find an image's labels by id."""
+
+    position: pd.Index
+    labels: np.ndarray
+    attributes: np.ndarray
+    paths: dict[str, Any]
+
+    def positives(self, image_id: str) -> list[str]:
+        row = self.position.get_loc(image_id)
+        return self.attributes[self.labels[row] == 1].tolist()
+
+    def value(self, image_id: str, attribute_col: int) -> str:
+        value = self.labels[self.position.get_loc(image_id), attribute_col]
+        return "?" if np.isnan(value) else str(int(value))
+
+
+def _chip(text: str, classes: str = "") -> str:
+    return f'<span class="chip {classes}">{_e(text)}</span>'
+
+
+def _component_card(
+    component: pd.Series,
+    members: pd.DataFrame,
+    counts: pd.DataFrame,
+    lookup: _Lookup,
+    thumbs: _Thumbnails,
+    *,
+    sort_by: str,
+    max_images: int,
+) -> str:
+    cid = int(component["component_id"])
+    disagreeing = set(counts.loc[counts["minority_fraction"] > 0, "attribute"])
+    metrics = ", ".join(
+        f"{name} {_num(component.get(name))}"
+        for name in (
+            "inconsistency_score",
+            "variance",
+            "geometric_variance",
+            "cubic_variance",
+            "label_count_std",
+            "n_label_issues",
+            "mean_similarity",
+            "min_similarity",
+        )
+        if name in component.index
+    )
+    active = counts[counts["n_positive"] > 0].assign(disagree=lambda f: f["minority_fraction"] > 0)
+    active = active.sort_values(
+        ["disagree", "n_positive", "attribute"], ascending=[False, False, True], kind="stable"
+    )
+    label_counts = "".join(
+        _chip(f"{row.attribute} {row.n_positive}/{row.n_known}", "disagree" if row.disagree else "")
+        for row in active.itertuples()
+    )
+    members = members.sort_values(["n_rare_labels", "row"], ascending=[False, True], kind="stable")
+    figures = []
+    for member in members.head(max_images).itertuples():
+        rare = (
+            set(member.rare_labels) if isinstance(member.rare_labels, (list, np.ndarray)) else set()
+        )
+        positives = lookup.positives(member.image_id)
+        chips = [
+            _chip(a, "issue" if a in rare else "disagree" if a in disagreeing else "")
+            for a in positives
+        ]
+        chips += [_chip(a, "issue absent") for a in sorted(rare - set(positives))]
+        split = f" · {_e(member.split)}" if isinstance(member.split, str) else ""
+        figures.append(
+            f'<figure data-image-id="{_e(member.image_id)}">'
+            + thumbs.request(member.path, member.image_id)
+            + f'<figcaption><div class="id">{_e(member.image_id)}</div>'
+            f"centroid sim {_num(member.centroid_similarity)}{split}<br>"
+            + "".join(chips)
+            + "</figcaption></figure>"
+        )
+    more = len(members) - max_images
+    more_note = f'<p class="metrics">… and {more} more images.</p>' if more > 0 else ""
+    return (
+        f'<section class="component" id="component-{cid}" data-component-id="{cid}">'
+        f"<h3>Component {cid} · {int(component['size'])} images · "
+        f"{_e(sort_by)} {_num(component[sort_by])}</h3>"
+        f'<p class="metrics">{_e(metrics)}</p>'
+        f'<div class="counts">label counts (positive/known): {label_counts or "none"}</div>'
+        f'<div class="images">{"".join(figures)}</div>{more_note}</section>'
+    )
+
+
+def _gallery(
+    report: Report,
+    lookup: _Lookup,
+    thumbs: _Thumbnails,
+    *,
+    sort_by: str,
+    n_gallery: int,
+    max_images: int,
+) -> str:
+    components = report.components
+    multi = components[components["size"] >= 2]
+    top = (
+        multi[multi[sort_by] > 0]
+        .sort_values([sort_by, "component_id"], ascending=[False, True], kind="stable")
+        .head(n_gallery)
+    )
+    if top.empty:
+        return (
+            f'<div id="gallery"><p>No component of 2+ images has {_e(sort_by)} above 0.</p></div>'
+        )
+    images = report.images.assign(row=np.arange(len(report.images)))
+    if "centroid_similarity" not in images.columns:
+        images = images.assign(centroid_similarity=np.nan)
+    wanted = set(top["component_id"].tolist())
+    members = dict(
+        tuple(images[images["component_id"].isin(wanted)].groupby("component_id", sort=False))
+    )
+    attrs = report.component_attributes
+    counts = dict(tuple(attrs[attrs["component_id"].isin(wanted)].groupby("component_id")))
+    empty = attrs.iloc[:0]
+    cards = [
+        _component_card(
+            component,
+            members[component["component_id"]],
+            counts.get(component["component_id"], empty),
+            lookup,
+            thumbs,
+            sort_by=sort_by,
+            max_images=max_images,
+        )
+        for _, component in top.iterrows()
+    ]
+    return (
+        f'<div id="gallery"><p>The {len(top)} components of 2+ images with the highest '
+        f"{_e(sort_by)} (of {int((multi[sort_by] > 0).sum())} above 0; {len(multi)} in all). "
+        "Highlighted: "
+        f"{_chip('attribute the component disagrees on', 'disagree')} "
+        f"{_chip('suspected wrong label of this image', 'issue')} "
+        f"{_chip('a label this image lacks but its component has', 'issue absent')}</p>"
+        + "".join(cards)
+        + "</div>"
+    )
+
+
+def _capped(frame: pd.DataFrame, max_rows: int, what: str) -> tuple[pd.DataFrame, str]:
+    if len(frame) <= max_rows:
+        return frame, ""
+    note = f'<p class="note">Showing the first {max_rows} of {len(frame)} {_e(what)}.</p>'
+    return frame.head(max_rows), note
+
+
+def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
+    near = _near_pairs(report)
+    differ = near[near["n_differing_labels"] > 0].sort_values(
+        ["similarity", "n_differing_labels"], ascending=[False, False], kind="stable"
+    )
+    if differ.empty:
+        return '<p id="pairs">No near-duplicate pair has differing labels.</p>'
+    differ, note = _capped(differ, max_rows, "pairs")
+    column = {name: i for i, name in enumerate(lookup.attributes)}
+    rows = []
+    for pair in differ.itertuples():
+        values = "".join(
+            _chip(
+                f"{a}: {lookup.value(pair.image_id_a, column[a])} vs "
+                f"{lookup.value(pair.image_id_b, column[a])}",
+                "disagree",
+            )
+            for a in pair.differing_attributes
+        )
+        rows.append(
+            (
+                _image_cell(pair.image_id_a, pair.split_a, lookup, thumbs),
+                _image_cell(pair.image_id_b, pair.split_b, lookup, thumbs),
+                _num(pair.similarity),
+                values,
+            )
+        )
+    return (
+        '<div id="pairs">'
+        + note
+        + _table(
+            ("image a", "image b", "similarity", "labels that differ (a vs b)"), rows, raw=True
+        )
+        + "</div>"
+    )
+
+
+def _image_cell(image_id: str, split: Any, lookup: _Lookup, thumbs: _Thumbnails) -> str:
+    path = lookup.paths.get(image_id)
+    split_text = f"<br>{_e(split)}" if isinstance(split, str) else ""
+    return thumbs.request(path, image_id) + f"<div>{_e(image_id)}{split_text}</div>"
+
+
+def _paths(report: Report) -> dict[str, Any]:
+    images = report.images
+    if "path" not in images.columns:
+        return {}
+    return dict(zip(images["image_id"].astype(str), images["path"], strict=True))
+
+
+def _leaks_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
+    duplicates = report.duplicates
+    if duplicates is None:
+        return '<p id="leaks">Duplicate groups were not computed for this report.</p>'
+    leaks = duplicates[duplicates["is_leak"]].drop_duplicates("image_id", keep="first")
+    if leaks.empty:
+        return '<p id="leaks">No duplicate crosses splits.</p>'
+    kept = duplicates[duplicates["is_kept"]].set_index(["kind", "group_id"])["image_id"]
+    leaks, note = _capped(leaks, max_rows, "leaking copies")
+    rows = []
+    for leak in leaks.itertuples():
+        keeper = kept.loc[(leak.kind, leak.group_id)]
+        rows.append(
+            (
+                _image_cell(leak.image_id, leak.split, lookup, thumbs),
+                _e(leak.split),
+                _image_cell(keeper, leak.home_split, lookup, thumbs),
+                _e(leak.kind),
+                _e(", ".join(leak.differing_attributes)) or "–",
+            )
+        )
+    header = ("copy to drop", "drop from split", "kept copy", "kind", "labels that differ")
+    return (
+        '<div id="leaks"><p>Rule: each duplicate group keeps its copies in its best split '
+        "(train, then val, then test); copies in other splits should be dropped from them.</p>"
+        + note
+        + _table(header, rows, raw=True)
+        + "</div>"
+    )
+
+
+def render_html(
+    report: Report,
+    *,
+    n_gallery: int = 20,
+    sort_by: str = "inconsistency_score",
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    thumbnail_size: int = 128,
+    max_images_per_component: int = 24,
+    max_rows: int = 200,
+) -> str:
+    """Render the report as one self-contained HTML page.
+
+    Parameters
+    ----------
+    report : Report
+        A run's report (from :func:`clusterclean.pipeline.run` or
+        :func:`clusterclean.report.read_report`).
+    n_gallery : int, default=20
+        Number of components the gallery shows (the worst ones).
+    sort_by : str, default="inconsistency_score"
+        Component column that ranks the gallery, highest first; one of
+        :data:`SORT_KEYS`.
+    max_bytes : int, default=20 MiB
+        Size cap of the page. Thumbnails are embedded in page order while
+        they fit; the rest are replaced by a placeholder and a note says how
+        many were left out.
+    thumbnail_size : int, default=128
+        Longest side of a thumbnail, in pixels.
+    max_images_per_component : int, default=24
+        Images shown per component (those with the most suspected wrong
+        labels first).
+    max_rows : int, default=200
+        Rows shown in the pairs and leaks tables.
+
+    Returns
+    -------
+    str
+        The page.
+    """
+    from .report import Report
+
+    func = "render_html"
+    if not isinstance(report, Report):
+        raise InvalidTypeError(
+            f"The 'report' parameter of {func} must be a Report (from run() or read_report()). "
+            f"Got {type(report).__name__} instead."
+        )
+    n_gallery = check_int(n_gallery, "n_gallery", func, min_value=0)
+    sort_by = check_choice(sort_by, "sort_by", func, SORT_KEYS)
+    max_bytes = check_int(max_bytes, "max_bytes", func, min_value=0)
+    thumbnail_size = check_int(thumbnail_size, "thumbnail_size", func, min_value=8)
+    max_images = check_int(max_images_per_component, "max_images_per_component", func, min_value=1)
+    max_rows = check_int(max_rows, "max_rows", func, min_value=0)
+
+    has_paths = "path" in report.images.columns and report.images["path"].notna().any()
+    thumbs = _Thumbnails(size=thumbnail_size, enabled=bool(has_paths))
+    lookup = _Lookup(
+        position=pd.Index(report.dataset.ids.astype(str)),
+        labels=report.dataset.labels,
+        attributes=np.asarray(report.dataset.attributes, dtype=object),
+        paths=_paths(report),
+    )
+    title = "clusterclean report"
+    if report.folder is not None:
+        title += f" — {Path(report.folder).name}"
+    no_paths = (
+        ""
+        if has_paths
+        else '<p class="note">No image files in this run (embeddings were given): the gallery '
+        "shows ids and labels without thumbnails.</p>"
+    )
+    body = (
+        f"<h1>{_e(title)}</h1>{no_paths}<!--size-note-->"
+        '<h2 id="summary">Summary</h2>'
+        + _summary(report)
+        + _plots(report, sort_by)
+        + '<h2 id="gallery-title">Worst components</h2>'
+        + _gallery(
+            report, lookup, thumbs, sort_by=sort_by, n_gallery=n_gallery, max_images=max_images
+        )
+        + '<h2 id="pairs-title">Near-duplicate pairs whose labels differ</h2>'
+        + _pairs_section(report, lookup, thumbs, max_rows)
+        + '<h2 id="leaks-title">Cross-split leaks</h2>'
+        + _leaks_section(report, lookup, thumbs, max_rows)
+        + '<h2 id="parameters">Run parameters</h2>'
+        + _parameters(report)
+    )
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
+    reserve = 400  # room for the size note
+    budget = max(max_bytes - len(page.encode("utf-8")) - reserve, 0)
+    page = thumbs.fill(page, budget)
+    note = ""
+    if thumbs.n_omitted:
+        note = (
+            f'<p class="note" id="size-note">This page is capped at {max_bytes / 2**20:.1f} MiB: '
+            f"{thumbs.n_omitted} thumbnails were left out. Rebuild it with a larger cap or a "
+            "smaller gallery: clusterclean report REPORT_DIR --top N.</p>"
+        )
+        logger.warning("report.html: %d thumbnails left out by the size cap", thumbs.n_omitted)
+    return page.replace("<!--size-note-->", note, 1)
+
+
+def write_html(report: Report, path: str | Path, **options: Any) -> Path:
+    """Render :func:`render_html` (same keyword options) and write it atomically to ``path``."""
+    from .report import _atomic_write
+
+    path = Path(path)
+    text = render_html(report, **options)
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    logger.info("report.html written to %s (%.1f KiB)", path, len(text.encode("utf-8")) / 1024)
+    return path

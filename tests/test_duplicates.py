@@ -1,0 +1,300 @@
+"""Near-duplicate pairs, exact / near duplicate groups and split leakage, on real files."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from clusterclean._contracts import Dataset, as_embeddings
+from clusterclean.duplicates import (
+    DUPLICATE_COLUMNS,
+    find_duplicates,
+    find_pairs,
+    hash_images,
+)
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.pipeline import run
+from clusterclean.report import TABLES, read_report
+
+NAN = np.nan
+
+
+def _pixels(seed: int, shape=(8, 6, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _dataset(rows: list[dict], labels, attributes=("x", "y")) -> Dataset:
+    return Dataset(
+        table=pd.DataFrame(rows), labels=np.asarray(labels, dtype=np.float32), attributes=attributes
+    )
+
+
+@pytest.fixture
+def files(tmp_path):
+    """a.png; b.png = a copy of its bytes; c.bmp = a's pixels re-encoded; d.png other pixels."""
+    pixels = _pixels(1)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    shutil.copy(tmp_path / "a.png", tmp_path / "b.png")
+    Image.fromarray(pixels).save(tmp_path / "c.bmp")
+    Image.fromarray(_pixels(2)).save(tmp_path / "d.png")
+    return {name: str(tmp_path / name) for name in ("a.png", "b.png", "c.bmp", "d.png")}
+
+
+def _no_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"image_id_a": [], "image_id_b": [], "similarity": []})
+
+
+def test_find_pairs_describes_each_edge():
+    ds = _dataset(
+        [
+            {"image_id": "a", "split": "train"},
+            {"image_id": "b", "split": "val"},
+            {"image_id": "c", "split": None},
+        ],
+        [[1, 0], [0, 0], [1, NAN]],
+    )
+    edges = pd.DataFrame(
+        {"src": [0, 0, 1], "dst": [1, 2, 2], "similarity": np.array([0.95, 0.99, 0.9])}
+    )
+    pairs = find_pairs(edges, ds)
+    assert pairs["image_id_a"].tolist() == ["a", "a", "b"]
+    assert pairs["image_id_b"].tolist() == ["b", "c", "c"]
+    # a/b differ on x; a/c agree on x, y unknown in c; b/c differ on x
+    assert pairs["n_differing_labels"].tolist() == [1, 0, 1]
+    assert pairs["differing_attributes"].tolist() == [["x"], [], ["x"]]
+    # c has no split: only a/b is a known cross-split pair
+    assert pairs["is_cross_split"].tolist() == [True, False, False]
+    assert pairs["similarity"].dtype == np.float32
+
+
+def test_hash_images_bytes_and_pixels(files, tmp_path, caplog):
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths = [files["a.png"], files["b.png"], files["c.bmp"], None, str(tmp_path / "gone.png")]
+    paths.append(str(tmp_path / "broken.png"))
+    with caplog.at_level(logging.WARNING, logger="clusterclean.duplicates"):
+        hashes = hash_images(paths, n_workers=2)
+    file_hash, pixel_hash = hashes["file_hash"].tolist(), hashes["pixel_hash"].tolist()
+    assert file_hash[0] == file_hash[1] != file_hash[2]
+    assert pixel_hash[0] == pixel_hash[1] == pixel_hash[2]
+    assert len(file_hash[0]) == 32  # BLAKE2b-128 in hex
+    assert file_hash[3] is None and pixel_hash[3] is None
+    assert file_hash[4] is None and pixel_hash[4] is None
+    assert file_hash[5] is not None and pixel_hash[5] is None
+    assert "gone.png" in caplog.text and "broken.png" in caplog.text
+
+
+def test_grayscale_and_rgb_copies_share_pixels_but_lossy_jpeg_does_not(tmp_path):
+    gray = _pixels(3, shape=(10, 10))
+    Image.fromarray(gray).save(tmp_path / "gray.png")
+    Image.fromarray(gray).convert("RGB").save(tmp_path / "rgb.png")
+    photo = _pixels(4, shape=(32, 32, 3))
+    Image.fromarray(photo).save(tmp_path / "q95.jpg", quality=95)
+    Image.open(tmp_path / "q95.jpg").save(tmp_path / "q50.jpg", quality=50)
+    hashes = hash_images([str(tmp_path / n) for n in ("gray.png", "rgb.png", "q95.jpg", "q50.jpg")])
+    pixel = hashes["pixel_hash"].tolist()
+    assert pixel[0] == pixel[1]
+    assert pixel[2] != pixel[3]  # a lossy re-encode is a near duplicate, not an exact one
+
+
+def test_find_duplicates_groups_kinds_and_leaks(files):
+    ds = _dataset(
+        [
+            {"image_id": "a", "path": files["a.png"], "split": "val"},
+            {"image_id": "b", "path": files["b.png"], "split": "train"},
+            {"image_id": "c", "path": files["c.bmp"], "split": "test"},
+            {"image_id": "d", "path": files["d.png"], "split": "train"},
+            {"image_id": "e", "path": None, "split": None},
+        ],
+        [[1, 0], [1, 1], [0, NAN], [1, 0], [0, 0]],
+    )
+    pairs = pd.DataFrame(
+        {
+            "image_id_a": ["d", "a"],
+            "image_id_b": ["e", "d"],
+            "similarity": np.array([0.99, 0.95], dtype=np.float32),
+        }
+    )
+    dup = find_duplicates(ds, pairs, min_similarity=0.98)
+    assert tuple(dup.columns) == DUPLICATE_COLUMNS == tuple(TABLES["duplicates"])
+    by_kind = {kind: part for kind, part in dup.groupby("kind")}
+
+    exact = by_kind["exact_file"]
+    assert exact["image_id"].tolist() == ["a", "b"]
+    assert exact["group_size"].tolist() == [2, 2]
+    assert exact["is_kept"].tolist() == [False, True]  # b sits in train, the home split
+    assert exact["home_split"].tolist() == ["train", "train"]
+    assert exact["is_leak"].tolist() == [True, False]  # drop a from val
+    assert exact["differing_attributes"].tolist() == [["y"], ["y"]]
+    assert exact["content_hash"].nunique() == 1
+
+    pixels = by_kind["exact_pixels"]
+    assert pixels["image_id"].tolist() == ["a", "b", "c"]
+    assert pixels["is_leak"].tolist() == [True, False, True]
+    # x: 1, 1, 0 differ; y: 0, 1, missing differ
+    assert pixels["n_differing_labels"].tolist() == [2, 2, 2]
+
+    near = by_kind["near"]  # only d-e is >= 0.98
+    assert near["image_id"].tolist() == ["d", "e"]
+    assert near["content_hash"].isna().all()
+    # e has no split: one known split, so not cross-split and no leak
+    assert near["is_cross_split"].tolist() == [False, False]
+    assert near["is_leak"].tolist() == [False, False]
+    assert near["is_kept"].tolist() == [True, False]
+    assert near["n_differing_labels"].tolist() == [1, 1]
+
+
+def test_split_priority_is_configurable_and_unlisted_splits_rank_last(files):
+    rows = [
+        {"image_id": "a", "path": files["a.png"], "split": "extra"},
+        {"image_id": "b", "path": files["b.png"], "split": "holdout"},
+        {"image_id": "c", "path": files["c.bmp"], "split": "test"},
+    ]
+    ds = _dataset(rows, [[1, 0], [1, 0], [1, 0]])
+    pixels = find_duplicates(ds, _no_pairs()).query("kind == 'exact_pixels'")
+    # test is listed: it is home; extra and holdout are not listed
+    assert pixels["home_split"].unique().tolist() == ["test"]
+    assert pixels["is_leak"].tolist() == [True, True, False]
+    assert pixels["is_kept"].tolist() == [False, False, True]
+    custom = find_duplicates(ds, _no_pairs(), split_priority=("holdout",))
+    custom = custom.query("kind == 'exact_pixels'")
+    assert custom["is_leak"].tolist() == [True, False, True]
+    # no listed split: the first split seen (row order) is home
+    only_unlisted = find_duplicates(ds, _no_pairs(), split_priority=())
+    assert only_unlisted.query("kind == 'exact_pixels'")["home_split"].iloc[0] == "extra"
+
+
+def test_no_paths_and_no_splits_gives_only_near_groups_without_leaks():
+    ds = _dataset([{"image_id": i} for i in "abc"], [[1, 0], [1, 0], [0, 0]])
+    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["c"], "similarity": [0.99]})
+    dup = find_duplicates(ds, pairs)
+    assert dup["kind"].tolist() == ["near", "near"]
+    assert dup["split"].isna().all() and dup["home_split"].isna().all()
+    assert not dup["is_leak"].any()
+    assert dup["differing_attributes"].tolist() == [["x"], ["x"]]
+    empty = find_duplicates(ds, _no_pairs())
+    assert empty.empty and tuple(empty.columns) == DUPLICATE_COLUMNS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"min_similarity": 1.5},
+            InvalidInputError,
+            "The 'min_similarity' parameter of find_duplicates must be a float in [-1, 1]. "
+            "Got 1.5 instead.",
+        ),
+        (
+            {"split_priority": "train"},
+            InvalidTypeError,
+            "The 'split_priority' parameter of find_duplicates must be a sequence of split "
+            "names such as ('train', 'val', 'test'). Got 'train' instead.",
+        ),
+        (
+            {"split_priority": ("train", "train")},
+            InvalidInputError,
+            "The 'split_priority' parameter of find_duplicates must not repeat a split. "
+            "Got ('train', 'train') instead.",
+        ),
+        (
+            {"hashes": pd.DataFrame({"file_hash": [None], "pixel_hash": [None]})},
+            InvalidInputError,
+            "hashes has 1 rows but the dataset has 2 images; compute them with "
+            "hash_images(dataset.table['path']).",
+        ),
+    ],
+)
+def test_find_duplicates_rejects_bad_options(kwargs, error, message):
+    ds = _dataset([{"image_id": "a"}, {"image_id": "b"}], [[1, 0], [0, 0]])
+    with pytest.raises(error) as info:
+        find_duplicates(ds, _no_pairs(), **kwargs)
+    assert str(info.value) == message
+
+
+def test_find_duplicates_rejects_bad_pairs():
+    ds = _dataset([{"image_id": "a"}, {"image_id": "b"}], [[1, 0], [0, 0]])
+    with pytest.raises(InvalidTypeError, match="must be a pandas DataFrame from find_pairs"):
+        find_duplicates(ds, [("a", "b", 0.99)])
+    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["zz"], "similarity": [0.99]})
+    with pytest.raises(InvalidInputError, match="not in the dataset"):
+        find_duplicates(ds, pairs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.sampled_from(["train", "val", "test", "other", None])),
+        min_size=1,
+        max_size=14,
+    )
+)
+def test_groups_are_hash_classes_with_one_kept_copy(members):
+    """Invariants on precomputed hashes: groups = equal-hash classes of 2+, one kept per
+    group, leaks never in the home split, a group within one known split never leaks."""
+    hashes = [f"h{h}" for h, _ in members]
+    splits = [s for _, s in members]
+    ds = _dataset(
+        [{"image_id": f"i{n}", "split": s} for n, s in enumerate(splits)],
+        np.zeros((len(members), 2)),
+    )
+    precomputed = pd.DataFrame({"file_hash": hashes, "pixel_hash": hashes}, dtype=object)
+    dup = find_duplicates(ds, _no_pairs(), hashes=precomputed)
+    exact = dup[dup["kind"] == "exact_file"]
+    expected = {h for h in hashes if hashes.count(h) >= 2}
+    assert set(exact["content_hash"]) == expected
+    assert len(exact) == sum(hashes.count(h) for h in expected)
+    for _, group in exact.groupby("group_id"):
+        assert group["is_kept"].sum() == 1
+        assert (group["group_size"] == len(group)).all()
+        known = group["split"].dropna()
+        kept = group[group["is_kept"]].iloc[0]
+        if len(known):
+            assert kept["split"] == kept["home_split"]
+        assert group["is_cross_split"].all() == (known.nunique() >= 2)
+        leaks = group[group["is_leak"]]
+        assert (leaks["split"] != leaks["home_split"]).all()
+        if known.nunique() < 2:
+            assert leaks.empty
+    assert (
+        dup[dup["kind"] == "exact_pixels"]
+        .drop(columns="kind")
+        .reset_index(drop=True)
+        .equals(exact.drop(columns="kind").reset_index(drop=True))
+    )
+
+
+def test_run_writes_and_reads_back_the_duplicates_table(files, tmp_path):
+    ds = _dataset(
+        [
+            {"image_id": "a", "path": files["a.png"], "split": "val"},
+            {"image_id": "b", "path": files["b.png"], "split": "train"},
+            {"image_id": "d", "path": files["d.png"], "split": "train"},
+        ],
+        [[1, 0], [1, 1], [0, 0]],
+    )
+    vectors = np.array([[1, 0, 0], [1, 0.001, 0], [0, 0, 1]], dtype=np.float32)
+    embeddings = as_embeddings(["a", "b", "d"], vectors)
+    report = run(labels=ds, embeddings=embeddings, out=tmp_path / "out", progress=False)
+    assert report.run_info["parameters"]["min_duplicate_similarity"] == 0.98
+    dup = report.duplicates
+    assert dup.groupby("kind")["image_id"].agg(list).to_dict() == {
+        "exact_file": ["a", "b"],
+        "exact_pixels": ["a", "b"],
+        "near": ["a", "b"],
+    }
+    assert dup.loc[dup["is_leak"], "image_id"].unique().tolist() == ["a"]
+    back = read_report(tmp_path / "out").duplicates
+    back["differing_attributes"] = back["differing_attributes"].map(list)
+
+    def plain(frame):
+        frame = frame.astype(object)
+        return frame.where(frame.notna(), None)
+
+    pd.testing.assert_frame_equal(plain(back), plain(dup), check_index_type=False)
