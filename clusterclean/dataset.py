@@ -122,7 +122,7 @@ def _read_table(labels: str | Path | pd.DataFrame) -> _Table:
                 f"Could not read the labels file '{path}' as {suffix[1:].upper()}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
-    names = [n.strip() for n in names]
+    names = [_check_utf8(n.strip(), "A column name") for n in names]
     if not names:
         raise InvalidInputError(f"{table.title} is empty: it has no columns.")
     for i, n in enumerate(names):
@@ -136,7 +136,7 @@ def _read_table(labels: str | Path | pd.DataFrame) -> _Table:
     for i, n in enumerate(names):
         if n in seen:
             raise InvalidInputError(
-                f"{table.title} has two columns named {n!r} (columns "
+                f"{table.title} has two columns named {_show(n)} (columns "
                 f"{seen[n] + 1} and {i + 1}); column names must be unique."
             )
         seen[n] = i
@@ -165,8 +165,27 @@ def _find_image_column(table: _Table, image_column: str | None) -> str:
     )
 
 
+def _show(value: object, width: int = 60) -> str:
+    """``repr`` of a user value, cut to ``width`` characters for error messages."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _check_utf8(text: str, what: str) -> str:
+    """Reject text that cannot be written as UTF-8 (lone surrogates from mis-decoded bytes)."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{what} is not valid Unicode text ({_show(text)} holds a lone surrogate, "
+                "usually a byte that was not decoded as UTF-8); re-save or rename it as UTF-8."
+            ) from exc
+    return text
+
+
 def _list(values: Sequence[object], limit: int | None = None) -> str:
-    shown = [repr(v) for v in list(values)[:limit]]
+    shown = [_show(v) for v in list(values)[:limit]]
     more = len(values) - len(shown)
     return ", ".join(shown) + (f", ... ({more} more)" if more > 0 else "")
 
@@ -238,8 +257,13 @@ def _binary_cells(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lookup[codes].reshape(cells.shape), bad[codes].reshape(cells.shape)
 
 
-def _cell_strings(values: pd.Series) -> list[str | None]:
-    return [_cell_str(v) for v in values.to_numpy(dtype=object)]
+def _cell_strings(table: _Table, column: str) -> list[str | None]:
+    """The cells of a text column (ids, groups, categories), via :func:`_cell_str`."""
+    out = [_cell_str(v) for v in table.frame[column].to_numpy(dtype=object)]
+    for row, text in enumerate(out):
+        if text is not None:
+            _check_utf8(text, f"The value at {table.where(row)}, column {column!r},")
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -259,7 +283,7 @@ class _Labels:
 
 
 def _image_ids(table: _Table, column: str, *, unique: bool) -> list[str]:
-    ids = _cell_strings(table.frame[column])
+    ids = _cell_strings(table, column)
     first_row: dict[str, int] = {}
     for row, image_id in enumerate(ids):
         if image_id is None:
@@ -269,7 +293,7 @@ def _image_ids(table: _Table, column: str, *, unique: bool) -> list[str]:
             )
         if unique and image_id in first_row:
             raise InvalidInputError(
-                f"The image id {image_id!r} appears twice in {table.name}: at "
+                f"The image id {_show(image_id)} appears twice in {table.name}: at "
                 f"{table.at(first_row[image_id])} and {table.at(row)}. Each image must "
                 "have one row; merge or drop the duplicate."
             )
@@ -281,13 +305,13 @@ def _bad_value_error(table: _Table, column: str, row: int, *, hint: str = "") ->
     value = table.frame[column].iloc[row]
     value = value.item() if isinstance(value, np.generic) else value
     return InvalidInputError(
-        f"{table.title} has the value {value!r} in column {column!r} at "
+        f"{table.title} has the value {_show(value)} in column {column!r} at "
         f"{table.at(row)}; attribute values must be 1, 0 or empty (missing). {hint}".rstrip()
     )
 
 
-def _categorical_hint(values: pd.Series, column: str) -> str:
-    strings = {s for s in _cell_strings(values) if s is not None}
+def _categorical_hint(table: _Table, column: str) -> str:
+    strings = {s for s in _cell_strings(table, column) if s is not None}
     if len(strings) > _MAX_CATEGORIES:
         return (
             "If the column is not an attribute, drop it from the table or choose it as "
@@ -302,7 +326,7 @@ def _categorical_hint(values: pd.Series, column: str) -> str:
 
 def _one_hot(table: _Table, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Expand a multi-class column into one-hot attributes ``column=value``."""
-    values = _cell_strings(table.frame[column])
+    values = _cell_strings(table, column)
     categories = sorted({v for v in values if v is not None})
     if not categories:
         raise InvalidInputError(
@@ -321,7 +345,7 @@ def _one_hot(table: _Table, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def _split_values(table: _Table, column: str) -> list[str | None]:
     out: list[str | None] = []
-    for row, value in enumerate(_cell_strings(table.frame[column])):
+    for row, value in enumerate(_cell_strings(table, column)):
         norm = None if value is None else value.lower()
         if norm not in SPLITS:
             raise InvalidInputError(
@@ -345,7 +369,7 @@ def _wide_labels(
     for name, role in ((split_column, "split"), (group_column, "group")):
         if name is not None and name != role and name not in frame.columns:
             raise InvalidInputError(
-                f"The {role} column {name!r} is not in {table.name}; its "
+                f"The {role} column {_show(name)} is not in {table.name}; its "
                 f"columns are: {_list(list(frame.columns))}."
             )
     meta = {image_column} | {c for c in (split_column, group_column) if c in frame.columns}
@@ -366,7 +390,7 @@ def _wide_labels(
     if invalid.any():
         column = binary_columns[int(np.argmax(invalid.any(axis=0)))]
         row = int(np.argmax(invalid[:, binary_columns.index(column)]))
-        hint = _categorical_hint(frame[column], column)
+        hint = _categorical_hint(table, column)
         raise _bad_value_error(table, column, row, hint=hint)
     position = {c: j for j, c in enumerate(binary_columns)}
     blocks: list[np.ndarray] = []
@@ -383,7 +407,7 @@ def _wide_labels(
     if len(set(attributes)) != len(attributes):
         clash = pd.Series(attributes)[pd.Series(attributes).duplicated()].iloc[0]
         raise InvalidInputError(
-            f"The attribute name {clash!r} of {table.name} is both a column and a one-hot "
+            f"The attribute name {_show(clash)} of {table.name} is both a column and a one-hot "
             "attribute of a multi-class column; rename that column."
         )
     labels = np.hstack(blocks) if blocks else np.zeros((len(ids), 0), dtype=np.float32)
@@ -394,7 +418,7 @@ def _wide_labels(
         attributes=tuple(attributes),
         tasks=tasks,
         split=_split_values(table, split_column) if split_column in frame.columns else None,
-        group=_cell_strings(frame[group_column]) if group_column in frame.columns else None,
+        group=_cell_strings(table, group_column) if group_column in frame.columns else None,
     )
 
 
@@ -406,7 +430,7 @@ def _long_labels(table: _Table, image_column: str) -> _Labels:
     """
     frame = table.frame
     ids = _image_ids(table, image_column, unique=False)
-    names = _cell_strings(frame["attribute"])
+    names = _cell_strings(table, "attribute")
     has_value = "value" in frame.columns
     if has_value:
         values, invalid = _binary_cells(frame["value"].to_numpy(dtype=object))
@@ -431,8 +455,8 @@ def _long_labels(table: _Table, image_column: str) -> _Labels:
         key = (image_id, name)
         if key in seen and not _same_label(values[seen[key]], values[row]):
             raise InvalidInputError(
-                f"The image {image_id!r} has two different values for attribute {name!r} in "
-                f"{table.name}: at {table.at(seen[key])} and {table.at(row)}."
+                f"The image {_show(image_id)} has two different values for attribute "
+                f"{_show(name)} in {table.name}: at {table.at(seen[key])} and {table.at(row)}."
             )
         seen.setdefault(key, row)
         labels[row_of[image_id], col_of[name]] = values[row]  # type: ignore[index]
@@ -492,13 +516,15 @@ def list_images(root: str | Path) -> list[str]:
         When the folder does not exist, is not a folder, or holds no image.
     """
     base = _images_root(root)
+    _check_utf8(str(base), f"The images folder path '{base}'")
     found: list[str] = []
     for folder, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = Path(folder).relative_to(base).as_posix()
         for name in files:
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
-                found.append(name if rel == "." else f"{rel}/{name}")
+                path = name if rel == "." else f"{rel}/{name}"
+                found.append(_check_utf8(path, f"The file name of {path!r} in '{base}'"))
     if not found:
         raise InvalidInputError(
             f"The images folder '{base}' holds no image files (looked recursively for "
@@ -526,6 +552,11 @@ class _ImageIndex:
 
     def relative(self, value: str, where: str) -> str:
         """The value as a normalised path relative to the root; errors if it leaves it."""
+        if "\x00" in value:
+            raise InvalidInputError(
+                f"The image {_show(value)} at {where} holds a NUL character, which no file "
+                "name can hold; fix the image column."
+            )
         text = value.replace("\\", "/")
         if posixpath.isabs(text):
             # As written, or with symlinks resolved (the root itself is resolved).
@@ -541,7 +572,7 @@ class _ImageIndex:
 
     def _outside(self, value: str, where: str) -> str:
         raise InvalidInputError(
-            f"The image {value!r} at {where} resolves outside the images folder "
+            f"The image {_show(value)} at {where} resolves outside the images folder "
             f"'{self.root}'; image paths must be relative to that folder (or absolute paths "
             "inside it)."
         )
@@ -561,7 +592,7 @@ class _ImageIndex:
             candidates = self.by_key["name"].get(rel, [])
         if len(candidates) > 1:
             raise InvalidInputError(
-                f"The image {value!r} at {where} matches {len(candidates)} files in "
+                f"The image {_show(value)} at {where} matches {len(candidates)} files in "
                 f"'{self.root}': {_list(candidates, _MAX_LISTED)}. Write its path relative to "
                 "the images folder to pick one."
             )
@@ -577,7 +608,7 @@ def _match_images(parsed: _Labels, table: _Table, index: _ImageIndex) -> list[st
         if rel is not None and rel in owner:
             first_row, first_id = owner[rel]
             raise InvalidInputError(
-                f"{first_id!r} ({table.where(first_row)}) and {image_id!r} "
+                f"{_show(first_id)} ({table.where(first_row)}) and {_show(image_id)} "
                 f"({table.where(row)}) both refer to the image file {rel!r}; each image must "
                 "have one row."
             )
@@ -588,7 +619,7 @@ def _match_images(parsed: _Labels, table: _Table, index: _ImageIndex) -> list[st
         (row, i) for row, i, m in zip(parsed.rows, parsed.ids, matched, strict=True) if m is None
     ]
     if missing:
-        shown = "; ".join(f"{i!r} ({table.at(row)})" for row, i in missing[:_MAX_LISTED])
+        shown = "; ".join(f"{_show(i)} ({table.at(row)})" for row, i in missing[:_MAX_LISTED])
         more = f" and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
         raise InvalidInputError(
             f"{len(missing)} image(s) of {table.name} are not in the images "

@@ -517,3 +517,24 @@ def test_absolute_path_through_symlinked_root(images: Path, tmp_path: Path) -> N
     ds = load_dataset(frame, images=link, allow_unlabeled_images=True)
     assert ds.table["path"].iloc[0] == str(images.resolve() / "cam1" / "c.png")
     assert ds.n_images == 4
+
+
+def test_nul_and_surrogate_text_is_rejected(images: Path, tmp_path: Path) -> None:
+    frame = pd.DataFrame({"image_id": ["a\x00.png"], "x": [1]})
+    with pytest.raises(InvalidInputError, match=r"'a\\x00.png' at row 1 .* holds a NUL character"):
+        load_dataset(frame, images=images)
+    frame = pd.DataFrame({"image_id": ["\udcff.png"], "x": [1]}, dtype=object)
+    with pytest.raises(InvalidInputError, match=r"row 1 .*column 'image_id', is not valid Unicode"):
+        load_dataset(frame)
+    bad_name = tmp_path.joinpath("raw").as_posix().encode() + b"/\xff.png"
+    Path(bad_name.decode("utf-8", "surrogateescape")).parent.mkdir()
+    open(bad_name, "wb").close()
+    with pytest.raises(InvalidInputError, match=r"file name of '\\udcff.png' .* not valid Unicode"):
+        list_images(tmp_path / "raw")
+
+
+def test_long_values_are_cut_in_messages(images: Path) -> None:
+    frame = pd.DataFrame({"image_id": ["x" * 5000], "a": [1]})
+    with pytest.raises(InvalidInputError) as err:
+        load_dataset(frame, images=images)
+    assert "'xxxxx" in str(err.value) and "..." in str(err.value) and len(str(err.value)) < 400
