@@ -107,7 +107,7 @@ def _read_table(labels: str | Path | pd.DataFrame) -> _Table:
                     path,
                     sep=_TABLE_SUFFIXES[suffix],
                     header=None,
-                    dtype=str,
+                    dtype=object,
                     keep_default_na=False,
                     encoding="utf-8-sig",
                 )
