@@ -172,11 +172,15 @@ def _placeholder(name: str, why: str) -> str:
     return f'<div class="placeholder">{_e(name)}<br>({_e(why)})</div>'
 
 
-def _figure_png(draw) -> str:
-    """Render ``draw(ax)`` on a small matplotlib figure; an ``<img>`` with the PNG inline."""
+def _figure_png(draw, *, left: float = 0.14) -> str:
+    """Render ``draw(ax)`` on a small matplotlib figure; an ``<img>`` with the PNG inline.
+
+    Fixed margins instead of a layout engine: one draw instead of two.
+    """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(4.6, 2.8), dpi=90, layout="constrained")
+    figure = Figure(figsize=(4.2, 2.8), dpi=90)
+    figure.subplots_adjust(left=left, right=0.97, bottom=0.17, top=0.9)
     draw(figure.add_subplot())
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
@@ -231,10 +235,11 @@ def _plots(report: Report, sort_by: str) -> str:
 
         def attribute_bars(ax):
             ax.barh(top["attribute"].astype(str)[::-1], top["n_disagreeing"][::-1], color="#c44e52")
-            ax.set_xlabel("components disagreeing on the attribute")
+            ax.set_xlabel("components disagreeing")
             ax.set_title("attributes that disagree most")
 
-        parts.append(_figure_png(attribute_bars))
+        longest = int(top["attribute"].astype(str).str.len().max())
+        parts.append(_figure_png(attribute_bars, left=min(0.55, 0.06 + 0.016 * longest)))
     if not parts:
         return "<p>No components to plot.</p>"
     return '<div class="plots">' + "".join(parts) + "</div>"
