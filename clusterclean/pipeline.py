@@ -22,7 +22,7 @@ from .components import component_edge_stats, find_components
 from .duplicates import find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
-from .report import Report, write_report
+from .report import Report, order_columns, write_report
 from .scoring import score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
@@ -218,8 +218,9 @@ def run(
             min_component_size=config.min_component_size,
             exclude_attributes=config.exclude_attributes,
         )
-        components = pd.concat(
-            [scores.components, component_edge_stats(edges, component_ids)], axis=1
+        components = order_columns(
+            "components",
+            pd.concat([scores.components, component_edge_stats(edges, component_ids)], axis=1),
         )
         pairs = find_pairs(edges, dataset)
         images_table = _images_table(dataset, scores.images, neighbors)

@@ -35,6 +35,7 @@ __all__ = [
     "read_report",
     "write_table",
     "read_table",
+    "order_columns",
 ]
 
 logger = logging.getLogger(__name__)
@@ -197,6 +198,12 @@ class Report:
     folder: Path | None = None
 
 
+def order_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns in their on-disk order: declared ones first, then extras."""
+    declared = [c for c in TABLES[name] if c in frame.columns]
+    return frame[declared + [c for c in frame.columns if c not in TABLES[name]]]
+
+
 def _arrow_type(name: str, dim: int | None = None):
     import pyarrow as pa
 
@@ -233,6 +240,7 @@ def _to_arrow(name: str, frame: pd.DataFrame):
 
     spec = TABLES[name]
     extra_prefixes = _EXTRA_COLUMNS.get(name, ())
+    frame = order_columns(name, frame)
     arrays, fields = [], []
     for column, (type_name, description) in spec.items():
         if column not in frame.columns:

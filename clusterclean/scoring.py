@@ -161,9 +161,9 @@ def _component_metrics(n_known: np.ndarray, n_positive: np.ndarray, scored: np.n
     variance = (m**2).sum(axis=1) / denom
     cubic = (m**3).sum(axis=1) / denom
     log_m = np.where(active, np.log(m + GEOMETRIC_EPS), 0.0)
-    geometric = np.where(
-        n_active > 0, np.maximum(np.exp(log_m.sum(axis=1) / denom) - GEOMETRIC_EPS, 0.0), 0.0
-    )
+    geometric = np.exp(log_m.sum(axis=1) / denom) - GEOMETRIC_EPS
+    # exp(log(eps)) - eps is not exactly 0 in floating point: pin agreement to 0
+    geometric = np.where((m > 0).any(axis=1), np.maximum(geometric, 0.0), 0.0)
     r = np.where(active, ratio, 0.0)
     mean_r = r.sum(axis=1) / denom
     squared = np.where(active, (ratio - mean_r[:, None]) ** 2, 0.0)

@@ -1,0 +1,59 @@
+"""clusterclean: find near-duplicate images and the label inconsistencies among them.
+
+Importing the package is cheap: every name below is loaded on first use, and
+torch and faiss load only when a stage needs them.
+
+>>> import clusterclean as cc
+>>> report = cc.run(images="imgs/", labels="labels.csv", out="report/")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "ClustercleanError": "errors",
+    "InvalidInputError": "errors",
+    "InvalidTypeError": "errors",
+    "Dataset": "_contracts",
+    "Embeddings": "_contracts",
+    "Neighbors": "_contracts",
+    "as_embeddings": "_contracts",
+    "load_dataset": "dataset",
+    "load_peta": "dataset",
+    "list_images": "dataset",
+    "available_backbones": "backbones",
+    "load_backbone": "backbones",
+    "embed_images": "embed",
+    "load_embeddings": "embed",
+    "search_neighbors": "graph",
+    "edges_from_neighbors": "graph",
+    "build_knn_graph": "graph",
+    "find_components": "components",
+    "score_components": "scoring",
+    "find_pairs": "duplicates",
+    "Report": "report",
+    "write_report": "report",
+    "read_report": "report",
+    "RunConfig": "pipeline",
+    "run": "pipeline",
+    "summarize": "pipeline",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'clusterclean' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

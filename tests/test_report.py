@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from planted import make_planted
+
+from clusterclean import read_report, run, write_report
+from clusterclean.errors import InvalidInputError, ReportSchemaError
+from clusterclean.report import METADATA_KEY, SCHEMA_VERSION, TABLES
+
+REPORT_FILES = {
+    "dataset.parquet",
+    "images.parquet",
+    "components.parquet",
+    "component_attributes.parquet",
+    "label_issues.parquet",
+    "pairs.parquet",
+    "edges.parquet",
+    "embeddings.parquet",
+    "run.json",
+}
+
+
+def _plain(value):
+    """Nulls as None and arrays as lists, so values compare across pandas' representations."""
+    if isinstance(value, (list, np.ndarray)):
+        return [str(v) for v in value]
+    return None if pd.isna(value) else value
+
+
+@pytest.fixture(scope="module")
+def planted_report(tmp_path_factory):
+    data = make_planted()
+    out = tmp_path_factory.mktemp("r") / "report"
+    report = run(labels=data.dataset, embeddings=data.embeddings, out=out, progress=False)
+    return data, report, out
+
+
+def test_report_round_trip(planted_report):
+    data, report, out = planted_report
+    assert REPORT_FILES <= {p.name for p in out.iterdir()}
+    back = read_report(out)
+    for name in ("images", "components", "component_attributes", "label_issues", "edges"):
+        left = getattr(report, name).reset_index(drop=True)
+        right = getattr(back, name)
+        assert list(right.columns) == list(left.columns), name
+        for column in left.columns:
+            a, b = left[column].tolist(), right[column].tolist()
+            assert [_plain(v) for v in a] == [_plain(v) for v in b], (name, column)
+    np.testing.assert_array_equal(back.dataset.labels, data.dataset.labels)
+    assert back.dataset.attributes == data.dataset.attributes
+    np.testing.assert_array_equal(back.embeddings.vectors, report.embeddings.vectors)
+    assert back.run_info["schema_version"] == SCHEMA_VERSION
+
+
+def test_every_table_carries_schema_metadata_and_declared_types(planted_report):
+    _, _, out = planted_report
+    written = [name for name in TABLES if (out / f"{name}.parquet").is_file()]
+    assert {f"{name}.parquet" for name in written} >= REPORT_FILES - {"run.json"}
+    for name in written:
+        schema = pq.read_schema(out / f"{name}.parquet")
+        meta = json.loads(schema.metadata[METADATA_KEY])
+        assert meta["version"] == SCHEMA_VERSION
+        assert meta["creator"]["library"] == "clusterclean"
+        assert "higher = more suspicious" in meta["score_direction"]
+        declared = [c for c in TABLES[name] if c in schema.names]
+        assert schema.names[: len(declared)] == declared
+
+
+def test_run_json_has_parameters_versions_timings_counts(planted_report):
+    data, _, out = planted_report
+    info = json.loads((out / "run.json").read_text())
+    assert info["parameters"]["n_neighbors"] == 10
+    assert {"numpy", "pandas", "faiss", "clusterclean"} <= set(info["versions"])
+    assert {"load", "embed", "graph", "components", "scores", "write", "total"} <= set(
+        info["timings"]
+    )
+    assert info["counts"]["images"] == data.dataset.n_images
+
+
+def test_unknown_schema_version_is_rejected(planted_report, tmp_path):
+    _, report, _ = planted_report
+    out = write_report(report, tmp_path / "old")
+    table = pq.read_table(out / "edges.parquet")
+    meta = json.loads(table.schema.metadata[METADATA_KEY])
+    meta["version"] = "999"
+    pq.write_table(
+        table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), out / "edges.parquet"
+    )
+    with pytest.raises(ReportSchemaError, match="schema version '999'.*reads version"):
+        read_report(out)
+
+
+def test_not_a_report_folder(tmp_path):
+    with pytest.raises(ReportSchemaError, match="not a clusterclean report"):
+        read_report(tmp_path)
+
+
+def test_refuses_to_overwrite_a_foreign_folder(planted_report, tmp_path):
+    _, report, _ = planted_report
+    (tmp_path / "mine.txt").write_text("precious")
+    with pytest.raises(InvalidInputError, match="not empty and holds no clusterclean report"):
+        write_report(report, tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "precious"
+
+
+def test_rewrite_replaces_the_whole_report_and_leaves_no_temporaries(planted_report, tmp_path):
+    _, report, _ = planted_report
+    out = tmp_path / "rep"
+    write_report(report, out)
+    first = {p.name for p in out.iterdir()}
+    (out / "stale.parquet").write_text("from an older run")
+    write_report(report, out)
+    assert {p.name for p in out.iterdir()} == first >= REPORT_FILES
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+
+
+def test_unknown_column_is_refused(planted_report, tmp_path):
+    _, report, _ = planted_report
+    from clusterclean.report import write_table
+
+    with pytest.raises(InvalidInputError, match="not part of the 'edges' table schema"):
+        write_table("edges", report.edges.assign(extra=1), tmp_path / "e.parquet")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_pairs_report_differing_labels_and_cross_split(tmp_path):
+    data = make_planted(n_groups=4, max_size=3, n_flips=0, seed=3)
+    table = data.dataset.table.copy()
+    # two consecutive rows of one group, in different splits, made to differ on attr_0
+    first = int(np.flatnonzero(data.groups[:-1] == data.groups[1:])[0])
+    table["split"] = "train"
+    table.loc[first + 1, "split"] = "val"
+    labels = data.dataset.labels.copy()
+    labels[first + 1, 0] = 1 - labels[first, 0]
+    dataset = type(data.dataset)(table=table, labels=labels, attributes=data.dataset.attributes)
+    report = run(labels=dataset, embeddings=data.embeddings, progress=False)
+    pair = report.pairs[
+        (report.pairs.image_id_a == table.image_id[first])
+        & (report.pairs.image_id_b == table.image_id[first + 1])
+    ].iloc[0]
+    assert pair.differing_attributes == ["attr_0"] and pair.n_differing_labels == 1
+    assert pair.is_cross_split and (pair.split_a, pair.split_b) == ("train", "val")
+    same = report.pairs[~report.pairs.is_cross_split]
+    assert (same.split_a == same.split_b).all()
+    assert isinstance(report.pairs, pd.DataFrame)
