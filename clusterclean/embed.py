@@ -9,10 +9,12 @@ torch is imported inside the functions, so ``import clusterclean`` stays light.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -219,12 +221,17 @@ def _default_workers(n_images: int) -> int:
 def _run_model(
     backbone: Backbone,
     paths: Sequence[str],
+    on_batch: Callable[[list[int], np.ndarray], None],
     *,
     batch_size: int,
     num_workers: int,
+    tta: str,
     progress: bool,
-) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Embed ``paths``; return raw features (n, dim), a readable mask (n,), reasons by index."""
+) -> dict[int, str]:
+    """Embed ``paths``, handing each batch's raw features to ``on_batch(indices, features)``.
+
+    Returns the reasons of the unreadable images, by index into ``paths``.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -238,8 +245,6 @@ def _run_model(
         collate_fn=_collate,
         pin_memory=on_gpu,
     )
-    features = np.zeros((len(paths), backbone.dim), dtype=np.float32)
-    readable = np.zeros(len(paths), dtype=bool)
     reasons: dict[int, str] = {}
     with (
         torch.inference_mode(),
@@ -249,11 +254,156 @@ def _run_model(
         for indices, batch, failed in loader:
             reasons.update(failed)
             if batch is not None:
-                out = backbone.model(batch.to(device, non_blocking=on_gpu))
-                features[indices] = out.float().cpu().numpy()
-                readable[indices] = True
+                batch = batch.to(device, non_blocking=on_gpu)
+                out = backbone.model(batch)
+                if tta == "flip":  # mean of the image's and its mirror's features
+                    out = (out + backbone.model(batch.flip(-1))) / 2
+                on_batch(indices, out.float().cpu().numpy())
             bar.update(len(indices) + len(failed))
-    return features, readable, reasons
+    return reasons
+
+
+#: Bump when read_image or the transforms change in a way that changes vectors.
+_PREPROCESS_VERSION = 1
+#: A cache shard is written once this many new vectors are pending, or ...
+_SHARD_ROWS = 1024
+#: ... once this many seconds have passed since the last shard, so a kill loses little.
+_SHARD_SECONDS = 30.0
+
+FileKey = tuple[str, int, int]
+
+
+def _file_key(path: str) -> FileKey | None:
+    """``(absolute path, size, mtime_ns)``: what the cache trusts to say a file is unchanged."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class _EmbeddingCache:
+    """Raw feature vectors of one model setup, one row per image file, in Parquet shards.
+
+    Layout: ``cache_dir/<backbone>-<setup hash>/shard-*.parquet`` with columns
+    ``path`` (absolute), ``size``, ``mtime_ns`` and ``vector`` (fixed-size list of
+    float32). The setup hash covers the backbone name, its ``weights_id``, the
+    input size, the TTA mode and the preprocessing version; ``setup.json``
+    beside the shards says what it is. Shards are written to a temporary file and
+    renamed into place, so a killed run leaves only whole shards.
+    """
+
+    def __init__(self, cache_dir: Path, backbone: Backbone, tta: str) -> None:
+        setup = {
+            "backbone": backbone.name,
+            "weights_id": backbone.weights_id,
+            "input_size": list(backbone.input_size),
+            "dim": backbone.dim,
+            "tta": tta,
+            "preprocess_version": _PREPROCESS_VERSION,
+        }
+        text = json.dumps(setup, sort_keys=True, indent=1)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.folder = Path(cache_dir) / f"{backbone.name}-{digest}"
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(
+                f"Cannot create the embedding cache folder {str(self.folder)!r} ({exc}). "
+                "Pass a writable cache_dir (CLI: --cache-dir), or none to disable the cache."
+            ) from exc
+        if not (self.folder / "setup.json").exists():
+            _write_atomic(self.folder / "setup.json", text.encode())
+        self.dim = backbone.dim
+        self._keys: list[FileKey] = []
+        self._vectors: list[np.ndarray] = []
+        self._last_write = time.monotonic()
+        self._n_shards = 0
+        self._remove_orphans()
+
+    def _remove_orphans(self) -> None:
+        """Delete the temporary files of runs that died while writing a shard."""
+        for tmp in self.folder.glob(".shard-*.tmp"):
+            pid = tmp.name.split("-")[1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                tmp.unlink(missing_ok=True)
+
+    def read(self) -> dict[FileKey, np.ndarray]:
+        """Every cached vector by file key (a later shard wins)."""
+        import pyarrow.parquet as pq
+
+        found: dict[FileKey, np.ndarray] = {}
+        for shard in sorted(self.folder.glob("shard-*.parquet")):
+            try:
+                table = pq.read_table(shard)
+                vectors = _list_column_to_numpy(table.column("vector"), self.dim)
+            except Exception as exc:  # a damaged shard costs its images a re-embed, no more
+                logger.warning("Ignoring unreadable cache shard %s (%s)", shard, exc)
+                continue
+            keys = zip(
+                table.column("path").to_pylist(),
+                table.column("size").to_pylist(),
+                table.column("mtime_ns").to_pylist(),
+                strict=True,
+            )
+            found.update(zip(keys, vectors, strict=True))
+        return found
+
+    def add(self, keys: Sequence[FileKey], vectors: np.ndarray) -> None:
+        self._keys.extend(keys)
+        self._vectors.append(vectors)
+        pending = len(self._keys)
+        if pending >= _SHARD_ROWS or time.monotonic() - self._last_write >= _SHARD_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending vectors as one shard (atomically)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._last_write = time.monotonic()
+        if not self._keys:
+            return
+        paths, sizes, mtimes = zip(*self._keys, strict=True)
+        flat = pa.array(np.concatenate(self._vectors).reshape(-1), type=pa.float32())
+        table = pa.table(
+            {
+                "path": pa.array(paths, type=pa.string()),
+                "size": pa.array(sizes, type=pa.int64()),
+                "mtime_ns": pa.array(mtimes, type=pa.int64()),
+                "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
+            }
+        )
+        name = f"shard-{time.time_ns()}-{os.getpid()}-{self._n_shards}.parquet"
+        tmp = self.folder / f".shard-{os.getpid()}-{self._n_shards}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, self.folder / name)
+        self._n_shards += 1
+        self._keys, self._vectors = [], []
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _list_column_to_numpy(column, dim: int) -> np.ndarray:
+    """An Arrow list column (chunked or not) of ``dim`` numbers per row -> float32 (n, dim)."""
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(len(column), dim)
 
 
 def embed_images(
@@ -264,6 +414,8 @@ def embed_images(
     batch_size: int = 32,
     num_workers: int | None = None,
     device: str | None = None,
+    tta: str = "none",
+    cache_dir: str | Path | None = None,
     on_error: str = "skip",
     skipped: list[SkippedImage] | None = None,
     progress: bool = True,
@@ -289,6 +441,20 @@ def embed_images(
     device : str, optional
         ``"cpu"``, ``"cuda"``, ...; default the GPU when there is one. On a GPU
         the forward pass runs under float16 autocast.
+    tta : {"none", "flip"}, default "none"
+        Test-time augmentation. ``"flip"``: ``f(x) = (g(x) + g(mirror(x))) / 2``,
+        the mean of the features of the image and of its left-right mirror
+        (common in person re-identification); twice the compute.
+    cache_dir : str or Path, optional
+        Keep every image's vector in Parquet shards under this folder, keyed by
+        the file's (absolute path, size, mtime_ns) and by the backbone, its
+        weights, input size and ``tta``. A later run embeds only the images not
+        in the cache (new or changed files), and a killed run resumes where its
+        last shard ended (shards are written every 1,024 images or 30 s).
+        Files are trusted by size and modification time, not by content: a
+        file rewritten with the same size within the same nanosecond is not
+        noticed. Unreadable images are not cached; they are retried.
+        ``None`` (default) = no cache.
     on_error : {"skip", "raise"}, default "skip"
         What to do with an image that cannot be read (missing, empty,
         truncated, not an image, decompression bomb): ``"skip"`` leaves it out
@@ -321,7 +487,13 @@ def embed_images(
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     if num_workers is not None:
         num_workers = check_int(num_workers, "num_workers", func, min_value=0)
+    check_choice(tta, "tta", func, ("none", "flip"))
     check_choice(on_error, "on_error", func, ("skip", "raise"))
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise InvalidTypeError(
+            f"The 'cache_dir' parameter of {func} must be a folder path (str or Path) or None. "
+            f"Got {type(cache_dir).__name__} instead."
+        )
     if skipped is not None and not isinstance(skipped, list):
         raise InvalidTypeError(
             f"The 'skipped' parameter of {func} must be a list or None. "
@@ -332,13 +504,48 @@ def embed_images(
     model = _resolve_backbone(backbone, weights, device, func)
 
     start = time.perf_counter()
-    features, readable, reasons = _run_model(
-        model,
-        paths,
-        batch_size=batch_size,
-        num_workers=_default_workers(len(paths)) if num_workers is None else num_workers,
-        progress=progress,
-    )
+    features = np.zeros((len(paths), model.dim), dtype=np.float32)
+    readable = np.zeros(len(paths), dtype=bool)
+    cache = None if cache_dir is None else _EmbeddingCache(Path(cache_dir), model, tta)
+    keys = [_file_key(p) for p in paths] if cache else [None] * len(paths)
+    if cache:
+        cached = cache.read()
+        for i, key in enumerate(keys):
+            if key in cached:
+                features[i], readable[i] = cached[key], True
+        n_missing = int((~readable).sum())
+        logger.info(
+            "Embedding cache %s: %d of %d images found; %s",
+            cache.folder,
+            len(paths) - n_missing,
+            len(paths),
+            f"embedding {n_missing}" if n_missing else "nothing to embed",
+        )
+    todo = np.flatnonzero(~readable)
+
+    def store(indices: list[int], batch: np.ndarray) -> None:
+        rows = todo[indices]
+        features[rows], readable[rows] = batch, True
+        if cache:
+            known = [j for j, row in enumerate(rows) if keys[row] is not None]
+            cache.add([keys[rows[j]] for j in known], batch[known])
+
+    reasons: dict[int, str] = {}
+    if len(todo):
+        try:
+            local = _run_model(
+                model,
+                [paths[i] for i in todo],
+                store,
+                batch_size=batch_size,
+                num_workers=_default_workers(len(todo)) if num_workers is None else num_workers,
+                tta=tta,
+                progress=progress,
+            )
+        finally:  # keep what was embedded, even on Ctrl-C
+            if cache:
+                cache.flush()
+        reasons = {int(todo[i]): reason for i, reason in local.items()}
     seconds = time.perf_counter() - start
 
     bad = [SkippedImage(ids[i], paths[i], reasons[i]) for i in sorted(reasons)]
@@ -347,7 +554,7 @@ def embed_images(
         what = (
             f"None of the {len(ids)} images could be read"
             if len(bad) == len(ids)
-            else (f"{len(bad)} of {len(ids)} images could not be read")
+            else f"{len(bad)} of {len(ids)} images could not be read"
         )
         raise InvalidInputError(
             f"{what} (first: {first.path!r}: {first.reason}). Fix or remove these files"
@@ -365,11 +572,12 @@ def embed_images(
             skipped.extend(bad)
     keep = np.flatnonzero(readable)
     logger.info(
-        "Embedded %d images with %s in %.1f s (%.1f images/s)",
+        "Embedded %d images with %s in %.1f s (%.1f images/s, %d from the cache)",
         len(keep),
         model.name,
         seconds,
         len(ids) / seconds if seconds > 0 else float("inf"),
+        len(ids) - len(todo),
     )
     return as_embeddings([ids[i] for i in keep], features[keep], backbone=model.name)
 
@@ -458,8 +666,7 @@ def _parquet_vectors(path: Path, column: str | None) -> tuple[list[str], np.ndar
             f"the first has {lengths[0]}; all vectors must have the same length."
         )
     dim = int(lengths[0]) if lengths is not None and len(lengths) else col.type.list_size
-    flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return [str(i) for i in ids], flat.reshape(len(ids), dim if len(ids) else 0)
+    return [str(i) for i in ids], _list_column_to_numpy(col, dim)
 
 
 def load_embeddings(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -18,7 +22,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from clusterclean._contracts import Dataset
-from clusterclean.backbones import load_backbone
+from clusterclean.backbones import Backbone, load_backbone
 from clusterclean.embed import embed_images, load_embeddings, read_image
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 
@@ -157,6 +161,130 @@ def test_progress_bar_and_log(tiny, photos, capfd, caplog):
     assert "Embedding" in capfd.readouterr().err
 
 
+def test_flip_tta_averages_the_image_and_its_mirror(tiny, photos):
+    embeddings = embed_images(photos, backbone=tiny, tta="flip", progress=False)
+    with torch.inference_mode():
+        batch = torch.stack([tiny.transform(read_image(p)) for p in photos])
+        raw = ((tiny.model(batch) + tiny.model(batch.flip(-1))) / 2).numpy()
+    expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(embeddings.vectors, expected, atol=1e-6)
+    plain = embed_images(photos, backbone=tiny, progress=False).vectors
+    assert not np.allclose(plain, expected, atol=1e-3)  # the mirror did change something
+
+
+# --------------------------------------------------------------------------- cache and resume
+
+
+class Counting(torch.nn.Module):
+    """Wraps a model and counts the images it is asked to embed."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += len(x)
+        return self.inner(x)
+
+
+def counting(tiny, name: str = "counting") -> Backbone:
+    return Backbone(name, Counting(tiny.model), tiny.transform, tiny.dim, tiny.input_size, "w1")
+
+
+def test_cache_embeds_only_new_or_changed_images(tiny, photos, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    backbone = counting(tiny)
+    first = embed_images(photos[:3], backbone=backbone, cache_dir=cache, progress=False)
+    assert backbone.model.seen == 3
+
+    with caplog.at_level(logging.INFO, logger="clusterclean.embed"):
+        again = embed_images(photos[:3], backbone=backbone, cache_dir=cache, progress=False)
+    assert backbone.model.seen == 3  # nothing embedded
+    assert any(
+        r.getMessage().endswith("3 of 3 images found; nothing to embed") for r in caplog.records
+    )
+    np.testing.assert_array_equal(again.vectors, first.vectors)
+
+    write_photo(photos[1], "rocket")  # a changed image: new content, new size and mtime
+    changed = embed_images(photos, backbone=backbone, cache_dir=cache, progress=False)
+    assert backbone.model.seen == 3 + 2  # the changed one and the new fourth
+    np.testing.assert_allclose(changed.vectors, expected_vectors(tiny, photos), atol=1e-6)
+    np.testing.assert_array_equal(changed.vectors[[0, 2]], first.vectors[[0, 2]])
+
+    embed_images(photos, backbone=backbone, tta="flip", cache_dir=cache, progress=False)
+    assert backbone.model.seen == 5 + 2 * 4  # another setup, another cache: all, twice (mirror)
+    assert len(list(cache.glob("counting-*/setup.json"))) == 2
+
+
+def test_damaged_shard_and_dead_temp_files(tiny, photos, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    backbone = counting(tiny)
+    embed_images(photos, backbone=backbone, cache_dir=cache, progress=False)
+    (folder,) = cache.iterdir()
+    (shard,) = folder.glob("shard-*.parquet")
+    shard.write_bytes(b"PAR1 damaged")
+    orphan = folder / ".shard-999999999-0.tmp"  # left by a run that died while writing
+    orphan.write_bytes(b"partial")
+    with caplog.at_level(logging.WARNING, logger="clusterclean.embed"):
+        result = embed_images(photos, backbone=backbone, cache_dir=cache, progress=False)
+    assert backbone.model.seen == 8  # the damaged shard's images were embedded again
+    assert any("Ignoring unreadable cache shard" in r.getMessage() for r in caplog.records)
+    assert not orphan.exists()
+    np.testing.assert_allclose(result.vectors, expected_vectors(tiny, photos), atol=1e-6)
+
+
+KILLED_RUN = """
+import sys, time, torch
+import clusterclean.embed as embed
+from clusterclean.backbones import Backbone, load_backbone
+
+class Slow(torch.nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        time.sleep(0.25)
+        return self.inner(x)
+
+embed._SHARD_ROWS = 2  # a shard per batch, so that the kill lands between shards
+tiny = load_backbone("torchscript", weights=sys.argv[1])
+backbone = Backbone("counting", Slow(tiny.model), tiny.transform, tiny.dim, tiny.input_size, "w1")
+embed.embed_images(sys.argv[3:], backbone=backbone, batch_size=2, num_workers=0,
+                   cache_dir=sys.argv[2], progress=False)
+"""
+
+
+def test_a_killed_run_resumes(tiny, tiny_script, tmp_path):
+    names = ("astronaut", "coffee", "chelsea", "rocket", "camera")
+    paths = [
+        write_photo(tmp_path / f"p{i:02d}.png", names[i % 5], box=(i, i, 64 + i, 64 + i))
+        for i in range(40)
+    ]
+    cache = tmp_path / "cache"
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, tiny_script, str(cache), *paths],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(cache.glob("*/shard-*.parquet"))) < 3:
+        assert child.poll() is None, child.stderr.read().decode()
+        assert time.monotonic() < deadline, "the child wrote no shards"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    assert child.wait() == -signal.SIGKILL
+    done = sum(pq.read_metadata(f).num_rows for f in cache.glob("*/shard-*.parquet"))
+    assert 6 <= done < 40
+
+    backbone = counting(tiny)
+    resumed = embed_images(paths, backbone=backbone, cache_dir=cache, progress=False)
+    assert backbone.model.seen == 40 - done
+    assert resumed.ids.tolist() == paths
+    np.testing.assert_allclose(resumed.vectors, expected_vectors(tiny, paths), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -189,6 +317,18 @@ def test_progress_bar_and_log(tiny, photos, capfd, caplog):
             InvalidTypeError,
             "The 'backbone' parameter of embed_images must be a backbone name (str) or a "
             "Backbone. Got int instead.",
+        ),
+        (
+            {"tta": "hflip"},
+            InvalidInputError,
+            "The 'tta' parameter of embed_images must be one of 'none', 'flip'. "
+            "Got 'hflip' instead.",
+        ),
+        (
+            {"cache_dir": 5},
+            InvalidTypeError,
+            "The 'cache_dir' parameter of embed_images must be a folder path (str or Path) or "
+            "None. Got int instead.",
         ),
         (
             {"skipped": ()},
