@@ -228,8 +228,53 @@ def _add_demo_parser(sub) -> None:
     parser.set_defaults(handler=_cmd_demo)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .html import write_html
+    from .report import HTML_FILE, read_report
+
+    report = read_report(args.report_dir, load_embeddings=False)
+    path = write_html(
+        report,
+        args.report_dir / HTML_FILE,
+        n_gallery=args.top,
+        sort_by=args.sort_by,
+        max_bytes=int(args.max_mb * 2**20),
+    )
+    print(f"report: {path}")
+    return 0
+
+
+def _add_report_parser(sub) -> None:
+    from .html import DEFAULT_MAX_BYTES, SORT_KEYS
+
+    parser = sub.add_parser(
+        "report",
+        parents=[_common_options()],
+        help="(re)build report.html from a report folder's Parquet files",
+        description="Rebuild the self-contained report.html of a report folder "
+        "written by `clusterclean run`, e.g. with more components or another ranking.",
+    )
+    parser.add_argument("report_dir", type=Path, metavar="REPORT_DIR", help="report folder")
+    parser.add_argument(
+        "--top", type=int, default=20, help="components shown in the gallery (default 20)"
+    )
+    parser.add_argument(
+        "--sort-by",
+        choices=SORT_KEYS,
+        default="inconsistency_score",
+        help="component score that ranks the gallery, worst first (default inconsistency_score)",
+    )
+    parser.add_argument(
+        "--max-mb",
+        type=float,
+        default=DEFAULT_MAX_BYTES / 2**20,
+        help="size cap of the page in MiB; thumbnails past it are left out (default 20)",
+    )
+    parser.set_defaults(handler=_cmd_report)
+
+
 # Subcommands register here: (adder) functions taking the subparsers object.
-SUBCOMMANDS: list[Callable] = [_add_run_parser, _add_demo_parser]
+SUBCOMMANDS: list[Callable] = [_add_run_parser, _add_demo_parser, _add_report_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

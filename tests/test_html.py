@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from clusterclean._contracts import Dataset, as_embeddings
+from clusterclean.cli import main
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.html import render_html, write_html
 from clusterclean.pipeline import run
@@ -190,7 +191,7 @@ def test_without_image_files_the_gallery_shows_ids_and_labels(tmp_path):
     )
 
 
-def test_report_folder_holds_the_page_and_it_rebuilds_from_parquet(tmp_path):
+def test_report_folder_holds_the_page_and_the_cli_rebuilds_it(tmp_path, capsys):
     out = tmp_path / "out"
     build_report(tmp_path, out=out)
     written = (out / "report.html").read_text(encoding="utf-8")
@@ -199,6 +200,17 @@ def test_report_folder_holds_the_page_and_it_rebuilds_from_parquet(tmp_path):
     rebuilt = write_html(again, tmp_path / "again.html", n_gallery=1)
     assert len(_sections(rebuilt.read_text(encoding="utf-8"))) == 1
     assert _sections(render_html(again)) == _sections(written)
+    code = main(["report", str(out), "--top", "1", "--sort-by", "size", "--max-mb", "5"])
+    assert code == 0
+    assert capsys.readouterr().out == f"report: {out / 'report.html'}\n"
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert len(_sections(page)) == 1 and "highest size" in page
+    missing = tmp_path / "nothing"
+    assert main(["report", str(missing)]) == 1
+    assert capsys.readouterr().err == (
+        f"clusterclean: error: {missing} is not a clusterclean report (no run.json); run "
+        f"`clusterclean run ... --out {missing}` first.\n"
+    )
 
 
 @pytest.mark.parametrize(
