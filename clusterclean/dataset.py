@@ -18,7 +18,7 @@ import math
 import numbers
 import os
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -311,6 +311,11 @@ def _bad_value_error(table: _Table, column: str, row: int, *, hint: str = "") ->
 
 
 def _categorical_hint(table: _Table, column: str) -> str:
+    if column in ("attribute", "value"):
+        return (
+            "A long-form table has exactly the columns (image, 'attribute') or (image, "
+            "'attribute', 'value'); drop the other columns to read it as one."
+        )
     strings = {s for s in _cell_strings(table, column) if s is not None}
     if len(strings) > _MAX_CATEGORIES:
         return (
@@ -638,7 +643,9 @@ def _check_arguments(
     multiclass_columns: object,
     split_column: object,
     group_column: object,
-) -> None:
+    allow_unlabeled_images: object,
+) -> tuple[str, ...]:
+    """Check the argument types of load_dataset; return multiclass_columns as a tuple."""
     if labels is not None and not isinstance(labels, str | os.PathLike | pd.DataFrame):
         raise InvalidTypeError(
             "The 'labels' parameter of load_dataset must be a str, a Path, a pandas DataFrame "
@@ -663,14 +670,22 @@ def _check_arguments(
                 f"The {name!r} parameter of load_dataset must be a str or None. Got "
                 f"{type(value).__name__} instead."
             )
-    if isinstance(multiclass_columns, str) or not all(
-        isinstance(c, str)
-        for c in multiclass_columns  # type: ignore[attr-defined]
-    ):
+    if not isinstance(allow_unlabeled_images, bool | np.bool_):
+        raise InvalidTypeError(
+            "The 'allow_unlabeled_images' parameter of load_dataset must be a bool. Got "
+            f"{type(allow_unlabeled_images).__name__} instead."
+        )
+    columns = (
+        tuple(multiclass_columns)
+        if isinstance(multiclass_columns, Iterable) and not isinstance(multiclass_columns, str)
+        else None
+    )
+    if columns is None or not all(isinstance(c, str) for c in columns):
         raise InvalidTypeError(
             "The 'multiclass_columns' parameter of load_dataset must be a sequence of column "
-            f"names (str), e.g. ['pose', 'age']. Got {multiclass_columns!r} instead."
+            f"names (str), e.g. ['pose', 'age']. Got {_show(multiclass_columns)} instead."
         )
+    return columns
 
 
 def load_dataset(
@@ -740,8 +755,15 @@ def load_dataset(
     InvalidTypeError
         When an argument has the wrong type.
     """
-    _check_arguments(labels, images, image_column, multiclass_columns, split_column, group_column)
-    multiclass_columns = tuple(multiclass_columns)
+    multiclass_columns = _check_arguments(
+        labels,
+        images,
+        image_column,
+        multiclass_columns,
+        split_column,
+        group_column,
+        allow_unlabeled_images,
+    )
     root = _images_root(images) if images is not None else None
     files = list_images(root) if root is not None else []
     table: _Table | None = None
@@ -774,8 +796,8 @@ def load_dataset(
         unlabeled = [f for f in files if f not in used]
         if unlabeled and table is not None and not allow_unlabeled_images:
             raise InvalidInputError(
-                f"{len(unlabeled)} image(s) in '{root}' have no row in the labels table "
-                f"{table.name}: {_list(unlabeled, _MAX_LISTED)}. Add rows for them, or keep "
+                f"{len(unlabeled)} image(s) in '{root}' have no row in {table.name}: "
+                f"{_list(unlabeled, _MAX_LISTED)}. Add rows for them, or keep "
                 "them with all labels missing with allow_unlabeled_images=True "
                 "(CLI: --allow-unlabeled)."
             )

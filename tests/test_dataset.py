@@ -456,6 +456,23 @@ def test_argument_types() -> None:
         load_dataset(pd.DataFrame({"image": ["a"]}), multiclass_columns="pose,age")
     with pytest.raises(InvalidInputError, match=r"needs a labels table, an images folder, or both"):
         load_dataset()
+    with pytest.raises(InvalidTypeError, match=r"'multiclass_columns' .* Got 5 instead"):
+        load_dataset(pd.DataFrame({"image": ["a"]}), multiclass_columns=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidTypeError, match=r"'allow_unlabeled_images' .* bool. Got str"):
+        load_dataset(pd.DataFrame({"image": ["a"]}), allow_unlabeled_images="no")  # type: ignore[arg-type]
+    generator = (c for c in ["p"])
+    ds = load_dataset(pd.DataFrame({"image": ["a"], "p": ["x"]}), multiclass_columns=generator)
+    assert ds.attributes == ("p=x",)
+
+
+def test_long_table_with_extra_column_explains_long_form() -> None:
+    frame = pd.DataFrame(
+        {"image": ["a", "b"], "attribute": ["male", "hat"], "split": ["train"] * 2}
+    )
+    with pytest.raises(
+        InvalidInputError, match=r"column 'attribute' at row 1.*exactly the columns"
+    ):
+        load_dataset(frame)
 
 
 # --- properties ---
