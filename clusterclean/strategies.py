@@ -1001,6 +1001,17 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
         sep = _CLEANED_SUFFIXES[out.suffix.lower()]
         if sep is None:
             table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = table.cast(  # pandas' str dtype becomes large_string; use plain string
+                pa.schema(
+                    [
+                        field.with_type(pa.string())
+                        if pa.types.is_large_string(field.type)
+                        else field
+                        for field in table.schema
+                    ],
+                    metadata=table.schema.metadata,
+                )
+            )
             meta = _metadata(
                 "cleaned",
                 {
