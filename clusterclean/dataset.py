@@ -854,7 +854,9 @@ def load_peta(root: str | Path, *, partition: int = 0) -> Dataset:
       ``image_id`` is the file name (``00001.png``) under ``root/images``.
     - the original archive: ``<root>/<subset>/archive/Label.txt`` whose lines
       read ``<person_id> attribute attribute ...``, images
-      ``<person_id>_<anything>.<ext>`` or ``<person_id>.<ext>`` next to it.
+      ``<person_id>_<anything>.<ext>`` or ``<person_id>.<ext>`` next to it
+      (CUHK's lines start with an image file name, ``0001.png``, instead).
+      Numeric ids match across zero padding (``001`` == ``1``).
       Every image of a person gets the person's labels (1 for the names on its
       line, 0 otherwise); attributes are the sorted union of all names;
       ``group`` is ``<subset>/<person_id>``; there is no split. ``image_id`` is
@@ -994,9 +996,18 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
     return Dataset(table=table, labels=labels, attributes=tuple(names), root=images)
 
 
+def _person_stem(token: str) -> str:
+    """A Label.txt person token without an image extension.
+
+    Most subsets name a person (``0001``) whose images are ``0001_*.ext``; CUHK
+    names one image file per line (``0001.png``).
+    """
+    return posixpath.splitext(token)[0] if token.lower().endswith(IMAGE_EXTENSIONS) else token
+
+
 def _person_key(token: str) -> str:
     """Person ids compare as numbers when they are numbers (``0001`` == ``1``)."""
-    return str(int(token)) if token.isdigit() else token
+    return str(int(token)) if token.isascii() and token.isdigit() else token
 
 
 def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
@@ -1011,13 +1022,14 @@ def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
             tokens = line.split()
             if not tokens:
                 continue
-            key = _person_key(tokens[0])
+            person = _person_stem(tokens[0])
+            key = _person_key(person)
             if key in persons and sorted(persons[key][1]) != sorted(tokens[1:]):
                 raise InvalidInputError(
-                    f"'{labels_file}' lists person {tokens[0]!r} twice with different "
+                    f"'{labels_file}' lists person {_show(tokens[0])} twice with different "
                     f"attributes (lines {persons[key][2]} and {line_number})."
                 )
-            persons.setdefault(key, (tokens[0], tokens[1:], line_number))
+            persons.setdefault(key, (person, tokens[1:], line_number))
         archive = labels_file.parent
         names = sorted(
             p.name

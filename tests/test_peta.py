@@ -140,10 +140,11 @@ def write_archive(root: Path) -> Path:
     viper.mkdir(parents=True)
     cuhk.mkdir(parents=True)
     (viper / "Label.txt").write_text("1 personalMale hatNo\n\n2 upperBodyBlack\r\n")
-    (cuhk / "Label.txt").write_text("0007 hatNo personalMale\n")
+    # CUHK names one image file per line instead of a person
+    (cuhk / "Label.txt").write_text("0007.png hatNo personalMale\n0008.png upperBodyBlack\n")
     for name in ["001_45.png", "1_90.png", "2.png", "99_x.png"]:
         write_png(viper / name)
-    for name in ["0007.png", "0007_b.jpg"]:
+    for name in ["0007.png", "0008.png"]:
         write_png(cuhk / name)
     return root
 
@@ -155,16 +156,16 @@ def test_archive_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> Non
     assert ds.attributes == ("hatNo", "personalMale", "upperBodyBlack")
     assert ds.ids.tolist() == [
         "CUHK/archive/0007.png",
-        "CUHK/archive/0007_b.jpg",
+        "CUHK/archive/0008.png",
         "VIPeR/archive/001_45.png",
         "VIPeR/archive/1_90.png",
         "VIPeR/archive/2.png",
     ]
     np.testing.assert_array_equal(
         ds.labels,
-        np.array([[1, 1, 0], [1, 1, 0], [1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32),
+        np.array([[1, 1, 0], [0, 0, 1], [1, 1, 0], [1, 1, 0], [0, 0, 1]], dtype=np.float32),
     )
-    assert ds.table["group"].tolist() == ["CUHK/0007", "CUHK/0007", "VIPeR/1", "VIPeR/1", "VIPeR/2"]
+    assert ds.table["group"].tolist() == ["CUHK/0007", "CUHK/0008", "VIPeR/1", "VIPeR/1", "VIPeR/2"]
     assert "split" not in ds.table.columns
     assert ds.root == root.resolve()
     assert all(Path(p).is_file() for p in ds.table["path"])
