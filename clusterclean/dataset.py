@@ -937,7 +937,10 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
     try:
         content = loadmat(mat, squeeze_me=True, struct_as_record=False)
     except (OSError, ValueError, NotImplementedError, TypeError) as exc:
-        raise InvalidInputError(f"Could not read '{mat}': {type(exc).__name__}: {exc}") from exc
+        raise InvalidInputError(
+            f"Could not read '{mat}': {type(exc).__name__}: {exc}. A MATLAB v7.3 file must be "
+            "re-saved with save(..., '-v7')."
+        ) from exc
     if "peta" not in content:
         raise InvalidInputError(f"'{mat}' holds no variable 'peta'.")
     peta = content["peta"]
@@ -968,10 +971,13 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
             f"'{mat}': peta.partion{{{partition + 1}}} must be a struct with the fields train, "
             "val and test."
         )
-    for field_name in ("train", "trainval", "val", "test"):
+    # trainval (= train + val) stands in for train only when there is no train field
+    split_fields = {"train": "train", "val": "val", "test": "test"}
+    if "train" not in fields:
+        split_fields["trainval"] = "train"
+    for field_name, split in split_fields.items():
         if field_name not in fields:
             continue
-        split = "train" if field_name == "trainval" else field_name
         where = f"'{mat}': peta.partion{{{partition + 1}}}.{field_name}"
         for index in _mat_indices(_mat_field(chosen, field_name, mat), 10**9, where):
             if split_of.setdefault(int(index), split) != split:

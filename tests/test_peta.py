@@ -52,6 +52,7 @@ def write_peta_mat(
         "partion": partitions(
             {"train": [1, 2, 3], "val": [4], "test": [5, 6]},
             {"trainval": [4, 5, 6], "test": [1, 2, 3]},
+            {"train": [1], "val": [2], "trainval": [1, 2], "test": [3, 4, 5, 6]},
         ),
     }
     peta.update(overrides)
@@ -82,6 +83,19 @@ def test_mat_layout_second_partition_reads_trainval(tmp_path: Path) -> None:
     assert ds.table["split"].tolist() == ["test", "test", "test", "train", "train", "train"]
 
 
+def test_mat_layout_trainval_ignored_next_to_train(tmp_path: Path) -> None:
+    ds = load_peta(write_peta_mat(tmp_path / "PETA"), partition=2)
+    assert ds.table["split"].tolist() == ["train", "val", "test", "test", "test", "test"]
+
+
+def test_mat_layout_image_in_two_splits(tmp_path: Path) -> None:
+    root = write_peta_mat(tmp_path / "PETA", partion=partitions({"train": [1, 2], "test": [2]}))
+    with pytest.raises(
+        InvalidInputError, match=r"peta.partion\{1\}.test: image 2 is in two splits"
+    ):
+        load_peta(root)
+
+
 def test_mat_layout_char_matrix_names_and_single_partition(tmp_path: Path) -> None:
     # A list of str is saved as a space-padded char matrix; one partition squeezes to a struct.
     root = write_peta_mat(
@@ -96,8 +110,8 @@ def test_mat_layout_char_matrix_names_and_single_partition(tmp_path: Path) -> No
 
 def test_mat_layout_errors(tmp_path: Path) -> None:
     root = write_peta_mat(tmp_path / "PETA")
-    with pytest.raises(InvalidInputError, match=r"'partition' parameter of load_peta .* \[0, 1\]"):
-        load_peta(root, partition=2)
+    with pytest.raises(InvalidInputError, match=r"'partition' parameter of load_peta .* \[0, 2\]"):
+        load_peta(root, partition=3)
     with pytest.raises(InvalidTypeError, match=r"'partition' .* must be an int. Got str"):
         load_peta(root, partition="0")  # type: ignore[arg-type]
     (root / "images" / "00006.png").unlink()
@@ -122,6 +136,13 @@ def test_mat_layout_missing_field_and_bad_shape(tmp_path: Path) -> None:
     bad[0, 5] = 2
     with pytest.raises(InvalidInputError, match=r"must hold only 0 and 1"):
         load_peta(write_peta_mat(tmp_path / "c", data=bad))
+
+
+def test_unreadable_mat_file(tmp_path: Path) -> None:
+    root = write_peta_mat(tmp_path / "PETA")
+    (root / "PETA.mat").write_bytes(b"not a mat file at all" * 10)
+    with pytest.raises(InvalidInputError, match=r"Could not read '.*PETA.mat'"):
+        load_peta(root)
 
 
 def test_not_a_peta_folder_names_missing_files(tmp_path: Path) -> None:
