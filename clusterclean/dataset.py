@@ -915,16 +915,24 @@ def _mat_items(value: object) -> list:
     return list(value.ravel()) if isinstance(value, np.ndarray) else [value]
 
 
-def _mat_indices(value: object, n_images: int, where: str) -> np.ndarray:
-    indices = np.atleast_1d(np.asarray(value, dtype=np.float64)).ravel()
+def _mat_numbers(value: object, where: str) -> np.ndarray:
+    """A MATLAB numeric array as float64; an error naming ``where`` for anything else."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"{where} must be numeric; it holds {_show(value)}.") from exc
+
+
+def _mat_indices(value: object, where: str) -> np.ndarray:
+    """1-based image indices, ndarray of shape (n,), dtype int64."""
+    indices = np.atleast_1d(_mat_numbers(value, where)).ravel()
     if indices.size and (
         not np.all(np.isfinite(indices))
         or not np.all(indices == np.round(indices))
         or indices.min() < 1
-        or indices.max() > n_images
     ):
         raise InvalidInputError(
-            f"{where} must hold 1-based image indices in [1, {n_images}]; it holds values "
+            f"{where} must hold 1-based image indices (integers >= 1); it holds values "
             f"from {indices.min()} to {indices.max()}."
         )
     return indices.astype(np.int64)
@@ -944,7 +952,12 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
     if "peta" not in content:
         raise InvalidInputError(f"'{mat}' holds no variable 'peta'.")
     peta = content["peta"]
-    data = np.atleast_2d(np.asarray(_mat_field(peta, "data", mat), dtype=np.float64))
+    data = np.atleast_2d(_mat_numbers(_mat_field(peta, "data", mat), f"'{mat}': peta.data"))
+    if data.ndim != 2 or len(data) == 0:
+        raise InvalidInputError(
+            f"'{mat}': peta.data must be a non-empty (images, 4 + attributes) matrix; it has "
+            f"shape {data.shape}."
+        )
     names = [str(n).strip() for n in _mat_items(_mat_field(peta, "attribute", mat))]
     if data.shape[1] != 4 + len(names):
         raise InvalidInputError(
@@ -954,7 +967,7 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
     labels = data[:, 4:]
     if not np.all((labels == 0) | (labels == 1)):
         raise InvalidInputError(f"'{mat}': peta.data attribute columns must hold only 0 and 1.")
-    image_index = _mat_indices(data[:, 0], 10**9, f"'{mat}': peta.data column 1")
+    image_index = _mat_indices(data[:, 0], f"'{mat}': peta.data column 1")
     if len(np.unique(image_index)) != len(image_index):
         raise InvalidInputError(f"'{mat}': peta.data column 1 (image index) repeats an image.")
     partitions = _mat_items(_mat_field(peta, "partion", mat, "partition"))
@@ -975,12 +988,15 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
     split_fields = {"train": "train", "val": "val", "test": "test"}
     if "train" not in fields:
         split_fields["trainval"] = "train"
+    known = set(image_index.tolist())
     for field_name, split in split_fields.items():
         if field_name not in fields:
             continue
         where = f"'{mat}': peta.partion{{{partition + 1}}}.{field_name}"
-        for index in _mat_indices(_mat_field(chosen, field_name, mat), 10**9, where):
-            if split_of.setdefault(int(index), split) != split:
+        for index in _mat_indices(_mat_field(chosen, field_name, mat), where).tolist():
+            if index not in known:
+                raise InvalidInputError(f"{where}: image {index} is not in peta.data.")
+            if split_of.setdefault(index, split) != split:
                 raise InvalidInputError(f"{where}: image {index} is in two splits.")
     files = [f"{int(i):05d}.png" for i in image_index]
     images = base / "images"

@@ -8,6 +8,7 @@ is wrong -- never a KeyError, TypeError, OverflowError, ... from deep inside.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clusterclean._contracts import Dataset
-from clusterclean.dataset import load_dataset
+from clusterclean.dataset import IMAGE_EXTENSIONS, load_dataset, load_peta
 from clusterclean.errors import ClustercleanError
 
 SETTINGS = settings(
@@ -106,7 +107,8 @@ def check_outcome(call) -> Dataset | None:
     except ClustercleanError as err:
         message = str(err)
         assert len(message) > 20, message
-        event(f"{type(err).__name__}: {' '.join(message.split()[:9])}")
+        short = re.sub(r"'/[^']*'", "'PATH'", " ".join(message.split()[:9]))
+        event(f"{type(err).__name__}: {short}")
         return None
     event("loaded")
     assert isinstance(ds, Dataset)
@@ -235,3 +237,99 @@ def test_one_row_tables(frame: pd.DataFrame, expected: np.ndarray) -> None:
     ds = load_dataset(frame, multiclass_columns=multiclass)
     np.testing.assert_array_equal(ds.labels, expected)
     assert ds.n_images == 1
+
+
+# --- PETA layouts ---
+PETA_DATA = np.array([[1, 7, 0, 0, 1, 0], [2, 7, 0, 0, 0, 1], [3, 8, 0, 0, 1, 1]], dtype=float)
+GOOD_PARTITIONS = np.array([{"train": [1.0, 2.0], "val": [3.0], "test": []}], dtype=object)
+
+
+def mostly(good: object, *bad: object) -> st.SearchStrategy:
+    """``good`` three times out of four, else one of ``bad``."""
+    return st.one_of(st.just(good), st.just(good), st.just(good), st.sampled_from(bad))
+
+
+peta_fields = st.fixed_dictionaries(
+    {
+        "data": mostly(
+            PETA_DATA,
+            *(PETA_DATA[:, :5], PETA_DATA[0], np.zeros((0, 6)), "text", PETA_DATA * 2),
+            *(np.where(PETA_DATA == 7, np.nan, PETA_DATA), PETA_DATA - 1, np.ones((2, 2, 2))),
+        ),
+        "attribute": mostly(
+            np.array(["a", "b"], dtype=object), ["a", "b"], np.array([1.0, 2.0]), "ab", []
+        ),
+        "partion": mostly(
+            GOOD_PARTITIONS,
+            {"trainval": [1.0], "test": [2.0, 3.0]},
+            {"train": [0.5], "test": [9.0]},
+            {"train": ["x"], "test": [1.0]},
+            {"train": [1.0, 2.0], "test": [2.0]},
+            np.array([1.0, 2.0]),
+            {"val": [[1.0, 2.0], [3.0, np.inf]]},
+        ),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fields=peta_fields,
+    dropped=st.sampled_from([None, None, None, "data", "attribute", "partion"]),
+    partition=mostly(0, -1, 1, 2),
+    n_images=mostly(3, 0, 2),
+)
+def test_peta_mat_either_loads_or_raises_clusterclean_error(
+    tmp_path_factory: pytest.TempPathFactory,
+    fields: dict,
+    dropped: str | None,
+    partition: int,
+    n_images: int,
+) -> None:
+    import scipy.io
+
+    root = tmp_path_factory.mktemp("peta")
+    fields = {k: v for k, v in fields.items() if k != dropped}
+    scipy.io.savemat(root / "PETA.mat", {"peta": fields})
+    for i in range(1, n_images + 1):
+        (root / "images").mkdir(exist_ok=True)
+        Image.new("RGB", (2, 2)).save(root / "images" / f"{i:05d}.png")
+    ds = check_outcome(lambda: load_peta(root, partition=partition))
+    if ds is not None:
+        assert ds.n_images == 3 and ds.attributes == ("a", "b")
+        np.testing.assert_array_equal(ds.labels, PETA_DATA[:, 4:])
+
+
+lines_pool = st.sampled_from(["1 a b", "01 a b", "2.png a", "x_1 a", "", "   ", "3", "\t2 a\r"])
+label_lines = st.one_of(lines_pool, lines_pool, lines_pool, st.text(max_size=12), st.just("1 c"))
+archive_files = st.sampled_from(
+    ["1.png", "001_a.png", "2.png", "2_b.jpg", "x_1_c.png", "3.bmp", "._1.png", "1", "9_9.gif"]
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lines=st.lists(label_lines, max_size=5),
+    files=st.lists(archive_files, min_size=1, max_size=5, unique=True),
+)
+def test_peta_archive_either_loads_or_raises_clusterclean_error(
+    tmp_path_factory: pytest.TempPathFactory, lines: list[str], files: list[str]
+) -> None:
+    root = tmp_path_factory.mktemp("archive")
+    archive = root / "GRID" / "archive"
+    archive.mkdir(parents=True)
+    (archive / "Label.txt").write_text("\n".join(lines), encoding="utf-8", errors="replace")
+    for name in files:
+        (archive / name).write_bytes(b"")
+    ds = check_outcome(lambda: load_peta(root))
+    if ds is not None:  # every image carries exactly its person's attributes
+        persons: dict[str, set[str]] = {}
+        for tokens in (line.split() for line in lines):
+            if tokens:
+                stem = tokens[0]
+                if stem.lower().endswith(IMAGE_EXTENSIONS):
+                    stem = stem.rsplit(".", 1)[0]
+                persons.setdefault(stem, set(tokens[1:]))
+        for group, row in zip(ds.table["group"], ds.labels, strict=True):
+            positives = {a for a, v in zip(ds.attributes, row, strict=True) if v == 1}
+            assert positives == persons[group.split("/", 1)[1]]
