@@ -273,8 +273,152 @@ def _add_report_parser(sub) -> None:
     parser.set_defaults(handler=_cmd_report)
 
 
+def _strategy_thresholds(text: str | None, strategies, parser) -> dict[str, str]:
+    """``--threshold``: one value for every strategy that takes one, or ``name=value,...``."""
+    from .strategies import strategy_options
+
+    if text is None:
+        return {}
+    if "=" not in text:
+        return {s: text for s in strategies if "threshold" in strategy_options(s)}
+    thresholds = {}
+    for part in _csv_list(text):
+        name, _, value = part.partition("=")
+        if name.strip() not in strategies or not value.strip():
+            parser.error(
+                f"--threshold {part!r} must read STRATEGY=VALUE with a strategy of --strategy "
+                f"({','.join(strategies)})"
+            )
+        thresholds[name.strip()] = value.strip()
+    return thresholds
+
+
+def _print_clean_summary(summary: dict) -> None:
+    threshold = summary.get("threshold")
+    lines = [
+        f"{summary['strategy']}{f' (threshold {threshold})' if threshold else ''}: "
+        f"{summary['images']} images -> {summary['kept']} kept, {summary['dropped']} dropped; "
+        f"{summary['changed_cells']} cells changed, {summary['ties']} ties left unchanged"
+    ]
+    for split, n in summary["splits"].items():
+        lines.append(
+            f"  split {split}: {n['images']} images, {n['dropped']} dropped, "
+            f"{n['changed_cells']} cells changed, {n['ties']} ties"
+        )
+    for attribute, n in summary["attributes"].items():
+        lines.append(
+            f"  attribute {attribute}: {n['changed_cells']} cells changed, {n['ties']} ties"
+        )
+    print("\n".join(lines))
+
+
+def _cmd_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from .report import read_report
+    from .strategies import clean_labels, strategy_options, write_cleaned
+
+    if args.out is None and not args.dry_run:
+        parser.error("the following arguments are required: --out (or --dry-run)")
+    repeated = sorted({s for s in args.strategy if args.strategy.count(s) > 1})
+    if not args.strategy or repeated:
+        parser.error(f"--strategy must list each strategy once; got {','.join(args.strategy)}")
+    thresholds = _strategy_thresholds(args.threshold, args.strategy, parser)
+    report = read_report(args.report_dir, load_embeddings=False)
+    results = []
+    for strategy in args.strategy:
+        uses = strategy_options(strategy)
+        options = {"threshold": thresholds.get(strategy)}
+        if "metric" in uses:
+            options["metric"] = args.metric
+        if "attributes" in uses:
+            options["include_attributes"] = args.attributes
+            options["exclude_attributes"] = args.exclude_attributes
+        result = clean_labels(
+            report,
+            strategy=strategy,
+            min_component_size=args.min_component_size,
+            splits=args.splits,
+            **options,
+        )
+        _print_clean_summary(result.summary())
+        results.append(result)
+    if args.dry_run:
+        print("dry run: nothing written")
+        return 0
+    written = write_cleaned(results, args.out)
+    print("wrote: " + ", ".join(str(p) for p in written))
+    return 0
+
+
+def _add_clean_parser(sub) -> None:
+    parser = sub.add_parser(
+        "clean",
+        parents=[_common_options()],
+        help="write a cleaned label table from a report (strategies: component, label, "
+        "intersection, image, majority)",
+        description="Clean the labels of a report folder with one or more strategies and "
+        "write each cleaned table, plus changes.parquet and dropped.parquet next to it.",
+    )
+    parser.add_argument("report_dir", type=Path, metavar="REPORT_DIR", help="report folder")
+    parser.add_argument(
+        "--strategy",
+        type=_csv_list,
+        required=True,
+        help="component, label, intersection, image or majority; several comma-separated "
+        "ones are each written to OUT's name + .STRATEGY",
+    )
+    parser.add_argument(
+        "--threshold",
+        default=None,
+        help="component: absolute cut or percentile pNN (default p80); label, image: t in "
+        "(0, 0.5] (default 0.2). One value for every strategy that takes one, or "
+        "STRATEGY=VALUE,... (component=p90,image=0.25)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="cleaned table, .parquet or .csv (wide form)"
+    )
+    parser.add_argument(
+        "--metric",
+        default="variance",
+        help="component metric: variance, geometric_variance, cubic_variance or "
+        "label_count_std (default variance)",
+    )
+    parser.add_argument(
+        "--splits",
+        type=_csv_list,
+        default=None,
+        help="clean only images of these splits, e.g. train or train,val (default all)",
+    )
+    parser.add_argument(
+        "--min-component-size",
+        type=int,
+        default=2,
+        help="smaller components are left untouched (default 2)",
+    )
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--attributes", type=_csv_list, default=None, help="clean only these attributes or tasks"
+    )
+    chosen.add_argument(
+        "--exclude-attributes",
+        type=_csv_list,
+        default=None,
+        help="leave these attributes or tasks alone",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would change (per strategy, split and attribute); write nothing",
+    )
+    parser.set_defaults(handler=lambda args: _cmd_clean(args, parser))
+
+
 # Subcommands register here: (adder) functions taking the subparsers object.
-SUBCOMMANDS: list[Callable] = [_add_run_parser, _add_demo_parser, _add_report_parser]
+SUBCOMMANDS: list[Callable] = [
+    _add_run_parser,
+    _add_demo_parser,
+    _add_report_parser,
+    _add_clean_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

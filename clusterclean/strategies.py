@@ -87,6 +87,7 @@ __all__ = [
     "Edits",
     "clean_labels",
     "cleaned_frame",
+    "strategy_options",
     "write_cleaned",
 ]
 
@@ -221,6 +222,24 @@ class _Spec:
 #: Strategy name -> function(CleaningView) -> Edits.
 STRATEGIES: dict[str, Callable[[CleaningView], Edits]] = {}
 _SPECS: dict[str, _Spec] = {}
+
+
+def strategy_options(strategy: str) -> frozenset[str]:
+    """The options of :func:`clean_labels` that ``strategy`` uses, besides the common ones.
+
+    A subset of ``{"threshold", "metric", "attributes"}`` (``attributes`` stands
+    for ``include_attributes`` / ``exclude_attributes``); ``min_component_size``
+    and ``splits`` apply to every strategy.
+    """
+    spec = _SPECS[check_choice(strategy, "strategy", "clean_labels", STRATEGIES)]
+    options = set()
+    if spec.threshold != "none":
+        options.add("threshold")
+    if spec.threshold == "component":
+        options.add("metric")
+    if spec.uses_attributes:
+        options.add("attributes")
+    return frozenset(options)
 
 
 def _register(name: str, *, threshold: str, default, uses_attributes: bool = True):
@@ -524,7 +543,8 @@ class CleanResult:
         Returns
         -------
         dict
-            ``strategy``, ``images`` (input), ``kept``, ``dropped``,
+            ``strategy``, ``threshold`` (as applied, e.g. ``"p80 = 0.0312"``;
+            None when the strategy takes none), ``images`` (input), ``kept``, ``dropped``,
             ``changed_cells`` (rows with old != new), ``ties`` (rows with
             old == new), ``splits``: split -> {``images``, ``dropped``,
             ``changed_cells``, ``ties``} (``"(no split)"`` for images without
@@ -548,6 +568,7 @@ class CleanResult:
         order = {a: i for i, a in enumerate(self.source.attributes)}
         return {
             "strategy": self.strategy,
+            "threshold": self.options["threshold"],
             "images": self.source.n_images,
             "kept": self.dataset.n_images,
             "dropped": len(self.dropped),

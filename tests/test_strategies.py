@@ -6,6 +6,8 @@ so images of a group are identical (cosine 1) and groups are orthogonal (cosine 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -592,7 +594,7 @@ def labelled_components(draw, *, consistent: bool):
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
@@ -657,12 +659,10 @@ def test_strategy_invariants(data, min_component_size, chosen_splits):
 @given(labelled_components(consistent=False))
 def test_majority_is_idempotent(data):
     groups, rows, attributes, tasks, splits = data
-    first = clean_labels(
-        make_report(groups, rows, attributes, tasks=tasks, splits=splits), strategy="majority"
-    )
-    again = clean_labels(
-        make_report(groups, first.dataset.labels, attributes, tasks=tasks, splits=splits),
-        strategy="majority",
-    )
+    report = make_report(groups, rows, attributes, tasks=tasks, splits=splits)
+    first = clean_labels(report, strategy="majority")
+    # majority drops nothing, and the embeddings (hence the components) are unchanged:
+    # the report of the relabelled data differs only in its labels.
+    again = clean_labels(replace(report, dataset=first.dataset), strategy="majority")
     np.testing.assert_array_equal(again.dataset.labels, first.dataset.labels)
     assert (again.changes["old"] == again.changes["new"]).all()  # only ties remain
