@@ -958,7 +958,13 @@ def _load_peta_mat(base: Path, partition: int) -> Dataset:
             f"'{mat}': peta.data must be a non-empty (images, 4 + attributes) matrix; it has "
             f"shape {data.shape}."
         )
-    names = [str(n).strip() for n in _mat_items(_mat_field(peta, "attribute", mat))]
+    items = _mat_items(_mat_field(peta, "attribute", mat))
+    if not all(isinstance(n, str) for n in items):
+        raise InvalidInputError(
+            f"'{mat}': peta.attribute must be a cell array of attribute names (text); it holds "
+            f"{_show(items)}."
+        )
+    names = [n.strip() for n in items]
     if data.shape[1] != 4 + len(names):
         raise InvalidInputError(
             f"'{mat}': peta.data has {data.shape[1]} columns but peta.attribute names "
