@@ -349,12 +349,13 @@ def _one_hot(table: _Table, column: str) -> tuple[np.ndarray, tuple[str, ...]]:
 
 
 def _split_values(table: _Table, column: str) -> list[str | None]:
+    """Split names, lower case; ``None`` where the cell is empty."""
     out: list[str | None] = []
     for row, value in enumerate(_cell_strings(table, column)):
         norm = None if value is None else value.lower()
-        if norm not in SPLITS:
+        if norm is not None and norm not in SPLITS:
             raise InvalidInputError(
-                f"The split column {column!r} of {table.name} holds {value or ''!r} at "
+                f"The split column {column!r} of {table.name} holds {_show(value)} at "
                 f"{table.at(row)}; a split must be one of {', '.join(SPLITS)}. Fix the "
                 "value, or pass split_column=None if the column is not a split."
             )
@@ -732,7 +733,7 @@ def load_dataset(
         one-hot cells missing.
     split_column, group_column : str or None
         Metadata columns (``None`` disables). Splits must be ``train``, ``val``
-        or ``test`` (any case).
+        or ``test`` (any case), or empty (no split).
     allow_unlabeled_images : bool
         Keep images of the folder that have no labels row, with all labels
         missing, appended after the labelled ones in sorted order. Without it,

@@ -102,6 +102,12 @@ def test_tsv_is_read_with_tabs(tmp_path: Path) -> None:
     assert_labels(ds.labels, [[1]])
 
 
+def test_empty_split_is_no_split(tmp_path: Path) -> None:
+    csv = write_text(tmp_path / "l.csv", "image,x,split\na,1,\nb,0,Test\n")
+    ds = load_dataset(csv)
+    assert pd.isna(ds.table["split"].iloc[0]) and ds.table["split"].iloc[1] == "test"
+
+
 def test_split_and_group_columns_can_be_renamed_or_disabled() -> None:
     frame = pd.DataFrame({"image": ["a", "b"], "fold": ["train", "test"], "split": ["1", "0"]})
     ds = load_dataset(frame, split_column="fold")
@@ -419,7 +425,7 @@ def test_wrong_image_column_lists_columns() -> None:
 
 
 def test_bad_split_value(tmp_path: Path) -> None:
-    csv = write_text(tmp_path / "l.csv", "image,x,split\na,1,train\nb,0,validation\n")
+    csv = write_text(tmp_path / "l.csv", "image,x,split\na,1,\nb,0,validation\n")
     with pytest.raises(
         InvalidInputError,
         match=r"split column 'split' of .* holds 'validation' at line 3; a split must be one "
