@@ -235,6 +235,7 @@ def _plots(report: Report, sort_by: str) -> str:
 
         def attribute_bars(ax):
             ax.barh(top["attribute"].astype(str)[::-1], top["n_disagreeing"][::-1], color="#c44e52")
+            ax.tick_params(axis="y", labelsize=7)
             ax.set_xlabel("components disagreeing")
             ax.set_title("attributes that disagree most")
 
@@ -293,39 +294,42 @@ def _summary(report: Report) -> str:
         ("images with a suspected wrong label", _num(int(issues["image_id"].nunique()))),
     ]
     near = _near_pairs(report)
-    rows.append(
+    dup_rows = []
+    dup_rows.append(
         (
             f"near-duplicate pairs (similarity >= {_duplicate_similarity(report):g})",
             _num(len(near)),
         )
     )
-    rows.append(
+    dup_rows.append(
         (
             "near-duplicate pairs whose labels differ",
             _num(int((near["n_differing_labels"] > 0).sum())),
         )
     )
-    rows.append(("graph pairs across splits", _num(int(report.pairs["is_cross_split"].sum()))))
+    dup_rows.append(("graph pairs across splits", _num(int(report.pairs["is_cross_split"].sum()))))
     duplicates = report.duplicates
     if duplicates is None:
-        rows.append(("duplicate groups", "not computed"))
+        dup_rows.append(("duplicate groups", "not computed"))
     else:
         for kind in ("exact_file", "exact_pixels", "near"):
             part = duplicates[duplicates["kind"] == kind]
-            rows.append(
+            dup_rows.append(
                 (
-                    f"{kind} duplicate groups (redundant copies)",
+                    f"{kind} groups (redundant copies)",
                     f"{part['group_id'].nunique()} ({int((~part['is_kept']).sum())})",
                 )
             )
         leaks = duplicates.loc[duplicates["is_leak"], "image_id"].nunique()
-        rows.append(("cross-split leaks (copies to drop from their split)", _num(int(leaks))))
+        dup_rows.append(("cross-split leaks (copies to drop)", _num(int(leaks))))
     size_rows = [
         (_bin_label(low, high), _num(_bin_count(sizes, low, high))) for low, high in _SIZE_BINS
     ]
     return (
         '<div class="cards"><div class="card"><h3>Counts</h3>'
         + _table(("", "value"), rows)
+        + '</div><div class="card"><h3>Duplicates and leaks</h3>'
+        + _table(("", "value"), dup_rows)
         + '</div><div class="card"><h3>Components by size</h3>'
         + _table(("size", "components"), size_rows)
         + "</div></div>"
@@ -375,6 +379,11 @@ class _Lookup:
     def value(self, image_id: str, attribute_col: int) -> str:
         value = self.labels[self.position.get_loc(image_id), attribute_col]
         return "?" if np.isnan(value) else str(int(value))
+
+
+def _known(value: Any) -> bool:
+    """True unless ``value`` is None or a missing marker (NaN, NA)."""
+    return value is not None and not (np.ndim(value) == 0 and pd.isna(value))
 
 
 def _chip(text: str, classes: str = "") -> str:
@@ -427,12 +436,16 @@ def _component_card(
             for a in positives
         ]
         chips += [_chip(a, "issue absent") for a in sorted(rare - set(positives))]
-        split = f" · {_e(member.split)}" if isinstance(member.split, str) else ""
+        where = "".join(
+            f" · {_e(getattr(member, column))}"
+            for column in ("split", "group")
+            if _known(getattr(member, column, None))
+        )
         figures.append(
             f'<figure data-image-id="{_e(member.image_id)}">'
             + thumbs.request(member.path, member.image_id)
             + f'<figcaption><div class="id">{_e(member.image_id)}</div>'
-            f"centroid sim {_num(member.centroid_similarity)}{split}<br>"
+            f"centroid sim {_num(member.centroid_similarity)}{where}<br>"
             + "".join(chips)
             + "</figcaption></figure>"
         )
@@ -548,7 +561,7 @@ def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
 
 def _image_cell(image_id: str, split: Any, lookup: _Lookup, thumbs: _Thumbnails) -> str:
     path = lookup.paths.get(image_id)
-    split_text = f"<br>{_e(split)}" if isinstance(split, str) else ""
+    split_text = f"<br>{_e(split)}" if _known(split) else ""
     return thumbs.request(path, image_id) + f"<div>{_e(image_id)}{split_text}</div>"
 
 
@@ -654,7 +667,7 @@ def render_html(
     )
     title = "clusterclean report"
     if report.folder is not None:
-        title += f" — {Path(report.folder).name}"
+        title += f" — {Path(report.folder).resolve().parent.name}/{Path(report.folder).name}"
     no_paths = (
         ""
         if has_paths

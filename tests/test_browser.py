@@ -9,8 +9,7 @@ prints each one as a ``:CONSOLE`` line); a screenshot is kept under
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import importlib.util
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,34 +20,19 @@ from test_html import XSS, build_report
 
 from clusterclean.report import read_report
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "screenshot_report", ROOT / "scripts" / "screenshot_report.py"
+)
+browser = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(browser)
+
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
+    browser.chromium_binary() is None,
     reason="Chromium is not installed (Debian: apt-get install chromium chromium-driver; "
     "scripts/setup.sh does it)",
 )
-ARTIFACTS = Path(__file__).resolve().parents[1] / "build" / "browser"
-FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--enable-logging=stderr",
-    "--v=0",
-)
-
-
-def chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
-    """Run headless Chromium on a local file with a fresh profile; no network is used."""
-    command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *extra, page.as_uri()]
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
-
-
-def console_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line]
+ARTIFACTS = ROOT / "build" / "browser"
 
 
 class _Dom(HTMLParser):
@@ -79,10 +63,10 @@ def rendered(tmp_path_factory):
     out = tmp / "report"
     build_report(tmp, out=out)
     page = out / "report.html"
-    result = chromium(page, tmp / "profile-dom", "--dump-dom")
+    result = browser.run_chromium(page, "--dump-dom")
     dom = _Dom()
     dom.feed(result.stdout)
-    return {"page": page, "tmp": tmp, "dom": dom, "stderr": result.stderr, "out": out}
+    return {"page": page, "dom": dom, "stderr": result.stderr, "out": out}
 
 
 def test_the_gallery_renders_with_the_expected_components(rendered):
@@ -101,7 +85,7 @@ def test_the_escaped_label_is_text_and_no_script_runs(rendered):
     assert any(XSS in text for text in dom.texts)  # shown as text ...
     assert dom.elements("script") == []  # ... and never parsed as an element
     assert not any(attr.startswith("on") for _, attrs in dom.tags for attr in attrs)
-    assert console_lines(rendered["stderr"]) == []
+    assert browser.console_lines(rendered["stderr"]) == []
 
 
 def test_console_messages_are_captured(tmp_path):
@@ -110,22 +94,16 @@ def test_console_messages_are_captured(tmp_path):
     page.write_text(
         "<!DOCTYPE html><html><body><script>console.error('boom')</script></body></html>"
     )
-    result = chromium(page, tmp_path / "profile", "--dump-dom")
-    assert any('"boom"' in line for line in console_lines(result.stderr))
+    result = browser.run_chromium(page, "--dump-dom")
+    assert any('"boom"' in line for line in browser.console_lines(result.stderr))
 
 
 def test_screenshot_is_saved_for_ci(rendered):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "report.png"
     shot.unlink(missing_ok=True)
-    result = chromium(
-        rendered["page"],
-        rendered["tmp"] / "profile-shot",
-        f"--screenshot={shot}",
-        "--window-size=1280,2000",
-        "--hide-scrollbars",
-    )
-    assert console_lines(result.stderr) == []
+    result = browser.screenshot(rendered["page"], shot, width=1280, height=2000)
+    assert browser.console_lines(result.stderr) == []
     with Image.open(shot) as image:
         assert image.size == (1280, 2000)
         pixels = np.asarray(image.convert("L"), dtype=np.float32)

@@ -151,8 +151,8 @@ def test_thumbnails_are_small_jpegs_and_a_missing_file_is_a_placeholder(page):
 
 
 def test_summary_pairs_and_leaks(report, page):
-    assert "<td>cross-split leaks (copies to drop from their split)</td><td>1</td>" in page
-    assert "<td>exact_file duplicate groups (redundant copies)</td><td>1 (1)</td>" in page
+    assert "<td>cross-split leaks (copies to drop)</td><td>1</td>" in page
+    assert "<td>exact_file groups (redundant copies)</td><td>1 (1)</td>" in page
     leaks = page[page.index('<div id="leaks">') : page.index('<h2 id="parameters">')]
     assert "<div>p0_copy<br>test</div>" in leaks and "<div>p0_v0<br>train</div>" in leaks
     pairs = page[page.index('<div id="pairs">') : page.index('<h2 id="leaks-title">')]
