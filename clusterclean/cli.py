@@ -134,6 +134,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         labels=args.labels,
         out=args.out,
         embeddings=args.embeddings,
+        embedding_ids=args.embedding_ids,
         config=config,
         progress=args.progress,
     )
@@ -160,7 +161,14 @@ def _add_run_parser(sub) -> None:
         type=Path,
         default=None,
         help="use these vectors instead of embedding (Parquet with image_id + a "
-        "list column, or .npy with an ids file next to it)",
+        "list column, or .npy with --embedding-ids)",
+    )
+    data.add_argument(
+        "--embedding-ids",
+        type=Path,
+        default=None,
+        help="with a .npy --embeddings file: the ids of its rows (one per line, or a "
+        "CSV/Parquet file with an image_id column)",
     )
     data.add_argument(
         "--image-column",

@@ -18,12 +18,13 @@ import pandas as pd
 
 from . import __version__
 from ._contracts import Dataset, Embeddings
+from ._validation import check_float, check_int
 from .components import component_edge_stats, find_components
 from .duplicates import find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
 from .report import Report, order_columns, write_report
-from .scoring import score_components
+from .scoring import parse_threshold, score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 
@@ -73,6 +74,28 @@ class RunConfig:
     image_column: str | None = None
     multiclass_columns: tuple[str, ...] = ()
     allow_unlabeled_images: bool = False
+
+    def __post_init__(self) -> None:
+        # Checked here, before any long work starts, with the wording of run().
+        func = "run"
+        check_int(self.n_neighbors, "n_neighbors", func, min_value=1)
+        check_int(self.batch_size, "batch_size", func, min_value=1)
+        check_int(self.min_component_size, "min_component_size", func, min_value=1)
+        if self.num_workers is not None:
+            check_int(self.num_workers, "num_workers", func, min_value=0)
+        check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+        check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
+        for threshold in self.thresholds:
+            parse_threshold(threshold)
+        for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise InvalidTypeError(
+                    f"The {name!r} parameter of run must be a sequence of str. Got {value!r} "
+                    f"instead; write ({value!r},)."
+                )
+            object.__setattr__(self, name, tuple(value))
+
     min_duplicate_similarity: float = 0.98
 
 
@@ -87,12 +110,12 @@ def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
         if len(missing):
             parts.append(
                 f"{len(missing)} dataset images have no embedding (first: "
-                f"{', '.join(map(repr, missing[:3]))})"
+                f"{', '.join(repr(str(m)) for m in missing[:3])})"
             )
         if len(extra):
             parts.append(
                 f"{len(extra)} embedding ids are not in the labels table (first: "
-                f"{', '.join(map(repr, extra[:3]))})"
+                f"{', '.join(repr(str(e)) for e in extra[:3])})"
             )
         raise InvalidInputError(
             "The embeddings do not match the dataset: "
@@ -159,6 +182,7 @@ def run(
     *,
     out: str | Path | None = None,
     embeddings: str | Path | Embeddings | None = None,
+    embedding_ids: str | Path | None = None,
     config: RunConfig | None = None,
     progress: bool = True,
     **options: Any,
@@ -175,7 +199,10 @@ def run(
         Report folder to write (atomically). Nothing is written when omitted.
     embeddings : path or Embeddings, optional
         Vectors to use instead of embedding the images (Parquet with
-        ``image_id`` + a list column, or ``.npy`` with an ids file next to it).
+        ``image_id`` + a list column, or ``.npy`` with ``embedding_ids``).
+    embedding_ids : path, optional
+        With a ``.npy`` file: the ids of its rows (a text file with one id per
+        line, or a CSV/Parquet file with an ``image_id`` column).
     config : RunConfig, optional
         All options at once; ``**options`` override its fields by name.
     progress : bool, default=True
@@ -200,7 +227,7 @@ def run(
     with _timed(timings, "load"):
         dataset = _load(images, labels, embeddings, config)
     with _timed(timings, "embed"):
-        vectors = _embed(dataset, embeddings, config, progress)
+        vectors = _embed(dataset, embeddings, embedding_ids, config, progress)
     with _timed(timings, "graph"):
         neighbors = search_neighbors(vectors, n_neighbors=config.n_neighbors, progress=progress)
         edges = edges_from_neighbors(
@@ -288,11 +315,15 @@ def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
     )
 
 
-def _embed(dataset: Dataset, embeddings, config: RunConfig, progress: bool) -> Embeddings:
+def _embed(dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool):
     from .embed import embed_images, load_embeddings
 
     if embeddings is not None:
-        vectors = embeddings if isinstance(embeddings, Embeddings) else load_embeddings(embeddings)
+        vectors = (
+            embeddings
+            if isinstance(embeddings, Embeddings)
+            else load_embeddings(embeddings, ids_path=embedding_ids)
+        )
         return align_embeddings(vectors, dataset)
     return embed_images(
         dataset,

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+from planted import make_planted
+
+from clusterclean import RunConfig, as_embeddings, run, summarize
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.pipeline import align_embeddings
+
+
+def test_tight_groups_give_the_planted_components_and_flips():
+    data = make_planted(n_groups=40, n_flips=8)
+    report = run(labels=data.dataset, embeddings=data.embeddings, progress=False)
+    components = report.images["component_id"].to_numpy()
+    # each planted group is exactly one component
+    for group in np.unique(data.groups):
+        assert len(np.unique(components[data.groups == group])) == 1
+    assert len(np.unique(components)) == len(np.unique(data.groups))
+    flagged = set(zip(report.label_issues.image_id, report.label_issues.attribute))
+    assert flagged == data.flipped
+    summary = summarize(report)
+    assert summary["label_issues"] == 8
+    assert summary["images"] == data.dataset.n_images
+
+
+def test_nearest_neighbour_columns():
+    data = make_planted(n_groups=5, seed=2)
+    report = run(labels=data.dataset, embeddings=data.embeddings, progress=False)
+    vectors = data.embeddings.vectors
+    sims = vectors @ vectors.T
+    np.fill_diagonal(sims, -np.inf)
+    expected = data.dataset.ids[np.argmax(sims, axis=1)]
+    assert report.images["nearest_id"].tolist() == expected.tolist()
+    np.testing.assert_allclose(report.images["nearest_similarity"], sims.max(axis=1), atol=1e-5)
+
+
+def test_embeddings_are_aligned_to_the_dataset_order():
+    data = make_planted(n_groups=6, seed=4)
+    order = np.random.default_rng(0).permutation(data.dataset.n_images)
+    shuffled = as_embeddings(data.embeddings.ids[order], data.embeddings.vectors[order])
+    aligned = align_embeddings(shuffled, data.dataset)
+    np.testing.assert_allclose(aligned.vectors, data.embeddings.vectors, rtol=1e-6)
+    assert aligned.ids.tolist() == data.dataset.ids.tolist()
+
+
+def test_embedding_ids_that_do_not_match_are_named():
+    data = make_planted(n_groups=6, seed=4)
+    ids = data.embeddings.ids.copy()
+    ids[0] = "stranger"
+    wrong = as_embeddings(ids, data.embeddings.vectors)
+    with pytest.raises(InvalidInputError) as error:
+        run(labels=data.dataset, embeddings=wrong, progress=False)
+    message = str(error.value)
+    assert f"1 dataset images have no embedding (first: '{data.embeddings.ids[0]}')" in message
+    assert "1 embedding ids are not in the labels table (first: 'stranger')" in message
+
+
+def test_option_errors():
+    data = make_planted(n_groups=3)
+    with pytest.raises(InvalidTypeError, match=r"unknown options \['n_neighbours'\]"):
+        run(labels=data.dataset, embeddings=data.embeddings, n_neighbours=5)
+    with pytest.raises(InvalidInputError, match="nothing to embed"):
+        run(labels="labels.csv")
+    with pytest.raises(InvalidInputError, match="Give images"):
+        run()
+
+
+def test_config_and_keyword_options_combine():
+    data = make_planted(n_groups=10, seed=5)
+    config = RunConfig(n_neighbors=3, min_similarity=0.99)
+    report = run(
+        labels=data.dataset,
+        embeddings=data.embeddings,
+        config=config,
+        min_similarity=0.5,
+        progress=False,
+    )
+    assert report.run_info["parameters"]["n_neighbors"] == 3
+    assert report.run_info["parameters"]["min_similarity"] == 0.5
