@@ -23,6 +23,7 @@ import logging
 import math
 import re
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,7 +184,10 @@ def _figure_png(draw, *, left: float = 0.14) -> str:
     figure.subplots_adjust(left=left, right=0.97, bottom=0.17, top=0.9)
     draw(figure.add_subplot())
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    with warnings.catch_warnings():
+        # an attribute name in a script the font lacks is drawn as boxes; no need to warn
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        figure.savefig(buffer, format="png")
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="plot">'
 

@@ -6,11 +6,14 @@ import base64
 import io
 import re
 from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from clusterclean._contracts import Dataset, as_embeddings
@@ -249,3 +252,88 @@ def test_a_report_is_required():
 def test_no_multi_image_component(report):
     lonely = replace(report, components=report.components.assign(size=1))
     assert "No component of 2+ images has inconsistency_score above 0." in render_html(lonely)
+
+
+TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "div"}
+TAGS |= {"table", "tr", "th", "td", "span", "section", "figure", "figcaption", "img", "br"}
+TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=10)
+
+
+class _Parsed(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _renamed(report, attributes: dict, ids: dict):
+    """The same report with every attribute name and image id replaced."""
+
+    def names(values):
+        return [attributes[a] for a in values]
+
+    dataset = report.dataset
+    table = dataset.table.assign(image_id=dataset.table["image_id"].map(ids))
+    images = report.images.assign(
+        image_id=report.images["image_id"].map(ids),
+        nearest_id=report.images["nearest_id"].map(ids),
+        rare_labels=report.images["rare_labels"].map(names),
+    )
+    pairs = report.pairs.assign(
+        image_id_a=report.pairs["image_id_a"].map(ids),
+        image_id_b=report.pairs["image_id_b"].map(ids),
+        differing_attributes=report.pairs["differing_attributes"].map(names),
+    )
+    duplicates = report.duplicates.assign(
+        image_id=report.duplicates["image_id"].map(ids),
+        differing_attributes=report.duplicates["differing_attributes"].map(names),
+    )
+    return replace(
+        report,
+        dataset=replace(dataset, table=table, attributes=tuple(names(dataset.attributes))),
+        images=images,
+        pairs=pairs,
+        duplicates=duplicates,
+        component_attributes=report.component_attributes.assign(
+            attribute=report.component_attributes["attribute"].map(attributes)
+        ),
+        label_issues=report.label_issues.assign(
+            image_id=report.label_issues["image_id"].map(ids),
+            attribute=report.label_issues["attribute"].map(attributes),
+        ),
+    )
+
+
+@pytest.fixture(scope="module")
+def plain_report(tmp_path_factory):
+    return build_report(tmp_path_factory.mktemp("plain"), with_paths=False)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    new_attributes=st.lists(TEXT, min_size=4, max_size=4, unique=True),
+    new_ids=st.lists(TEXT, min_size=14, max_size=14, unique=True),
+)
+def test_any_data_text_stays_text(plain_report, new_attributes, new_ids):
+    """Whatever the names and ids, the page parses to our own tags only, and every id
+    in the gallery reads back exactly (so quotes cannot break out of an attribute)."""
+    attributes = dict(zip(plain_report.dataset.attributes, new_attributes, strict=True))
+    ids = dict(zip(plain_report.dataset.ids, new_ids, strict=True))
+    page = render_html(_renamed(plain_report, attributes, ids))
+    parsed = _Parsed()
+    parsed.feed(page)
+    assert {tag for tag, _ in parsed.tags} <= TAGS
+    assert not any(key.startswith("on") for _, attrs in parsed.tags for key in attrs)
+    shown = [a["data-image-id"] for tag, a in parsed.tags if tag == "figure"]
+    members = plain_report.images["component_id"].isin(
+        [_component_of(plain_report, "p0_v0"), _component_of(plain_report, "p1_v0")]
+    )
+    assert sorted(shown) == sorted(plain_report.images.loc[members, "image_id"].map(ids))
+    text = "".join(parsed.text)
+    assert attributes[XSS] in text and attributes["hat"] in text
