@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +35,10 @@ from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "EXPERIMENTS",
+    "Evaluation",
+    "evaluate_cleaning",
+    "parse_injection",
+    "pca_features",
     "cleaning_scores",
     "detection_scores",
     "grouping_scores",
@@ -556,3 +563,285 @@ def train_val_experiments(
             record.update({f"true_{k}": v for k, v in macro_f1(true_scores, groups).items()})
         records.append(record)
     return pd.DataFrame(records)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def parse_injection(text: str) -> tuple[str, float]:
+    """Parse a noise specification ``KIND:RATE`` such as ``disagreement:0.1``.
+
+    Returns
+    -------
+    (str, float)
+        The noise kind (one of :data:`clusterclean.synth.NOISE_KINDS`) and the
+        rate in [0, 0.5].
+    """
+    from .synth import NOISE_KINDS
+
+    kind, sep, rate_text = str(text).partition(":")
+    try:
+        rate = float(rate_text)
+    except ValueError:
+        rate = None
+    if not sep or kind not in NOISE_KINDS or rate is None or not 0.0 <= rate <= 0.5:
+        raise InvalidInputError(
+            f"The noise specification must be KIND:RATE with KIND one of {list(NOISE_KINDS)} "
+            f"and RATE a float in [0, 0.5], e.g. 'disagreement:0.1'. Got {text!r} instead."
+        )
+    return kind, rate
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Everything :func:`evaluate_cleaning` measured.
+
+    Attributes
+    ----------
+    report : Report
+        The pipeline's report on the noisy labels.
+    planted : pandas.DataFrame
+        The planted cells (:func:`clusterclean.synth.inject_noise`).
+    truth, noisy : pandas.DataFrame
+        True and noisy labels (:func:`label_frame` form, one-hot for tasks).
+    cleaned : dict of str to pandas.DataFrame
+        The labels after each strategy (pruned images absent).
+    grouping : dict or None
+        :func:`grouping_scores` of the components vs the ``group`` column.
+    detection : pandas.DataFrame
+        One row per (``method``, ``attributes``): ``method`` is
+        ``label_issues`` (the report's flagged cells, :func:`detection_scores`)
+        or a strategy (its changed cells, :func:`cleaning_scores`);
+        ``attributes`` is ``all`` or an attribute group name.
+    downstream : pandas.DataFrame or None
+        One row per training labels (``raw``, ``oracle``, each strategy):
+        :func:`macro_f1` of a linear probe trained on the train split and
+        scored on the TRUE labels of the test split; None without splits.
+    """
+
+    report: Any
+    planted: pd.DataFrame
+    truth: pd.DataFrame
+    noisy: pd.DataFrame
+    cleaned: dict[str, pd.DataFrame]
+    grouping: dict[str, float] | None
+    detection: pd.DataFrame
+    downstream: pd.DataFrame | None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready digest: grouping, detection and downstream rows."""
+        return {
+            "n_images": int(len(self.noisy)),
+            "n_planted_cells": int(len(self.planted)),
+            "grouping": self.grouping,
+            "detection": _records(self.detection),
+            "downstream": None if self.downstream is None else _records(self.downstream),
+        }
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        for row in frame.to_dict(orient="records")
+    ]
+
+
+def _wide_table(labels) -> pd.DataFrame:
+    """A wide labels table with an ``image_id`` column (``image`` is renamed)."""
+    if isinstance(labels, (str, Path)):
+        path = Path(labels)
+        if not path.is_file():
+            raise InvalidInputError(f"The labels file {str(path)!r} does not exist.")
+        table = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    elif isinstance(labels, pd.DataFrame):
+        table = labels.copy()
+    else:
+        raise InvalidTypeError(
+            "The 'labels' parameter of evaluate_cleaning must be a path to a CSV/Parquet file or "
+            f"a pandas.DataFrame; got {type(labels).__name__}."
+        )
+    if "image_id" not in table.columns:
+        for candidate in ("image", "path", "filename"):
+            if candidate in table.columns:
+                table = table.rename(columns={candidate: "image_id"})
+                break
+        else:
+            raise InvalidInputError(
+                "The labels table needs an image column ('image_id', 'image', 'path' or "
+                f"'filename'); its columns are {list(table.columns)}."
+            )
+    return table
+
+
+def pca_features(embeddings: Embeddings, train_ids, n_components: int) -> Embeddings:
+    """Embeddings projected on the top principal axes of the training rows.
+
+    x -> (x - mean) @ V[:n_components].T with mean and V (right singular
+    vectors) of the ``train_ids`` rows; the probes train much faster on them.
+    Returned unchanged when ``n_components`` >= the dimension.
+    """
+    index = pd.Index(embeddings.ids.astype(str))
+    vectors = embeddings.vectors.astype(np.float64)
+    if n_components >= vectors.shape[1]:
+        return embeddings
+    rows = index.get_indexer(pd.Index(train_ids).astype(str))
+    if (rows < 0).any() or len(rows) == 0:
+        raise InvalidInputError(
+            "pca_features needs an embedding for every training image and at least one "
+            f"training image; {int((rows < 0).sum())} of {len(rows)} have none."
+        )
+    mean = vectors[rows].mean(axis=0)
+    _, _, axes = np.linalg.svd(vectors[rows] - mean, full_matrices=False)
+    projected = (vectors - mean) @ axes[:n_components].T
+    return Embeddings(ids=embeddings.ids, vectors=projected.astype(np.float32), backbone="pca")
+
+
+def evaluate_cleaning(
+    labels,
+    *,
+    kind: str = "disagreement",
+    rate: float = 0.1,
+    seed: int = 0,
+    images: str | Path | None = None,
+    embeddings: Embeddings | None = None,
+    config=None,
+    strategies: Sequence[str] | None = None,
+    attribute_groups: Mapping[str, Sequence[str]] | None = None,
+    confusions: Sequence[tuple[str, str]] | None = None,
+    probe: bool = True,
+    probe_dim: int = 64,
+    progress: bool = False,
+) -> Evaluation:
+    """Plant noise in trusted labels, run the pipeline and every strategy, measure.
+
+    1. ``inject_noise(labels, kind=kind, rate=rate, seed=seed)`` plants errors
+       in ``labels`` (taken as the truth);
+    2. :func:`clusterclean.pipeline.run` on the noisy labels (with ``images`` or
+       precomputed ``embeddings``);
+    3. every strategy of :func:`clusterclean.strategies.clean_labels` with its
+       default options;
+    4. measures: :func:`grouping_scores` (when a ``group`` column is known),
+       :func:`detection_scores` of ``label_issues``, :func:`cleaning_scores`
+       of each strategy, per attribute group; and, when ``probe`` and the
+       labels have ``train`` and ``test`` splits, :func:`probe_f1` of probes
+       trained on raw / oracle / cleaned train labels and scored on the true
+       test labels (features: the embeddings projected on their top
+       ``probe_dim`` principal axes of the train rows).
+
+    Parameters
+    ----------
+    labels : str, Path or pandas.DataFrame
+        The trusted wide labels table (image column, optional ``split`` and
+        ``group``, attributes; one-of-K columns listed in
+        ``config.multiclass_columns``).
+    kind, rate, seed, confusions
+        The noise, as in :func:`clusterclean.synth.inject_noise`.
+    images, embeddings
+        As in :func:`clusterclean.pipeline.run`; one is needed.
+    config : RunConfig, optional
+        Pipeline options.
+    strategies : sequence of str, optional
+        Default: all of :data:`clusterclean.strategies.STRATEGIES`.
+    attribute_groups : mapping of str to sequence of str, optional
+        Named attribute subsets (e.g. ``visible`` / ``invisible``) scored apart.
+    probe : bool
+        Run the downstream linear probes.
+    probe_dim : int
+        Principal axes kept for the probes.
+    progress : bool
+        Progress bars of the pipeline.
+
+    Returns
+    -------
+    Evaluation
+    """
+    from .dataset import load_dataset
+    from .pipeline import RunConfig, run
+    from .strategies import STRATEGIES, clean_labels
+    from .synth import inject_noise
+
+    config = config or RunConfig()
+    strategies = list(STRATEGIES if strategies is None else strategies)
+    table = _wide_table(labels)
+    noisy_labels = inject_noise(table, kind=kind, rate=rate, seed=seed, confusions=confusions)
+    report = run(
+        images=images,
+        labels=noisy_labels.labels,
+        embeddings=embeddings,
+        config=config,
+        progress=progress,
+        image_column="image_id",
+    )
+    dataset = report.dataset
+    noisy = label_frame(dataset)
+    truth_dataset = load_dataset(
+        table, image_column="image_id", multiclass_columns=config.multiclass_columns
+    )
+    truth = label_frame(truth_dataset).reindex(index=noisy.index, columns=noisy.columns)
+    truth = truth.fillna(0.0).where(noisy.notna() | truth.notna())
+    groups = {"all": list(noisy.columns)}
+    task_of = {m: t for t, members in dataset.tasks.items() for m in members}
+    for name, members in (attribute_groups or {}).items():
+        wanted = set(members)
+        groups[name] = [c for c in noisy.columns if task_of.get(c, c) in wanted]
+    rows = []
+    for name, columns in groups.items():
+        names = sorted({task_of.get(c, c) for c in columns})
+        found = detection_scores(
+            report.label_issues, noisy_labels.planted, tasks=dataset.tasks, attributes=names
+        )
+        rows.append({"method": "label_issues", "attributes": name, **found})
+    cleaned = {}
+    for strategy in strategies:
+        result = clean_labels(report, strategy=strategy)
+        cleaned[strategy] = label_frame(result.dataset)
+        for name, columns in groups.items():
+            scores = cleaning_scores(noisy[columns], cleaned[strategy][columns], truth[columns])
+            rows.append({"method": strategy, "attributes": name, **scores})
+    detection = pd.DataFrame(rows)
+    grouping = None
+    if "group" in dataset.table.columns and dataset.table["group"].notna().all():
+        component_ids = report.images.set_index("image_id").loc[noisy.index, "component_id"]
+        grouping = grouping_scores(component_ids.to_numpy(), dataset.table["group"].to_numpy())
+    downstream = None
+    if probe:
+        downstream = _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed)
+    logger.info(
+        "evaluate_cleaning: %s %.2f, %d planted cells, label_issues F1 %.3f",
+        kind,
+        rate,
+        len(noisy_labels.planted),
+        rows[0]["f1"],
+    )
+    return Evaluation(
+        report=report,
+        planted=noisy_labels.planted,
+        truth=truth,
+        noisy=noisy,
+        cleaned=cleaned,
+        grouping=grouping,
+        detection=detection,
+        downstream=downstream,
+    )
+
+
+def _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed) -> pd.DataFrame | None:
+    table = report.dataset.table
+    if "split" not in table.columns:
+        logger.info("evaluate_cleaning: no 'split' column, downstream probes skipped")
+        return None
+    split = pd.Series(table["split"].to_numpy(), index=noisy.index)
+    train_ids, test_ids = split.index[split == "train"], split.index[split == "test"]
+    if len(train_ids) == 0 or len(test_ids) == 0:
+        logger.info("evaluate_cleaning: no train or no test images, downstream probes skipped")
+        return None
+    features = pca_features(report.embeddings, train_ids, probe_dim)
+    test = truth.loc[test_ids]
+    named = {k: v for k, v in groups.items() if k != "all"}
+    sources = {"raw": noisy, "oracle": truth, **cleaned}
+    rows = []
+    for name, frame in sources.items():
+        train = frame.loc[frame.index.intersection(train_ids)]
+        scores = probe_f1(features, train, test, seed=seed)
+        rows.append({"labels": name, "n_train": len(train), **macro_f1(scores, named)})
+    return pd.DataFrame(rows)

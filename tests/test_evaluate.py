@@ -15,9 +15,12 @@ from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.evaluate import (
     cleaning_scores,
     detection_scores,
+    evaluate_cleaning,
     grouping_scores,
     label_frame,
     macro_f1,
+    parse_injection,
+    pca_features,
     probe_f1,
     train_val_experiments,
 )
@@ -233,3 +236,88 @@ def test_train_val_experiments_hand_computed():
     assert got.loc["C", "macro_f1"] == pytest.approx(noisy_f1)
     assert got.loc["B", "macro_f1"] == 1.0 and got.loc["D", "macro_f1"] == 1.0
     assert (got["true_macro_f1"] == 1.0).all()
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_parse_injection():
+    assert parse_injection("disagreement:0.1") == ("disagreement", 0.1)
+    assert parse_injection("class_conditional:0") == ("class_conditional", 0.0)
+    for bad in ("disagreement", "typo:0.1", "uniform:0.7", "uniform:x"):
+        with pytest.raises(InvalidInputError, match=f"KIND:RATE .* Got '{bad}' instead"):
+            parse_injection(bad)
+
+
+def test_pca_features_keeps_the_top_axes_of_the_train_rows():
+    # Train rows vary along axis 0 only: the first principal axis is +-e0.
+    ids = ["t0", "t1", "t2", "x"]
+    vectors = np.array([[1.0, 0, 0], [3.0, 0, 0], [5.0, 0, 0], [0.0, 7.0, 0]])
+    emb = as_embeddings(ids, vectors, normalize=False)
+    got = pca_features(emb, ["t0", "t1", "t2"], 1)
+    assert np.abs(got.vectors[:, 0]).tolist() == pytest.approx([2.0, 0.0, 2.0, 3.0])
+    assert pca_features(emb, ["t0"], 5) is emb
+    with pytest.raises(InvalidInputError, match="1 of 1 have none"):
+        pca_features(emb, ["nope"], 1)
+
+
+def _perfect_groups(n_groups: int, n_views: int, seed: int):
+    """Labels + embeddings whose kNN components are exactly the groups."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n_groups, 32))
+    vectors = np.repeat(centers, n_views, axis=0) + rng.normal(
+        scale=1e-3, size=(n_groups * n_views, 32)
+    )
+    groups = np.repeat([f"g{k}" for k in range(n_groups)], n_views)
+    split = np.repeat(np.array(["train", "train", "val", "test"] * n_groups)[:n_groups], n_views)
+    person_labels = rng.integers(0, 2, size=(n_groups, 4))
+    labels = pd.DataFrame(np.repeat(person_labels, n_views, axis=0), columns=list("abcd"))
+    labels.insert(0, "image_id", [f"im{k}" for k in range(len(groups))])
+    labels.insert(1, "group", groups)
+    labels.insert(2, "split", split)
+    return labels, as_embeddings(labels["image_id"], vectors)
+
+
+def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
+    from clusterclean.pipeline import RunConfig
+
+    labels, emb = _perfect_groups(16, 5, seed=0)
+    result = evaluate_cleaning(
+        labels,
+        kind="disagreement",
+        rate=0.3,
+        embeddings=emb,
+        config=RunConfig(min_similarity=0.9, n_neighbors=6),
+        attribute_groups={"ab": ["a", "b"]},
+        strategies=["majority", "component"],
+    )
+    # round(0.3 * 16 groups * 4 attributes) = round(19.2) = 19 flipped (group, attribute) pairs.
+    assert (
+        result.planted.merge(labels[["image_id", "group"]]).groupby(["group", "attribute"]).ngroups
+        == 19
+    )
+    assert result.grouping["pair_f1"] == 1.0
+    detection = result.detection.set_index(["method", "attributes"])
+    # A strict minority inside a perfect component is always the flagged side.
+    assert detection.loc[("label_issues", "all"), ["precision", "recall"]].tolist() == [1.0, 1.0]
+    majority = detection.loc[("majority", "all")]
+    assert majority["n_corrected"] == len(result.planted) and majority["n_errors_left"] == 0
+    assert majority["precision"] == 1.0 and majority["n_clean_corrupted"] == 0
+    assert detection.loc[("label_issues", "ab"), "n_planted"] == int(
+        result.planted["attribute"].isin(["a", "b"]).sum()
+    )
+    downstream = result.downstream.set_index("labels")
+    assert list(downstream.index) == ["raw", "oracle", "majority", "component"]
+    assert downstream.loc["oracle", "n_train"] == 8 * 5
+    assert set(result.summary()) == {
+        "n_images",
+        "n_planted_cells",
+        "grouping",
+        "detection",
+        "downstream",
+    }
+
+
+def test_evaluate_cleaning_rejects_a_table_without_image_column():
+    with pytest.raises(InvalidInputError, match="needs an image column"):
+        evaluate_cleaning(pd.DataFrame({"a": [1]}), kind="uniform", rate=0.1)
