@@ -237,9 +237,12 @@ def _add_demo_parser(sub) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from .errors import InvalidInputError
     from .html import write_html
     from .report import HTML_FILE, read_report
 
+    if not args.max_mb >= 0:
+        raise InvalidInputError(f"--max-mb must be a number of MiB >= 0; got {args.max_mb}.")
     report = read_report(args.report_dir, load_embeddings=False)
     path = write_html(
         report,

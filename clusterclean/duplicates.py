@@ -149,7 +149,7 @@ def _hash_one(path: str | None) -> tuple[str | None, str | None]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             pixels = image.convert("RGBA")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as error:
         logger.warning(
             "duplicates: cannot decode %s (%s); only its bytes are compared", path, error
         )

@@ -133,11 +133,12 @@ class _Thumbnails:
 
         try:
             with Image.open(path) as image:
+                image.draft("RGB", (self.size, self.size))  # JPEG: decode at reduced scale
                 image = image.convert("RGB")
                 image.thumbnail((self.size, self.size))
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=75)
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
             logger.warning("report.html: cannot make a thumbnail of %s (%s)", path, error)
             return None
         return base64.b64encode(buffer.getvalue()).decode("ascii")

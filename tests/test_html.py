@@ -208,6 +208,15 @@ def test_report_folder_holds_the_page_and_the_cli_rebuilds_it(tmp_path, capsys):
     assert capsys.readouterr().out == f"report: {out / 'report.html'}\n"
     page = (out / "report.html").read_text(encoding="utf-8")
     assert len(_sections(page)) == 1 and "highest size" in page
+    assert main(["report", str(out), "--max-mb", "-1"]) == 1
+    assert capsys.readouterr().err == (
+        "clusterclean: error: --max-mb must be a number of MiB >= 0; got -1.0.\n"
+    )
+    (out / "duplicates.parquet").unlink()  # a report from before duplicates existed
+    old = render_html(read_report(out, load_embeddings=False))
+    assert "Duplicate groups were not computed for this report." in old
+    assert "<td>duplicate groups</td><td>not computed</td>" in old
+    capsys.readouterr()  # the warning about the deleted image
     missing = tmp_path / "nothing"
     assert main(["report", str(missing)]) == 1
     assert capsys.readouterr().err == (
