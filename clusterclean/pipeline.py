@@ -102,8 +102,11 @@ class RunConfig:
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
     """Reorder ``embeddings`` to the dataset's row order; their ids must match exactly."""
     position = pd.Index(embeddings.ids.astype(str))
-    wanted = dataset.ids.astype(str)
-    missing = wanted[~np.isin(wanted, position)]
+    wanted = pd.Index(dataset.ids.astype(str))
+    if position.equals(wanted):
+        return embeddings
+    order = position.get_indexer(wanted)  # hash lookups; -1 where absent
+    missing = wanted[order < 0]
     extra = position[~position.isin(wanted)]
     if len(missing) or len(extra):
         parts = []
@@ -122,7 +125,6 @@ def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
             + "; ".join(parts)
             + ". The embeddings' image_id values must equal the labels table's image ids."
         )
-    order = position.get_indexer(wanted)
     return Embeddings(
         ids=embeddings.ids[order],
         vectors=np.ascontiguousarray(embeddings.vectors[order]),
