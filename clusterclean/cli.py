@@ -92,6 +92,12 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="attributes reported but never scored, e.g. pose,occluded",
     )
+    graph.add_argument(
+        "--min-duplicate-similarity",
+        type=float,
+        default=None,
+        help="pairs at or above this similarity form near-duplicate groups (0.98)",
+    )
 
 
 def _config_from_args(args: argparse.Namespace, **defaults):
@@ -116,6 +122,8 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         "flagged components: "
         + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
         f"suspected wrong label cells: {s['label_issues']}",
+        "duplicate groups: "
+        + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
         "most inconsistent attributes (components disagreeing): "
         + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none"),
         *extra_lines,

@@ -39,6 +39,7 @@ from ._validation import check_float
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
+    "duplicate_counts",
     "DEFAULT_MIN_DUPLICATE_SIMILARITY",
     "DEFAULT_SPLIT_PRIORITY",
     "DUPLICATE_KINDS",
@@ -374,3 +375,13 @@ def find_duplicates(
         time.perf_counter() - started,
     )
     return result
+
+
+def duplicate_counts(duplicates: pd.DataFrame | None) -> dict[str, int]:
+    """Groups per kind and images leaking across splits (each counted once); {} if not computed."""
+    if duplicates is None:
+        return {}
+    groups = duplicates.drop_duplicates(["kind", "group_id"])["kind"].value_counts()
+    counts = {f"{kind}_groups": int(groups.get(kind, 0)) for kind in DUPLICATE_KINDS}
+    counts["leaked_images"] = int(duplicates.loc[duplicates["is_leak"], "image_id"].nunique())
+    return counts

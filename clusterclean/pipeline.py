@@ -20,7 +20,7 @@ from . import __version__
 from ._contracts import Dataset, Embeddings
 from ._validation import check_float, check_int
 from .components import component_edge_stats, find_components
-from .duplicates import find_duplicates, find_pairs
+from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
 from .report import Report, order_columns, write_report
@@ -85,6 +85,9 @@ class RunConfig:
             check_int(self.num_workers, "num_workers", func, min_value=0)
         check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
+        check_float(
+            self.min_duplicate_similarity, "min_duplicate_similarity", func, low=-1.0, high=1.0
+        )
         for threshold in self.thresholds:
             parse_threshold(threshold)
         for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
@@ -269,6 +272,7 @@ def run(
             "largest_component": int(sizes.max()) if len(sizes) else 0,
             "edges": len(edges),
             "label_issues": len(scores.label_issues),
+            "duplicates": duplicate_counts(duplicates),
             "flagged_components": {
                 c: int(components[c].sum())
                 for c in components.columns
@@ -359,5 +363,6 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
         "label_issues": len(report.label_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
+        "duplicates": duplicate_counts(report.duplicates),
         "folder": str(report.folder) if report.folder else None,
     }

@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 from planted import make_planted
 
@@ -76,3 +77,31 @@ def test_config_and_keyword_options_combine():
     )
     assert report.run_info["parameters"]["n_neighbors"] == 3
     assert report.run_info["parameters"]["min_similarity"] == 0.5
+
+
+def test_duplicate_counts_hand_computed():
+    from clusterclean.duplicates import duplicate_counts
+
+    rows = [  # kind, group, image, is_leak
+        ("exact_file", 0, "a", False),
+        ("exact_file", 0, "b", True),
+        ("exact_pixels", 0, "a", False),
+        ("exact_pixels", 0, "b", True),
+        ("near", 0, "a", False),
+        ("near", 0, "b", True),
+        ("near", 1, "c", False),
+        ("near", 1, "d", True),
+    ]
+    frame = pd.DataFrame(rows, columns=["kind", "group_id", "image_id", "is_leak"])
+    assert duplicate_counts(frame) == {
+        "exact_file_groups": 1,
+        "exact_pixels_groups": 1,
+        "near_groups": 2,
+        "leaked_images": 2,  # b counted once though it leaks in three groups
+    }
+    assert duplicate_counts(None) == {}
+
+
+def test_bad_duplicate_similarity_is_rejected_before_work():
+    with pytest.raises(InvalidInputError, match="'min_duplicate_similarity' parameter of run"):
+        RunConfig(min_duplicate_similarity=2.0)
