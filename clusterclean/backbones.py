@@ -342,9 +342,12 @@ def load_backbone(
             "The 'input_size' parameter of load_backbone must be a (height, width) pair of "
             f"ints >= 16. Got {input_size!r} instead."
         )
+    import torch
+
     torch_device = resolve_device(device)
     backbone = BACKBONES[name](weights, tuple(input_size) if input_size else None)
-    backbone.model.eval().to(torch_device)
+    # channels-last: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
+    backbone.model.eval().to(torch_device, memory_format=torch.channels_last)
     logger.info(
         "Loaded backbone %s (dim %d, weights %s) on %s",
         name,

@@ -255,6 +255,7 @@ def _run_model(
             reasons.update(failed)
             if batch is not None:
                 batch = batch.to(device, non_blocking=on_gpu)
+                batch = batch.contiguous(memory_format=torch.channels_last)
                 out = backbone.model(batch)
                 if tta == "flip":  # mean of the image's and its mirror's features
                     out = (out + backbone.model(batch.flip(-1))) / 2
