@@ -35,6 +35,8 @@ from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "EXPERIMENTS",
+    "Benchmark",
+    "read_benchmark",
     "Evaluation",
     "evaluate_cleaning",
     "parse_injection",
@@ -391,7 +393,7 @@ class _Probes:
             if len(classes) < 2:  # one class (or none) seen: predict it (or 0) everywhere
                 self.models.append(float(classes[0]) if len(classes) else 0.0)
                 continue
-            model = LogisticRegression(C=c, max_iter=500, random_state=seed)
+            model = LogisticRegression(C=c, solver="liblinear", random_state=seed)
             self.models.append(model.fit(features[known], column[known]))
 
     def f1(self, features: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -677,7 +679,8 @@ def pca_features(embeddings: Embeddings, train_ids, n_components: int) -> Embedd
     """Embeddings projected on the top principal axes of the training rows.
 
     x -> (x - mean) @ V[:n_components].T with mean and V (right singular
-    vectors) of the ``train_ids`` rows; the probes train much faster on them.
+    vectors, by seeded randomized SVD) of the ``train_ids`` rows; the probes
+    train much faster on them.
     Returned unchanged when ``n_components`` >= the dimension.
     """
     index = pd.Index(embeddings.ids.astype(str))
@@ -691,7 +694,9 @@ def pca_features(embeddings: Embeddings, train_ids, n_components: int) -> Embedd
             f"training image; {int((rows < 0).sum())} of {len(rows)} have none."
         )
     mean = vectors[rows].mean(axis=0)
-    _, _, axes = np.linalg.svd(vectors[rows] - mean, full_matrices=False)
+    from sklearn.utils.extmath import randomized_svd
+
+    _, _, axes = randomized_svd(vectors[rows] - mean, n_components, random_state=0)
     projected = (vectors - mean) @ axes[:n_components].T
     return Embeddings(ids=embeddings.ids, vectors=projected.astype(np.float32), backbone="pca")
 
@@ -710,6 +715,7 @@ def evaluate_cleaning(
     confusions: Sequence[tuple[str, str]] | None = None,
     probe: bool = True,
     probe_dim: int = 64,
+    probe_features: Embeddings | None = None,
     progress: bool = False,
 ) -> Evaluation:
     """Plant noise in trusted labels, run the pipeline and every strategy, measure.
@@ -748,6 +754,9 @@ def evaluate_cleaning(
         Run the downstream linear probes.
     probe_dim : int
         Principal axes kept for the probes.
+    probe_features : Embeddings, optional
+        Features for the probes, e.g. :func:`pca_features` computed once for
+        many calls; default: ``pca_features(embeddings, train ids, probe_dim)``.
     progress : bool
         Progress bars of the pipeline.
 
@@ -805,7 +814,9 @@ def evaluate_cleaning(
         grouping = grouping_scores(component_ids.to_numpy(), dataset.table["group"].to_numpy())
     downstream = None
     if probe:
-        downstream = _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed)
+        downstream = _downstream(
+            report, noisy, truth, cleaned, groups, probe_features or probe_dim, seed
+        )
     logger.info(
         "evaluate_cleaning: %s %.2f, %d planted cells, label_issues F1 %.3f",
         kind,
@@ -825,7 +836,8 @@ def evaluate_cleaning(
     )
 
 
-def _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed) -> pd.DataFrame | None:
+def _downstream(report, noisy, truth, cleaned, groups, features, seed) -> pd.DataFrame | None:
+    """Probe macro-F1 per training labels; ``features`` = Embeddings or a PCA dimension."""
     table = report.dataset.table
     if "split" not in table.columns:
         logger.info("evaluate_cleaning: no 'split' column, downstream probes skipped")
@@ -835,7 +847,8 @@ def _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed) -> pd.Da
     if len(train_ids) == 0 or len(test_ids) == 0:
         logger.info("evaluate_cleaning: no train or no test images, downstream probes skipped")
         return None
-    features = pca_features(report.embeddings, train_ids, probe_dim)
+    if not isinstance(features, Embeddings):
+        features = pca_features(report.embeddings, train_ids, features)
     test = truth.loc[test_ids]
     named = {k: v for k, v in groups.items() if k != "all"}
     sources = {"raw": noisy, "oracle": truth, **cleaned}
@@ -845,3 +858,55 @@ def _downstream(report, noisy, truth, cleaned, groups, probe_dim, seed) -> pd.Da
         scores = probe_f1(features, train, test, seed=seed)
         rows.append({"labels": name, "n_train": len(train), **macro_f1(scores, named)})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark folder written by ``scripts/make_benchmark.py``, read back.
+
+    Attributes
+    ----------
+    labels, leaky : pandas.DataFrame
+        ``labels.csv`` / ``labels_leaky.csv`` (TRUE labels, ``image`` renamed
+        ``image_id``): split by person / by image.
+    embeddings : Embeddings
+        ``embeddings.parquet``.
+    groups : dict of str to list of str
+        ``visible`` and ``invisible`` attribute names.
+    confusions : list of (str, str)
+        Related attribute pairs for ``class_conditional`` noise.
+    info : dict
+        ``benchmark.json`` (parameters, counts, timings).
+    """
+
+    labels: pd.DataFrame
+    leaky: pd.DataFrame
+    embeddings: Embeddings
+    groups: dict[str, list[str]]
+    confusions: list[tuple[str, str]]
+    info: dict[str, Any]
+
+
+def read_benchmark(folder: str | Path) -> Benchmark:
+    """Read a benchmark folder (``labels.csv``, ``embeddings.parquet``, ``benchmark.json``)."""
+    import json
+
+    from .embed import load_embeddings
+
+    folder = Path(folder)
+    needed = ("benchmark.json", "labels.csv", "labels_leaky.csv", "embeddings.parquet")
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise InvalidInputError(
+            f"The benchmark folder {str(folder)!r} lacks {missing}; make it with "
+            f"`python scripts/make_benchmark.py --out {folder}`."
+        )
+    info = json.loads((folder / "benchmark.json").read_text())
+    return Benchmark(
+        labels=_wide_table(folder / "labels.csv"),
+        leaky=_wide_table(folder / "labels_leaky.csv"),
+        embeddings=load_embeddings(folder / "embeddings.parquet"),
+        groups={k: list(v) for k, v in info["attributes"].items()},
+        confusions=[(a, b) for a, b in info["confusions"]],
+        info=info,
+    )

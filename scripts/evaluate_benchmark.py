@@ -1,0 +1,417 @@
+"""Does cleaning help? Noise sweeps, detection quality and downstream F1 on the benchmark.
+
+    .venv/bin/python scripts/make_benchmark.py --out benchmarks/fashion
+    .venv/bin/python scripts/evaluate_benchmark.py --benchmark benchmarks/fashion --out docs/results
+
+Reads the benchmark (true labels, persons, precomputed embeddings) and writes
+under ``--out``:
+
+* ``grouping_sweep.parquet`` -- components vs persons for each similarity cut;
+  the cut used afterwards is the one with the best pair F1 on the TRAIN
+  persons (``--min-similarity auto``; identities are known there, as in PETA);
+* ``noise_detection.parquet`` / ``noise_downstream.parquet`` -- for every noise
+  kind and level: detection / cleaning scores of ``label_issues`` and of each
+  strategy, and macro-F1 of linear probes trained on raw / oracle / cleaned
+  labels, scored on the true labels of the test persons;
+* ``threshold_sweep.parquet`` -- ``label_issues`` precision / recall vs the
+  similarity cut at the reference noise (``--reference disagreement:0.1``);
+* ``experiments.parquet`` -- the train/val experiments A-D;
+* ``leakage.json`` -- probe F1 with the person split vs the leaky image split;
+* ``results.json`` (headline figures) and ``results.md`` (tables);
+* ``f1_vs_noise.png``, ``detection_vs_noise.png``, ``detection_vs_threshold.png``,
+  ``component_scores.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clusterclean.errors import ClustercleanError
+
+logger = logging.getLogger("evaluate_benchmark")
+
+CUTS = tuple(np.round(np.arange(0.70, 0.951, 0.025), 3))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--benchmark", type=Path, default=Path("benchmarks/fashion"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument(
+        "--kinds", default="disagreement,uniform,class_conditional", help="comma-separated"
+    )
+    parser.add_argument("--levels", default="0,0.05,0.1,0.2,0.3,0.5", help="comma-separated")
+    parser.add_argument("--reference", default="disagreement:0.1", help="KIND:RATE")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-similarity", default="auto", help="a float, or auto")
+    parser.add_argument("--n-neighbors", type=int, default=10)
+    parser.add_argument("--mutual", action="store_true", help="mutual kNN edges only")
+    parser.add_argument("--probe-dim", type=int, default=64)
+    return parser
+
+
+# --------------------------------------------------------------------------- io
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_json(data, path: Path) -> None:
+    def default(o):
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.floating):
+            return None if np.isnan(o) else float(o)
+        return str(o)
+
+    write_text(json.dumps(data, indent=2, default=default) + "\n", path)
+
+
+def write_text(text: str, path: Path) -> None:
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_figure(fig, path: Path) -> None:
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def grouping_sweep(embeddings, labels: pd.DataFrame, n_neighbors: int, mutual: bool):
+    """Components vs persons for every similarity cut, on all and on train images."""
+    from clusterclean.components import find_components
+    from clusterclean.evaluate import grouping_scores
+    from clusterclean.graph import edges_from_neighbors, search_neighbors
+
+    by_id = labels.set_index("image_id").loc[embeddings.ids.astype(str)]
+    train = (by_id["split"] == "train").to_numpy()
+    neighbors = search_neighbors(embeddings, n_neighbors=n_neighbors, progress=False)
+    rows = []
+    for cut in CUTS:
+        edges = edges_from_neighbors(neighbors, min_similarity=float(cut), mutual=mutual)
+        components = find_components(edges, len(embeddings))
+        everything = grouping_scores(components, by_id["group"].to_numpy())
+        on_train = grouping_scores(components[train], by_id["group"].to_numpy()[train])
+        rows.append(
+            {
+                "min_similarity": float(cut),
+                **everything,
+                "train_pair_f1": on_train["pair_f1"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def noise_sweep(labels, embeddings, config, kinds, levels, groups, confusions, seed, features):
+    from clusterclean.evaluate import evaluate_cleaning
+
+    detection, downstream = [], []
+    for kind in kinds:
+        for level in levels:
+            started = time.perf_counter()
+            result = evaluate_cleaning(
+                labels,
+                kind=kind,
+                rate=level,
+                seed=seed,
+                embeddings=embeddings,
+                config=config,
+                attribute_groups=groups,
+                confusions=confusions if kind == "class_conditional" else None,
+                probe_features=features,
+            )
+            tags = {"noise": kind, "level": level, "n_planted_cells": len(result.planted)}
+            detection.append(result.detection.assign(**tags))
+            downstream.append(result.downstream.assign(**tags))
+            logger.info("%s %.2f done in %.1f s", kind, level, time.perf_counter() - started)
+    return pd.concat(detection, ignore_index=True), pd.concat(downstream, ignore_index=True)
+
+
+def threshold_sweep(labels, embeddings, config, kind, rate, groups, seed):
+    from dataclasses import replace
+
+    from clusterclean.evaluate import evaluate_cleaning
+
+    rows = []
+    for cut in CUTS:
+        result = evaluate_cleaning(
+            labels,
+            kind=kind,
+            rate=rate,
+            seed=seed,
+            embeddings=embeddings,
+            config=replace(config, min_similarity=float(cut)),
+            strategies=[],
+            attribute_groups=groups,
+            probe=False,
+        )
+        frame = result.detection.assign(min_similarity=float(cut))
+        frame["pair_f1"] = result.grouping["pair_f1"]
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def leakage(labels, leaky, embeddings, groups, probe_dim, seed):
+    """Oracle probes with the person split vs the image split (views leak across)."""
+    from clusterclean.evaluate import macro_f1, pca_features, probe_f1
+
+    out = {}
+    for name, table in (("by_person", labels), ("by_image", leaky)):
+        frame = table.set_index("image_id")
+        attributes = [a for members in groups.values() for a in members]
+        train_ids = frame.index[frame["split"] == "train"]
+        test_ids = frame.index[frame["split"] == "test"]
+        features = pca_features(embeddings, train_ids, probe_dim)
+        values = frame[attributes].astype(float)
+        scores = probe_f1(features, values.loc[train_ids], values.loc[test_ids], seed=seed)
+        out[name] = macro_f1(scores, groups)
+    return out
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_f1_vs_noise(downstream: pd.DataFrame, path: Path, column: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(dict.fromkeys(downstream["noise"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), sharey=True)
+    for ax, kind in zip(np.atleast_1d(axes), kinds, strict=True):
+        part = downstream[downstream["noise"] == kind]
+        for name, rows in part.groupby("labels", sort=False):
+            style = {"raw": "k--", "oracle": "k:"}.get(name, "-o")
+            ax.plot(rows["level"], rows[column], style, label=name, markersize=3)
+        ax.set_title(f"{kind} noise")
+        ax.set_xlabel("noise level")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel(column.replace("_", " ") + " (test persons, true labels)")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_detection_vs_noise(detection: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    part = detection[detection["attributes"] == "all"]
+    kinds = list(dict.fromkeys(part["noise"]))
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), sharey=True)
+    for ax, kind in zip(np.atleast_1d(axes), kinds, strict=True):
+        rows = part[(part["noise"] == kind) & (part["level"] > 0)]
+        for name, method in rows.groupby("method", sort=False):
+            ax.plot(method["level"], method["f1"], "-o", label=name, markersize=3)
+        ax.set_title(f"{kind} noise")
+        ax.set_xlabel("noise level")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("cell F1 vs planted errors")
+    np.atleast_1d(axes)[-1].legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_threshold(sweep: pd.DataFrame, chosen: float, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, style in (("all", "-"), ("invisible", "--")):
+        rows = sweep[(sweep["method"] == "label_issues") & (sweep["attributes"] == name)]
+        ax.plot(rows["min_similarity"], rows["precision"], "b" + style, label=f"precision ({name})")
+        ax.plot(rows["min_similarity"], rows["recall"], "r" + style, label=f"recall ({name})")
+    rows = sweep[(sweep["method"] == "label_issues") & (sweep["attributes"] == "all")]
+    ax.plot(rows["min_similarity"], rows["pair_f1"], "g:", label="grouping pair F1")
+    ax.axvline(chosen, color="grey", lw=0.8)
+    ax.set_xlabel("min_similarity (edge cut)")
+    ax.set_ylabel("label_issues vs planted cells")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_component_scores(report, planted: pd.DataFrame, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    images = report.images.set_index("image_id")
+    bad = set(images.loc[planted["image_id"].unique(), "component_id"])
+    comps = report.components[report.components["size"] >= 2]
+    has_error = comps["component_id"].isin(bad)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(0, 1, 26)
+    ax.hist(comps.loc[~has_error, "inconsistency_score"], bins=bins, alpha=0.6, label="clean")
+    ax.hist(comps.loc[has_error, "inconsistency_score"], bins=bins, alpha=0.6, label="planted")
+    ax.set_xlabel("component inconsistency_score")
+    ax.set_ylabel("components (>= 2 images)")
+    ax.legend()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    lines = [header, rule]
+    for row in frame.itertuples(index=False):
+        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace) -> dict:
+    from clusterclean.evaluate import (
+        evaluate_cleaning,
+        parse_injection,
+        pca_features,
+        read_benchmark,
+        train_val_experiments,
+    )
+    from clusterclean.pipeline import RunConfig
+
+    started = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bench = read_benchmark(args.benchmark)
+    labels, leaky, embeddings = bench.labels, bench.leaky, bench.embeddings
+    groups, confusions, info = bench.groups, bench.confusions, bench.info
+    kinds = [k for k in args.kinds.split(",") if k]
+    levels = [float(v) for v in args.levels.split(",") if v]
+    ref_kind, ref_rate = parse_injection(args.reference)
+
+    grouping = grouping_sweep(embeddings, labels, args.n_neighbors, args.mutual)
+    write_parquet(grouping, args.out / "grouping_sweep.parquet")
+    if args.min_similarity == "auto":
+        cut = float(grouping.loc[grouping["train_pair_f1"].idxmax(), "min_similarity"])
+    else:
+        cut = float(args.min_similarity)
+    logger.info("similarity cut %.3f", cut)
+    config = RunConfig(min_similarity=cut, n_neighbors=args.n_neighbors, mutual=args.mutual)
+
+    split = labels.set_index("image_id")["split"]
+    features = pca_features(embeddings, split.index[split == "train"], args.probe_dim)
+    detection, downstream = noise_sweep(
+        labels, embeddings, config, kinds, levels, groups, confusions, args.seed, features
+    )
+    write_parquet(detection, args.out / "noise_detection.parquet")
+    write_parquet(downstream, args.out / "noise_downstream.parquet")
+
+    sweep = threshold_sweep(labels, embeddings, config, ref_kind, ref_rate, groups, args.seed)
+    write_parquet(sweep, args.out / "threshold_sweep.parquet")
+
+    reference = evaluate_cleaning(
+        labels,
+        kind=ref_kind,
+        rate=ref_rate,
+        seed=args.seed,
+        embeddings=embeddings,
+        config=config,
+        attribute_groups=groups,
+        confusions=confusions if ref_kind == "class_conditional" else None,
+        probe_features=features,
+    )
+    strategies = reference.downstream[~reference.downstream["labels"].isin(["raw", "oracle"])]
+    best = str(strategies.loc[strategies["macro_f1_visible"].idxmax(), "labels"])
+    experiments = train_val_experiments(
+        features,
+        reference.noisy,
+        reference.cleaned[best],
+        train_ids=split.index[split == "train"],
+        val_ids=split.index[split == "val"],
+        truth=reference.truth,
+        groups=groups,
+    ).assign(strategy=best)
+    write_parquet(experiments, args.out / "experiments.parquet")
+    leaks = leakage(labels, leaky, embeddings, groups, args.probe_dim, args.seed)
+    write_json(leaks, args.out / "leakage.json")
+
+    plot_f1_vs_noise(downstream, args.out / "f1_vs_noise.png", "macro_f1_visible")
+    plot_detection_vs_noise(detection, args.out / "detection_vs_noise.png")
+    plot_threshold(sweep, cut, args.out / "detection_vs_threshold.png")
+    plot_component_scores(reference.report, reference.planted, args.out / "component_scores.png")
+
+    ref_detection = reference.detection
+    headline = {
+        "reference_noise": args.reference,
+        "min_similarity": cut,
+        "grouping": reference.grouping,
+        "label_issues": {
+            r["attributes"]: {k: r[k] for k in ("precision", "recall", "f1", "n_planted")}
+            for r in ref_detection[ref_detection["method"] == "label_issues"].to_dict("records")
+        },
+        "downstream": reference.downstream.to_dict("records"),
+        "best_strategy": best,
+        "experiments": experiments.to_dict("records"),
+        "leakage": leaks,
+        "benchmark": info["counts"],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(headline, args.out / "results.json")
+    tables = [
+        f"# Benchmark results ({args.reference}, min_similarity={cut})\n",
+        "## Grouping vs persons\n",
+        markdown_table(
+            grouping[
+                ["min_similarity", "pair_precision", "pair_recall", "pair_f1", "adjusted_rand"]
+                + ["largest_component", "n_components"]
+            ]
+        ),
+        "\n## Detection at the reference noise\n",
+        markdown_table(
+            ref_detection[["method", "attributes", "precision", "recall", "f1"]]
+            .assign(
+                over_pruned=ref_detection.get("n_clean_removed", pd.Series(dtype=float)).fillna(-1)
+            )
+            .round(3)
+        ),
+        "\n## Downstream macro-F1 (linear probe, true labels of the test persons)\n",
+        markdown_table(reference.downstream.round(3)),
+        "\n## Train/val experiments A-D (best strategy: " + best + ")\n",
+        markdown_table(experiments.round(3)),
+        "\n## Leakage: oracle probes, person split vs image split\n",
+        markdown_table(pd.DataFrame(leaks).T.reset_index(names="split").round(3)),
+    ]
+    write_text("\n".join(tables) + "\n", args.out / "results.md")
+    return headline
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    for noisy in ("clusterclean", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        headline = evaluate(args)
+    except ClustercleanError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({k: headline[k] for k in ("min_similarity", "label_issues")}, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
