@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -365,9 +366,37 @@ def _prepare_folder(out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if not os.access(out.parent, os.W_OK):
         raise InvalidInputError(f"Cannot write into {out.parent}; choose a writable --out folder.")
-    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    _remove_stale_siblings(out)
+    staging = _sibling(out, "partial")
     staging.mkdir()
     return staging
+
+
+def _sibling(out: Path, kind: str) -> Path:
+    """A staging (``partial``) or moved-aside (``old``) folder beside ``out``, named by our pid."""
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Clean up after runs killed while writing ``out`` (only folders of dead processes).
+
+    Their staging folders ``.NAME.partial-PID-*`` are deleted. A ``.NAME.old-PID-*``
+    folder is the previous complete report, moved aside just before the swap: it
+    is put back when ``out`` is missing (the run died between the two renames),
+    else deleted.
+    """
+    from .embed import _pid_alive
+
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)-[0-9a-f]{{8}}")
+    for path in sorted(out.parent.iterdir()):
+        match = pattern.fullmatch(path.name)
+        if match is None or not path.is_dir() or _pid_alive(int(match[2])):
+            continue
+        if match[1] == "old" and not out.exists():
+            os.replace(path, out)
+            logger.warning("Restored the report %s that an interrupted run had moved aside", out)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def write_report(report: Report, out: str | Path) -> Path:
@@ -430,7 +459,7 @@ def write_report(report: Report, out: str | Path) -> Path:
 def _swap_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        old = _sibling(out, "old")
         os.replace(out, old)
     os.replace(staging, out)
     if old is not None:
