@@ -40,7 +40,7 @@ from clusterclean.errors import ClustercleanError
 
 logger = logging.getLogger("evaluate_benchmark")
 
-CUTS = tuple(np.round(np.arange(0.70, 0.951, 0.025), 3))
+CUTS = ",".join(f"{c:.3f}" for c in np.arange(0.50, 0.951, 0.025))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", default="disagreement:0.1", help="KIND:RATE")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-similarity", default="auto", help="a float, or auto")
+    parser.add_argument("--cuts", default=CUTS, help="similarity cuts swept (comma-separated)")
     parser.add_argument("--n-neighbors", type=int, default=10)
     parser.add_argument("--mutual", action="store_true", help="mutual kNN edges only")
     parser.add_argument("--probe-dim", type=int, default=64)
@@ -99,7 +100,7 @@ def save_figure(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- stages
 
 
-def grouping_sweep(embeddings, labels: pd.DataFrame, n_neighbors: int, mutual: bool):
+def grouping_sweep(embeddings, labels: pd.DataFrame, cuts, n_neighbors: int, mutual: bool):
     """Components vs persons for every similarity cut, on all and on train images."""
     from clusterclean.components import find_components
     from clusterclean.evaluate import grouping_scores
@@ -109,7 +110,7 @@ def grouping_sweep(embeddings, labels: pd.DataFrame, n_neighbors: int, mutual: b
     train = (by_id["split"] == "train").to_numpy()
     neighbors = search_neighbors(embeddings, n_neighbors=n_neighbors, progress=False)
     rows = []
-    for cut in CUTS:
+    for cut in cuts:
         edges = edges_from_neighbors(neighbors, min_similarity=float(cut), mutual=mutual)
         components = find_components(edges, len(embeddings))
         everything = grouping_scores(components, by_id["group"].to_numpy())
@@ -149,13 +150,13 @@ def noise_sweep(labels, embeddings, config, kinds, levels, groups, confusions, s
     return pd.concat(detection, ignore_index=True), pd.concat(downstream, ignore_index=True)
 
 
-def threshold_sweep(labels, embeddings, config, kind, rate, groups, seed):
+def threshold_sweep(labels, embeddings, config, cuts, kind, rate, groups, seed):
     from dataclasses import replace
 
     from clusterclean.evaluate import evaluate_cleaning
 
     rows = []
-    for cut in CUTS:
+    for cut in cuts:
         result = evaluate_cleaning(
             labels,
             kind=kind,
@@ -274,12 +275,22 @@ def plot_component_scores(report, planted: pd.DataFrame, path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def _cell(column: str, value) -> str:
+    """Counts as integers, other floats with 3 decimals, NaN / None as blank."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        counted = column.startswith("n_") or column in ("largest_component", "over_pruned")
+        return str(int(value)) if counted else f"{value:.3f}"
+    return str(value)
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "---|" * len(frame.columns)
     lines = [header, rule]
     for row in frame.itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
+        cells = [_cell(c, v) for c, v in zip(frame.columns, row, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -303,7 +314,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     levels = [float(v) for v in args.levels.split(",") if v]
     ref_kind, ref_rate = parse_injection(args.reference)
 
-    grouping = grouping_sweep(embeddings, labels, args.n_neighbors, args.mutual)
+    cuts = [float(c) for c in args.cuts.split(",") if c]
+    grouping = grouping_sweep(embeddings, labels, cuts, args.n_neighbors, args.mutual)
     write_parquet(grouping, args.out / "grouping_sweep.parquet")
     if args.min_similarity == "auto":
         cut = float(grouping.loc[grouping["train_pair_f1"].idxmax(), "min_similarity"])
@@ -320,7 +332,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     write_parquet(detection, args.out / "noise_detection.parquet")
     write_parquet(downstream, args.out / "noise_downstream.parquet")
 
-    sweep = threshold_sweep(labels, embeddings, config, ref_kind, ref_rate, groups, args.seed)
+    sweep = threshold_sweep(labels, embeddings, config, cuts, ref_kind, ref_rate, groups, args.seed)
     write_parquet(sweep, args.out / "threshold_sweep.parquet")
 
     reference = evaluate_cleaning(
@@ -383,9 +395,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         "\n## Detection at the reference noise\n",
         markdown_table(
             ref_detection[["method", "attributes", "precision", "recall", "f1"]]
-            .assign(
-                over_pruned=ref_detection.get("n_clean_removed", pd.Series(dtype=float)).fillna(-1)
-            )
+            .assign(over_pruned=ref_detection.get("n_clean_removed", np.nan))
             .round(3)
         ),
         "\n## Downstream macro-F1 (linear probe, true labels of the test persons)\n",

@@ -22,6 +22,7 @@ from clusterclean.evaluate import (
     parse_injection,
     pca_features,
     probe_f1,
+    read_benchmark,
     train_val_experiments,
 )
 
@@ -321,3 +322,98 @@ def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
 def test_evaluate_cleaning_rejects_a_table_without_image_column():
     with pytest.raises(InvalidInputError, match="needs an image column"):
         evaluate_cleaning(pd.DataFrame({"a": [1]}), kind="uniform", rate=0.1)
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def _tiny_benchmark(folder, n_groups: int = 20, n_views: int = 4):
+    """A benchmark folder like scripts/make_benchmark.py writes, with planted-perfect vectors."""
+    import json
+
+    from clusterclean.report import write_table
+
+    labels, emb = _perfect_groups(n_groups, n_views, seed=1)
+    folder.mkdir()
+    labels.rename(columns={"image_id": "image"}).to_csv(folder / "labels.csv", index=False)
+    leaky = labels.assign(split=np.resize(["train", "train", "val", "test"], len(labels)))
+    leaky.rename(columns={"image_id": "image"}).to_csv(folder / "labels_leaky.csv", index=False)
+    frame = pd.DataFrame({"image_id": emb.ids.astype(str), "embedding": list(emb.vectors)})
+    write_table("embeddings", frame, folder / "embeddings.parquet")
+    info = {
+        "attributes": {"visible": ["a", "b"], "invisible": ["c", "d"]},
+        "confusions": [["a", "b"], ["c", "d"]],
+        "counts": {"images": len(labels)},
+    }
+    (folder / "benchmark.json").write_text(json.dumps(info))
+    return labels
+
+
+def _script(name: str):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).resolve().parents[1] / "scripts"
+    sys.path.insert(0, str(scripts))
+    try:
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(scripts))
+    return module
+
+
+def test_read_benchmark_names_the_script_when_files_are_missing(tmp_path):
+    with pytest.raises(InvalidInputError, match="make it with `python scripts/make_benchmark.py"):
+        read_benchmark(tmp_path)
+
+
+def test_evaluate_benchmark_script_end_to_end(tmp_path):
+    import json
+
+    _tiny_benchmark(tmp_path / "bench")
+    out = tmp_path / "results"
+    script = _script("evaluate_benchmark")
+    argv = ["--benchmark", str(tmp_path / "bench"), "--out", str(out)]
+    options = ["--kinds", "disagreement,uniform", "--levels", "0,0.2", "--cuts", "0.6,0.95"]
+    assert script.main([*argv, *options]) == 0
+    for name in (
+        "grouping_sweep.parquet",
+        "noise_detection.parquet",
+        "noise_downstream.parquet",
+        "threshold_sweep.parquet",
+        "experiments.parquet",
+        "results.md",
+        "f1_vs_noise.png",
+        "detection_vs_noise.png",
+        "detection_vs_threshold.png",
+        "component_scores.png",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    results = json.loads((out / "results.json").read_text())
+    assert results["grouping"]["pair_f1"] == 1.0
+    # Perfect components: every planted disagreement is a strict minority, so it is flagged.
+    assert results["label_issues"]["all"]["precision"] == 1.0
+    assert results["label_issues"]["all"]["recall"] == 1.0
+    detection = pd.read_parquet(out / "noise_detection.parquet")
+    assert set(detection["noise"]) == {"disagreement", "uniform"}
+    assert set(detection["level"]) == {0.0, 0.2}
+    experiments = pd.read_parquet(out / "experiments.parquet")
+    assert experiments["experiment"].tolist() == ["A", "B", "C", "D"]
+
+
+def test_compare_peers_script_end_to_end(tmp_path):
+    pytest.importorskip("cleanlab")
+    _tiny_benchmark(tmp_path / "bench")
+    out = tmp_path / "peers"
+    script = _script("compare_peers")
+    argv = ["--benchmark", str(tmp_path / "bench"), "--out", str(out), "--min-similarity", "0.9"]
+    assert script.main(argv) == 0
+    table = pd.read_parquet(out / "peers.parquet")
+    ours = table[(table["method"] == "clusterclean label_issues") & (table["attributes"] == "all")]
+    assert ours[["precision", "recall"]].iloc[0].tolist() == [1.0, 1.0]
+    assert {"cleanlab per-class issues", "clusterclean components (grouping)"} <= set(
+        table["method"]
+    )
