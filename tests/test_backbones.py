@@ -6,14 +6,23 @@ Embedding real image files through each backbone is tested in test_embed.py.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
-from clusterclean.backbones import BACKBONES, Backbone, available_backbones, load_backbone
+from clusterclean.backbones import (
+    BACKBONES,
+    Backbone,
+    _reid_networks,
+    available_backbones,
+    load_backbone,
+)
 from clusterclean.errors import InvalidInputError, WeightsUnavailableError
 
 #: The backbone runs channels-last; the hand-made reference runs contiguous: another conv kernel.
@@ -53,6 +62,9 @@ def test_registry_names():
         "resnet101",
         "efficientnet_lite0",
         "torchscript",
+        "osnet_x1_0",
+        "osnet_x0_25",
+        "resnet50_bnneck",
     }
 
 
@@ -210,3 +222,129 @@ def test_importing_the_stage_does_not_import_torch():
         "assert 'torchvision' not in sys.modules, 'torchvision imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- person ReID
+
+#: (number of tensors, number of values, sha256 of the sorted "key:shape" lines) of the state
+#: dicts that torchreid 0.2.5 (osnet_x1_0 / osnet_x0_25, num_classes=751) and fast-reid 1.4.0
+#: (Baseline, build_resnet_backbone 50x, last stride 1, EmbeddingHead with BNNeck, 751 ids)
+#: write. Computed once with those packages; a checkpoint matching them has their exact keys.
+REFERENCE_LAYOUTS = {
+    "osnet_x1_0": (
+        567,
+        2577891,
+        "5c7fea135abe7893279c4b5151161fbf0be65f880d284f40d2599c3b5bd7f96f",
+    ),
+    "osnet_x0_25": (
+        567,
+        593735,
+        "b9e709781ce9f2d871cfd6fcd5148cc8009ee5e876c6fe97c04b2b1df91a0562",
+    ),
+    "fast-reid": (
+        324,
+        25107446,
+        "a1dc5a36a4d1ec562dd6400418317726335c2738907ccee23dc69c89e7eefe14",
+    ),
+}
+N_IDS = 751  # Market-1501 training identities
+
+
+def layout(state: dict) -> tuple[int, int, str]:
+    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(state.items()))
+    return (
+        len(state),
+        sum(v.numel() for v in state.values()),
+        hashlib.sha256(lines.encode()).hexdigest(),
+    )
+
+
+def randomised(make_module, seed: int) -> dict:
+    """A fresh module's state dict (random init) with random batch-norm statistics too."""
+    torch.manual_seed(seed)
+    state = make_module().state_dict()
+    for key, value in state.items():
+        if key.endswith("running_mean"):
+            value.uniform_(-0.1, 0.1)
+        elif key.endswith("running_var"):
+            value.uniform_(0.5, 1.5)
+    return state
+
+
+def torchreid_checkpoint(name: str, path, seed: int = 0) -> dict:
+    """A checkpoint as torchreid's save_checkpoint writes it (DataParallel prefix included)."""
+    widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}[name]
+    state = randomised(lambda: _reid_networks().OSNet(widths), seed)
+    state["classifier.weight"] = torch.randn(N_IDS, 512)
+    state["classifier.bias"] = torch.zeros(N_IDS)
+    assert layout(state) == REFERENCE_LAYOUTS[name]
+    torch.save(
+        {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 150, "rank1": 0.94},
+        path,
+    )
+    return state
+
+
+@pytest.mark.parametrize("name", ["osnet_x1_0", "osnet_x0_25"])
+def test_osnet_loads_a_torchreid_checkpoint(tmp_path, name):
+    path = tmp_path / f"{name}_market.pth.tar-150"
+    state = torchreid_checkpoint(name, path)
+
+    backbone = load_backbone(name, weights=path)
+
+    assert backbone.dim == 512 and backbone.input_size == (256, 128)
+    loaded = backbone.model.state_dict()
+    for key in ("conv1.conv.weight", "conv2.0.conv2d.3.conv2.weight", "conv2.2.0.bn.running_var"):
+        torch.testing.assert_close(loaded[key], state[key])
+    image = Image.fromarray(np.full((300, 90, 3), 128, dtype=np.uint8))
+    assert backbone.transform(image).shape == (3, 256, 128)  # person crop: resized, not cropped
+    with torch.inference_mode():
+        out = backbone.model(torch.rand(2, 3, 256, 128))
+    assert out.shape == (2, 512) and torch.isfinite(out).all()
+
+
+def test_resnet50_bnneck_loads_fast_reid_and_strong_baseline_checkpoints(tmp_path):
+    ours = randomised(lambda: _reid_networks().BNNeckResNet50(ceil_mode_maxpool=True), seed=1)
+    fast_reid = {
+        k.replace("bottleneck.", "heads.bottleneck.0.", 1) if k.startswith("bottleneck.") else k: v
+        for k, v in ours.items()
+    }
+    fast_reid["heads.weight"] = torch.randn(N_IDS, 2048)
+    assert layout(fast_reid) == REFERENCE_LAYOUTS["fast-reid"]
+    torch.save({"model": fast_reid, "iteration": 17_999}, tmp_path / "market_bot_R50.pth")
+    strong = {k.replace("backbone.", "base.", 1): v for k, v in ours.items()}
+    strong["classifier.weight"] = fast_reid["heads.weight"]
+    torch.save(strong, tmp_path / "resnet50_model_120.pth")
+
+    x = torch.rand(1, 3, 64, 32)
+    outputs = []
+    for file in ("market_bot_R50.pth", "resnet50_model_120.pth"):
+        backbone = load_backbone("resnet50_bnneck", weights=tmp_path / file)
+        assert backbone.dim == 2048 and backbone.input_size == (256, 128)
+        torch.testing.assert_close(
+            backbone.model.state_dict()["bottleneck.running_mean"], ours["bottleneck.running_mean"]
+        )
+        with torch.inference_mode():
+            outputs.append(backbone.model(x))
+    assert outputs[0].shape == (1, 2048)
+    # fast-reid's stem max-pools with ceil_mode, reid-strong-baseline's pads: same weights,
+    # same output size, slightly different features
+    assert not torch.allclose(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("name", ["osnet_x1_0", "osnet_x0_25", "resnet50_bnneck"])
+def test_reid_backbones_need_weights(name):
+    with pytest.raises(WeightsUnavailableError) as err:
+        load_backbone(name)
+    message = str(err.value)
+    assert message.startswith(f"The {name!r} backbone needs trained weights.")
+    assert "--weights PATH" in message and "MODEL_ZOO" in message
+
+
+def test_reid_checkpoint_for_another_architecture(tmp_path):
+    path = tmp_path / "osnet.pth"
+    torchreid_checkpoint("osnet_x0_25", path)
+    with pytest.raises(InvalidInputError) as err:
+        load_backbone("osnet_x1_0", weights=path)
+    assert "does not fit backbone 'osnet_x1_0': keys" in str(err.value)
+    assert "wrong shape (first: conv1.conv.weight" in str(err.value)

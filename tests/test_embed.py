@@ -126,6 +126,24 @@ def test_efficientnet_lite0_shifted_crops_are_closer_than_other_photos(tmp_path)
     assert similarity[2, 3] < 0.5
 
 
+def test_osnet_embeds_person_crops_from_a_torchreid_checkpoint(tmp_path):
+    from test_backbones import torchreid_checkpoint
+
+    weights = tmp_path / "osnet_x0_25_market.pth.tar-150"
+    torchreid_checkpoint("osnet_x0_25", weights)
+    crops = [
+        write_photo(
+            tmp_path / f"person{i}.jpg", "astronaut", box=(100 + 40 * i, 0, 228 + 40 * i, 256)
+        )
+        for i in range(3)
+    ]
+    embeddings = embed_images(crops, backbone="osnet_x0_25", weights=weights, progress=False)
+    assert_embeddings(embeddings, crops, 512)
+    assert embeddings.backbone == "osnet_x0_25"
+    expected = expected_vectors(load_backbone("osnet_x0_25", weights=weights), crops)
+    np.testing.assert_allclose(embeddings.vectors, expected, atol=TOL)
+
+
 # --------------------------------------------------------------------------- behaviour
 
 
