@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from evaluate_benchmark import (  # noqa: E402  (a sibling script, not a package)
     markdown_table,
+    run_config,
     write_json,
     write_parquet,
     write_text,
@@ -52,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-similarity", type=float, default=None, help="default: results.json")
     parser.add_argument("--n-neighbors", type=int, default=10)
+    parser.add_argument("--mutual", action="store_true", help="mutual kNN edges only")
+    parser.add_argument(
+        "--run-option", action="append", metavar="KEY=VALUE", help="pipeline option; repeatable"
+    )
     parser.add_argument("--probe-dim", type=int, default=64)
     parser.add_argument("--folds", type=int, default=5)
     return parser
@@ -140,7 +145,6 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
         probe_f1,
         read_benchmark,
     )
-    from clusterclean.pipeline import RunConfig
 
     bench = read_benchmark(args.benchmark)
     labels, embeddings, groups, confusions = (
@@ -153,7 +157,7 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
     if cut is None:
         results = args.out / "results.json"
         cut = json.loads(results.read_text())["min_similarity"] if results.is_file() else 0.9
-    config = RunConfig(min_similarity=cut, n_neighbors=args.n_neighbors)
+    config = run_config(args, cut)
     rows = []
     for spec in args.inject or ["disagreement:0.1"]:
         kind, rate = parse_injection(spec)

@@ -6,15 +6,16 @@
 Reads the benchmark (true labels, persons, precomputed embeddings) and writes
 under ``--out``:
 
-* ``grouping_sweep.parquet`` -- components vs persons for each similarity cut;
-  the cut used afterwards is the one with the best pair F1 on the TRAIN
+* ``threshold_sweep.parquet`` -- for each similarity cut, through the
+  pipeline (so ``--run-option`` settings apply): components vs persons and
+  ``label_issues`` precision / recall at the reference noise
+  (``--reference disagreement:0.1``); ``grouping_sweep.parquet`` its grouping
+  part. The cut used afterwards is the one with the best pair F1 on the TRAIN
   persons (``--min-similarity auto``; identities are known there, as in PETA);
 * ``noise_detection.parquet`` / ``noise_downstream.parquet`` -- for every noise
   kind and level: detection / cleaning scores of ``label_issues`` and of each
   strategy, and macro-F1 of linear probes trained on raw / oracle / cleaned
   labels, scored on the true labels of the test persons;
-* ``threshold_sweep.parquet`` -- ``label_issues`` precision / recall vs the
-  similarity cut at the reference noise (``--reference disagreement:0.1``);
 * ``experiments.parquet`` -- the train/val experiments A-D;
 * ``leakage.json`` -- probe F1 with the person split vs the leaky image split;
 * ``results.json`` (headline figures) and ``results.md`` (tables);
@@ -40,6 +41,14 @@ from clusterclean.errors import ClustercleanError
 
 logger = logging.getLogger("evaluate_benchmark")
 
+GROUPING_COLUMNS = (
+    "pair_precision",
+    "pair_recall",
+    "pair_f1",
+    "adjusted_rand",
+    "largest_component",
+    "n_components",
+)
 CUTS = ",".join(f"{c:.3f}" for c in np.arange(0.50, 0.951, 0.025))
 
 
@@ -57,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cuts", default=CUTS, help="similarity cuts swept (comma-separated)")
     parser.add_argument("--n-neighbors", type=int, default=10)
     parser.add_argument("--mutual", action="store_true", help="mutual kNN edges only")
+    parser.add_argument(
+        "--run-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="any other pipeline option (RunConfig field), JSON value; repeatable",
+    )
     parser.add_argument("--probe-dim", type=int, default=64)
     return parser
 
@@ -100,31 +115,6 @@ def save_figure(fig, path: Path) -> None:
 # --------------------------------------------------------------------------- stages
 
 
-def grouping_sweep(embeddings, labels: pd.DataFrame, cuts, n_neighbors: int, mutual: bool):
-    """Components vs persons for every similarity cut, on all and on train images."""
-    from clusterclean.components import find_components
-    from clusterclean.evaluate import grouping_scores
-    from clusterclean.graph import edges_from_neighbors, search_neighbors
-
-    by_id = labels.set_index("image_id").loc[embeddings.ids.astype(str)]
-    train = (by_id["split"] == "train").to_numpy()
-    neighbors = search_neighbors(embeddings, n_neighbors=n_neighbors, progress=False)
-    rows = []
-    for cut in cuts:
-        edges = edges_from_neighbors(neighbors, min_similarity=float(cut), mutual=mutual)
-        components = find_components(edges, len(embeddings))
-        everything = grouping_scores(components, by_id["group"].to_numpy())
-        on_train = grouping_scores(components[train], by_id["group"].to_numpy()[train])
-        rows.append(
-            {
-                "min_similarity": float(cut),
-                **everything,
-                "train_pair_f1": on_train["pair_f1"],
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 def noise_sweep(labels, embeddings, config, kinds, levels, groups, confusions, seed, features):
     from clusterclean.evaluate import evaluate_cleaning
 
@@ -151,10 +141,17 @@ def noise_sweep(labels, embeddings, config, kinds, levels, groups, confusions, s
 
 
 def threshold_sweep(labels, embeddings, config, cuts, kind, rate, groups, seed):
+    """Grouping and ``label_issues`` detection for every similarity cut, through the pipeline.
+
+    Components depend on the embeddings and pipeline options only, so the
+    grouping columns (``pair_f1`` ..., ``train_pair_f1`` on the train persons)
+    hold for every noise setting.
+    """
     from dataclasses import replace
 
-    from clusterclean.evaluate import evaluate_cleaning
+    from clusterclean.evaluate import evaluate_cleaning, grouping_scores
 
+    by_id = labels.set_index("image_id")
     rows = []
     for cut in cuts:
         result = evaluate_cleaning(
@@ -168,10 +165,38 @@ def threshold_sweep(labels, embeddings, config, cuts, kind, rate, groups, seed):
             attribute_groups=groups,
             probe=False,
         )
-        frame = result.detection.assign(min_similarity=float(cut))
-        frame["pair_f1"] = result.grouping["pair_f1"]
+        images = result.report.images.set_index("image_id")
+        train = by_id.index[by_id["split"] == "train"]
+        on_train = grouping_scores(
+            images.loc[train, "component_id"].to_numpy(), by_id.loc[train, "group"].to_numpy()
+        )
+        frame = result.detection.assign(
+            min_similarity=float(cut), train_pair_f1=on_train["pair_f1"]
+        )
+        for key, value in result.grouping.items():
+            frame[key] = value
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
+
+
+def run_config(args: argparse.Namespace, min_similarity: float):
+    """The pipeline options: --n-neighbors, --mutual and every --run-option KEY=VALUE."""
+    from clusterclean.pipeline import RunConfig
+
+    values = {"n_neighbors": args.n_neighbors, "mutual": args.mutual}
+    for option in args.run_option or []:
+        key, sep, text = option.partition("=")
+        if not sep or key not in RunConfig.__dataclass_fields__:
+            raise SystemExit(
+                f"--run-option must be KEY=VALUE with KEY one of "
+                f"{sorted(RunConfig.__dataclass_fields__)}; got {option!r}."
+            )
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return RunConfig(**{**values, "min_similarity": min_similarity})
 
 
 def leakage(labels, leaky, embeddings, groups, probe_dim, seed):
@@ -303,7 +328,6 @@ def evaluate(args: argparse.Namespace) -> dict:
         read_benchmark,
         train_val_experiments,
     )
-    from clusterclean.pipeline import RunConfig
 
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -315,14 +339,19 @@ def evaluate(args: argparse.Namespace) -> dict:
     ref_kind, ref_rate = parse_injection(args.reference)
 
     cuts = [float(c) for c in args.cuts.split(",") if c]
-    grouping = grouping_sweep(embeddings, labels, cuts, args.n_neighbors, args.mutual)
+    sweep = threshold_sweep(
+        labels, embeddings, run_config(args, 0.9), cuts, ref_kind, ref_rate, groups, args.seed
+    )
+    write_parquet(sweep, args.out / "threshold_sweep.parquet")
+    grouping = sweep[(sweep["method"] == "label_issues") & (sweep["attributes"] == "all")]
+    grouping = grouping[["min_similarity", "train_pair_f1", *GROUPING_COLUMNS]]
     write_parquet(grouping, args.out / "grouping_sweep.parquet")
     if args.min_similarity == "auto":
         cut = float(grouping.loc[grouping["train_pair_f1"].idxmax(), "min_similarity"])
     else:
         cut = float(args.min_similarity)
     logger.info("similarity cut %.3f", cut)
-    config = RunConfig(min_similarity=cut, n_neighbors=args.n_neighbors, mutual=args.mutual)
+    config = run_config(args, cut)
 
     split = labels.set_index("image_id")["split"]
     features = pca_features(embeddings, split.index[split == "train"], args.probe_dim)
@@ -331,9 +360,6 @@ def evaluate(args: argparse.Namespace) -> dict:
     )
     write_parquet(detection, args.out / "noise_detection.parquet")
     write_parquet(downstream, args.out / "noise_downstream.parquet")
-
-    sweep = threshold_sweep(labels, embeddings, config, cuts, ref_kind, ref_rate, groups, args.seed)
-    write_parquet(sweep, args.out / "threshold_sweep.parquet")
 
     reference = evaluate_cleaning(
         labels,
@@ -386,12 +412,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     tables = [
         f"# Benchmark results ({args.reference}, min_similarity={cut})\n",
         "## Grouping vs persons\n",
-        markdown_table(
-            grouping[
-                ["min_similarity", "pair_precision", "pair_recall", "pair_f1", "adjusted_rand"]
-                + ["largest_component", "n_components"]
-            ]
-        ),
+        markdown_table(grouping[["min_similarity", *GROUPING_COLUMNS]]),
         "\n## Detection at the reference noise\n",
         markdown_table(
             ref_detection[["method", "attributes", "precision", "recall", "f1"]]

@@ -417,3 +417,15 @@ def test_compare_peers_script_end_to_end(tmp_path):
     assert {"cleanlab per-class issues", "clusterclean components (grouping)"} <= set(
         table["method"]
     )
+
+
+def test_run_option_sets_any_pipeline_field():
+    script = _script("evaluate_benchmark")
+    args = script.build_parser().parse_args(
+        ["--run-option", "mutual=true", "--run-option", 'thresholds=["p90", 0.05]']
+    )
+    config = script.run_config(args, 0.8)
+    assert (config.mutual, config.thresholds, config.min_similarity) == (True, ("p90", 0.05), 0.8)
+    bad = script.build_parser().parse_args(["--run-option", "typo=1"])
+    with pytest.raises(SystemExit, match="KEY=VALUE with KEY one of"):
+        script.run_config(bad, 0.8)
