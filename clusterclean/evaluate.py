@@ -48,6 +48,7 @@ __all__ = [
     "macro_f1",
     "probe_f1",
     "train_val_experiments",
+    "write_evaluation",
 ]
 
 logger = logging.getLogger(__name__)
@@ -648,6 +649,53 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def write_evaluation(evaluation: Evaluation, out: str | Path) -> Path:
+    """Write an :class:`Evaluation` to a folder, each file atomically.
+
+    Files: ``evaluation.json`` (:meth:`Evaluation.summary`),
+    ``detection.parquet``, ``downstream.parquet`` (when probes ran) and
+    ``planted.parquet`` (labels as strings, since one-of-K values are text).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    import json
+    import os
+    import tempfile
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def atomic(name: str, write) -> None:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            write(tmp)
+            os.replace(tmp, folder / name)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    text = json.dumps(evaluation.summary(), indent=2, default=_json_default) + "\n"
+    atomic("evaluation.json", lambda tmp: Path(tmp).write_text(text))
+    planted = evaluation.planted.astype({"true_label": str, "given_label": str})
+    tables = {"detection": evaluation.detection, "planted": planted}
+    if evaluation.downstream is not None:
+        tables["downstream"] = evaluation.downstream
+    for name, frame in tables.items():
+        atomic(f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+    return folder
+
+
+def _json_default(value):
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return None if np.isnan(value) else float(value)
+    return str(value)
+
+
 def _wide_table(labels) -> pd.DataFrame:
     """A wide labels table with an ``image_id`` column (``image`` is renamed)."""
     if isinstance(labels, (str, Path)):
@@ -708,7 +756,7 @@ def evaluate_cleaning(
     rate: float = 0.1,
     seed: int = 0,
     images: str | Path | None = None,
-    embeddings: Embeddings | None = None,
+    embeddings: Embeddings | str | Path | None = None,
     config=None,
     strategies: Sequence[str] | None = None,
     attribute_groups: Mapping[str, Sequence[str]] | None = None,

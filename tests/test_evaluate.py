@@ -24,6 +24,7 @@ from clusterclean.evaluate import (
     probe_f1,
     read_benchmark,
     train_val_experiments,
+    write_evaluation,
 )
 
 # --------------------------------------------------------------------------- grouping
@@ -429,3 +430,35 @@ def test_run_option_sets_any_pipeline_field():
     bad = script.build_parser().parse_args(["--run-option", "typo=1"])
     with pytest.raises(SystemExit, match="KEY=VALUE with KEY one of"):
         script.run_config(bad, 0.8)
+
+
+def test_write_evaluation_round_trips(tmp_path):
+    import json
+
+    from clusterclean.pipeline import RunConfig
+
+    labels, emb = _perfect_groups(6, 4, seed=2)
+    labels["age"] = np.repeat(np.resize(["young", "old"], 6), 4)
+    result = evaluate_cleaning(
+        labels,
+        kind="uniform",
+        rate=0.1,
+        embeddings=emb,
+        config=RunConfig(min_similarity=0.9, multiclass_columns=("age",)),
+        strategies=["majority"],
+        probe=False,
+    )
+    folder = write_evaluation(result, tmp_path / "ev")
+    summary = json.loads((folder / "evaluation.json").read_text())
+    # 6 groups x 4 views x 5 attributes = 120 cells; round(0.1 * 120) = 12 planted.
+    assert summary["n_planted_cells"] == 12 and summary["downstream"] is None
+    planted = pd.read_parquet(folder / "planted.parquet")
+    assert len(planted) == 12 and set(planted["attribute"]) <= {"a", "b", "c", "d", "age"}
+    detection = pd.read_parquet(folder / "detection.parquet")
+    assert detection["method"].tolist() == ["label_issues", "majority"]
+    assert not (folder / "downstream.parquet").exists()
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "detection.parquet",
+        "evaluation.json",
+        "planted.parquet",
+    ]
