@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -50,9 +51,12 @@ class SkippedImage:
 # --------------------------------------------------------------------------- reading images
 
 
-def read_image(path: str | Path) -> PIL.Image.Image:
+def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Image:
     """Open an image file as an 8-bit RGB PIL image, the way every backbone sees it.
 
+    - with ``min_size``, a JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's
+      DCT scaling) when both sides stay >= ``min_size``: several times faster
+      on large photos that the transform would shrink anyway;
     - the EXIF orientation is applied (a phone photo stored sideways comes upright);
     - 16-bit and 32-bit integer grayscale is scaled to 8 bits (``value / 257``)
       instead of being clipped to white;
@@ -72,6 +76,8 @@ def read_image(path: str | Path) -> PIL.Image.Image:
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
+        if min_size is not None and opened.format == "JPEG":
+            opened.draft(None, (min_size, min_size))
         image = ImageOps.exif_transpose(opened)  # loads the pixels; a copy, file closed after
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
         scaled = np.asarray(image, dtype=np.float64) / 257.0
@@ -112,9 +118,10 @@ class _ImageFiles:
     raising, so one bad image never kills a worker or the run.
     """
 
-    def __init__(self, paths: Sequence[str], transform) -> None:
+    def __init__(self, paths: Sequence[str], transform, min_size: int) -> None:
         self.paths = paths
         self.transform = transform
+        self.min_size = min_size
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -122,7 +129,7 @@ class _ImageFiles:
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            return index, self.transform(read_image(path)), ""
+            return index, self.transform(read_image(path, min_size=self.min_size)), ""
         except Exception as exc:  # any decoder failure becomes a skip with its reason
             return index, None, _skip_reason(path, exc)
 
@@ -237,8 +244,10 @@ def _run_model(
 
     device = _model_device(backbone.model)
     on_gpu = device.type == "cuda"
+    # every transform shrinks the shorter side to at most 8/7 of the largest input side
+    min_size = math.ceil(max(backbone.input_size) * 8 / 7)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, backbone.transform),
+        _ImageFiles(paths, backbone.transform, min_size),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,

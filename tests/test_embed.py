@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -70,10 +71,17 @@ def tiny(tiny_script):
     return load_backbone("torchscript", weights=tiny_script, device="cpu")
 
 
+def stage_input(backbone, path) -> torch.Tensor:
+    """One image as the stage feeds it to the model. JPEGs may be decoded at reduced scale,
+    down to 8/7 of the largest input side (see test_large_jpegs_are_decoded_at_reduced_scale)."""
+    min_size = math.ceil(max(backbone.input_size) * 8 / 7)
+    return backbone.transform(read_image(path, min_size=min_size))
+
+
 def expected_vectors(backbone, paths) -> np.ndarray:
     """The stage's result computed by hand: read, transform, forward one by one, L2-normalise."""
     with torch.inference_mode():
-        rows = [backbone.model(backbone.transform(read_image(p))[None])[0] for p in paths]
+        rows = [backbone.model(stage_input(backbone, p)[None])[0] for p in paths]
     vectors = torch.stack(rows).numpy()
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
@@ -184,12 +192,26 @@ def test_progress_bar_and_log(tiny, photos, capfd, caplog):
 def test_flip_tta_averages_the_image_and_its_mirror(tiny, photos):
     embeddings = embed_images(photos, backbone=tiny, tta="flip", progress=False)
     with torch.inference_mode():
-        batch = torch.stack([tiny.transform(read_image(p)) for p in photos])
+        batch = torch.stack([stage_input(tiny, p) for p in photos])
         raw = ((tiny.model(batch) + tiny.model(batch.flip(-1))) / 2).numpy()
     expected = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     np.testing.assert_allclose(embeddings.vectors, expected, atol=TOL)
     plain = embed_images(photos, backbone=tiny, progress=False).vectors
     assert not np.allclose(plain, expected, atol=1e-3)  # the mirror did change something
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path, tiny):
+    big = Image.fromarray(skimage.data.astronaut()).resize((1200, 900))
+    big.save(tmp_path / "big.jpg", quality=95)
+    big.save(tmp_path / "big.png")
+    # 1200 // 256 = 4, 900 // 256 = 3 -> libjpeg scale 1/2, both sides still >= 256
+    assert read_image(tmp_path / "big.jpg", min_size=256).size == (600, 450)
+    assert read_image(tmp_path / "big.png", min_size=256).size == (1200, 900)  # JPEG only
+    assert read_image(tmp_path / "big.jpg").size == (1200, 900)
+    lite = embed_images(
+        [tmp_path / "big.jpg", tmp_path / "big.png"], backbone=tiny, progress=False
+    ).vectors
+    assert float(lite[0] @ lite[1]) > 0.999  # the same picture either way
 
 
 # --------------------------------------------------------------------------- cache and resume
