@@ -1,8 +1,9 @@
 """Embeddings -> kNN graph edges, with FAISS.
 
-The search is exact inner product (``IndexFlatIP``) on unit vectors, so the
-scores are cosine similarities. Queries run in batches so memory stays bounded
-at ``batch_size * n_neighbors`` results on top of the index itself.
+The search runs on the index :mod:`clusterclean.index` chooses (exact
+``IndexFlatIP`` up to a size, IVF above) on unit vectors, so the scores are
+cosine similarities. Queries run in batches so memory stays bounded at
+``batch_size * n_neighbors`` results on top of the index itself.
 """
 
 from __future__ import annotations
@@ -46,8 +47,16 @@ def search_neighbors(
     n_neighbors: int = 10,
     batch_size: int = 16384,
     progress: bool = False,
+    index: str = "auto",
+    n_lists: int | None = None,
+    n_probe: int | None = None,
+    n_components: int | None = None,
 ) -> Neighbors:
     """Find the ``n_neighbors`` most similar other images of every image.
+
+    The index is chosen by :func:`clusterclean.index.choose_index`: exact
+    (``flat``) up to ``FLAT_MAX_IMAGES`` images, approximate (``ivf``) above,
+    unless ``index`` names one.
 
     Parameters
     ----------
@@ -59,6 +68,13 @@ def search_neighbors(
         Queries per FAISS call; bounds the memory of the result buffers.
     progress : bool, default=False
         Show a progress bar over the query batches.
+    index : {"auto", "flat", "ivf", "hnsw"}, default="auto"
+        Index kind (see :mod:`clusterclean.index`).
+    n_lists, n_probe : int, optional
+        IVF cells and cells scanned per query; scaled to N when unset.
+    n_components : int, optional
+        Search a PCA reduction to this dimension, then re-score the
+        candidates with the full vectors (similarities stay exact cosines).
 
     Returns
     -------
@@ -67,7 +83,7 @@ def search_neighbors(
         (n_images, n_neighbors) float32, most similar first; -1 / -inf pad
         rows that have fewer than ``n_neighbors`` other images.
     """
-    import faiss
+    from .index import build_index, choose_index, search_index
 
     func = "search_neighbors"
     embeddings = _check_embeddings(embeddings, func)
@@ -75,27 +91,35 @@ def search_neighbors(
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     vectors = embeddings.vectors
     n_images = len(vectors)
+    spec = choose_index(
+        n_images,
+        embeddings.dim,
+        index=index,
+        n_lists=n_lists,
+        n_probe=n_probe,
+        n_components=n_components,
+        func=func,
+    )
     started = time.perf_counter()
     indices = np.full((n_images, n_neighbors), -1, dtype=np.int64)
     similarities = np.full((n_images, n_neighbors), -np.inf, dtype=np.float32)
     if n_images > 1:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
-        n_search = min(n_neighbors + 1, n_images)
-        starts = range(0, n_images, batch_size)
-        if progress and len(starts) > 1:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="kNN search", unit="batch")
-        for start in starts:
-            stop = min(start + batch_size, n_images)
-            sims, idx = index.search(vectors[start:stop], n_search)
-            kept_idx, kept_sims = _drop_self(idx, sims, np.arange(start, stop))
-            width = kept_idx.shape[1]
-            indices[start:stop, :width] = kept_idx
-            similarities[start:stop, :width] = kept_sims
+        faiss_index = build_index(vectors, spec)
+        sims, idx = search_index(
+            faiss_index,
+            vectors,
+            min(n_neighbors + 1, n_images),
+            database=vectors,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        kept_idx, kept_sims = _drop_self(idx, sims, np.arange(n_images))
+        width = kept_idx.shape[1]
+        indices[:, :width] = kept_idx
+        similarities[:, :width] = kept_sims
     logger.info(
-        "kNN search: %d images, %d neighbours, %.2f s",
+        "kNN search (%s): %d images, %d neighbours, %.2f s",
+        spec.kind,
         n_images,
         n_neighbors,
         time.perf_counter() - started,
