@@ -17,12 +17,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from ._contracts import Dataset, Embeddings
-from ._validation import check_float, check_int
+from ._contracts import Dataset, Embeddings, Neighbors
+from ._validation import check_choice, check_float, check_int
 from .components import component_edge_stats, find_components
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
+from .index import INDEX_KINDS, choose_index
 from .report import Report, order_columns, write_report
 from .scoring import parse_threshold, score_components
 
@@ -57,6 +58,13 @@ class RunConfig:
         Attributes never scored or flagged.
     min_duplicate_similarity : float
         Pairs at or above this similarity form near-duplicate groups.
+    index : str
+        kNN index: ``auto`` (exact up to 100k images, IVF above), ``flat``,
+        ``ivf`` or ``hnsw`` (:mod:`clusterclean.index`).
+    n_lists, n_probe : int or None
+        IVF cells and cells scanned per query (None = scaled to N).
+    n_components : int or None
+        Search a PCA reduction of this dimension (None = full vectors).
     """
 
     backbone: str = "resnet50"
@@ -90,6 +98,10 @@ class RunConfig:
         )
         for threshold in self.thresholds:
             parse_threshold(threshold)
+        check_choice(self.index, "index", func, INDEX_KINDS)
+        for name in ("n_lists", "n_probe", "n_components"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, func, min_value=1)
         for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -100,6 +112,10 @@ class RunConfig:
             object.__setattr__(self, name, tuple(value))
 
     min_duplicate_similarity: float = 0.98
+    index: str = "auto"
+    n_lists: int | None = None
+    n_probe: int | None = None
+    n_components: int | None = None
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -190,6 +206,7 @@ def run(
     embedding_ids: str | Path | None = None,
     config: RunConfig | None = None,
     progress: bool = True,
+    neighbors: Neighbors | None = None,
     **options: Any,
 ) -> Report:
     """Run the whole pipeline: load, embed, kNN graph, components, scores, report.
@@ -212,6 +229,9 @@ def run(
         All options at once; ``**options`` override its fields by name.
     progress : bool, default=True
         Progress bars on the long stages.
+    neighbors : Neighbors, optional
+        kNN lists already searched on these embeddings, in the dataset's row
+        order (``clusterclean.incremental`` merges them); the search is skipped.
 
     Returns
     -------
@@ -234,7 +254,31 @@ def run(
     with _timed(timings, "embed"):
         vectors = _embed(dataset, embeddings, embedding_ids, config, progress)
     with _timed(timings, "graph"):
-        neighbors = search_neighbors(vectors, n_neighbors=config.n_neighbors, progress=progress)
+        index_spec = choose_index(
+            len(vectors),
+            vectors.dim,
+            index=config.index,
+            n_lists=config.n_lists,
+            n_probe=config.n_probe,
+            n_components=config.n_components,
+            func="run",
+        )
+        if neighbors is not None and neighbors.indices.shape != (len(vectors), config.n_neighbors):
+            raise InvalidInputError(
+                f"The 'neighbors' parameter of run must hold {config.n_neighbors} neighbours "
+                f"for each of the {len(vectors)} images. Got shape {neighbors.indices.shape} "
+                "instead."
+            )
+        if neighbors is None:
+            neighbors = search_neighbors(
+                vectors,
+                n_neighbors=config.n_neighbors,
+                progress=progress,
+                index=index_spec.kind,
+                n_lists=index_spec.n_lists,
+                n_probe=index_spec.n_probe,
+                n_components=index_spec.n_components,
+            )
         edges = edges_from_neighbors(
             neighbors, min_similarity=config.min_similarity, mutual=config.mutual
         )
@@ -281,6 +325,7 @@ def run(
         },
         "thresholds": scores.components.attrs.get("thresholds", {}),
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
+        "index": index_spec.as_dict(),
     }
     report = Report(
         dataset=dataset,
@@ -292,6 +337,7 @@ def run(
         duplicates=duplicates,
         edges=edges,
         embeddings=vectors,
+        neighbors=neighbors,
         run_info=run_info,
     )
     timings["total"] = round(time.perf_counter() - started, 4)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from ._contracts import Dataset, Embeddings
+from ._contracts import Dataset, Embeddings, Neighbors
 from .errors import InvalidInputError, ReportSchemaError
 from .html import write_html
 
@@ -161,6 +161,12 @@ TABLES["duplicates"] = {
     "n_differing_labels": ("int64", "attributes whose known values differ inside the group"),
     "differing_attributes": ("list<string>", "those attributes"),
 }
+# --- kNN lists (what `clusterclean run --add` merges new images into) ---------
+TABLES["neighbors"] = {
+    "src": ("int32", "row of the querying image; n_neighbors rows each, in row order"),
+    "dst": ("int32", "row of its neighbour, most similar first; -1 = none"),
+    "similarity": ("float32", "cosine similarity; -inf where dst is -1"),
+}
 HTML_FILE = "report.html"
 # --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
@@ -180,6 +186,8 @@ class Report:
         The vectors the graph was built on.
     duplicates : DataFrame or None
         Exact / near duplicate groups and split leaks (``TABLES["duplicates"]``).
+    neighbors : Neighbors or None
+        The kNN lists the graph was cut from (``neighbors.parquet``).
     run_info : dict
         Parameters, versions, timings and counts (``run.json``).
     folder : Path or None
@@ -195,6 +203,7 @@ class Report:
     edges: pd.DataFrame
     embeddings: Embeddings | None = None
     duplicates: pd.DataFrame | None = None
+    neighbors: Neighbors | None = None
     run_info: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -352,6 +361,26 @@ def _embeddings_frame(embeddings: Embeddings) -> pd.DataFrame:
     )
 
 
+def _neighbors_frame(neighbors: Neighbors) -> pd.DataFrame:
+    n_images, width = neighbors.indices.shape
+    return pd.DataFrame(
+        {
+            "src": np.repeat(np.arange(n_images, dtype=np.int32), width),
+            "dst": neighbors.indices.ravel().astype(np.int32),
+            "similarity": neighbors.similarities.ravel().astype(np.float32),
+        }
+    )
+
+
+def _neighbors_from_frame(frame: pd.DataFrame, meta: dict) -> Neighbors:
+    width = int(meta["n_neighbors"])
+    shape = (len(frame) // max(width, 1), width)
+    return Neighbors(
+        indices=frame["dst"].to_numpy(dtype=np.int64).reshape(shape),
+        similarities=frame["similarity"].to_numpy(dtype=np.float32).reshape(shape),
+    )
+
+
 def _prepare_folder(out: Path) -> Path:
     """Check that ``out`` may be (re)placed, and return the staging folder next to it."""
     if out.exists() and not out.is_dir():
@@ -405,7 +434,8 @@ def write_report(report: Report, out: str | Path) -> Path:
     Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
     ``components.parquet``, ``component_attributes.parquet``,
     ``label_issues.parquet``, ``pairs.parquet``, ``edges.parquet``,
-    ``embeddings.parquet`` (when there are embeddings), ``duplicates.parquet``
+    ``embeddings.parquet`` (when there are embeddings), ``neighbors.parquet``
+    (the kNN lists, when given), ``duplicates.parquet``
     (when duplicates were computed), ``run.json`` and ``report.html``.
     """
     started = time.perf_counter()
@@ -440,6 +470,13 @@ def write_report(report: Report, out: str | Path) -> Path:
                 _embeddings_frame(report.embeddings),
                 staging / "embeddings.parquet",
                 metadata={"backbone": report.embeddings.backbone},
+            )
+        if report.neighbors is not None:
+            write_table(
+                "neighbors",
+                _neighbors_frame(report.neighbors),
+                staging / "neighbors.parquet",
+                metadata={"n_neighbors": int(report.neighbors.indices.shape[1])},
             )
         run_info = dict(report.run_info, schema_version=SCHEMA_VERSION)
         timings = dict(run_info.get("timings", {}))
@@ -509,6 +546,15 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
             vectors=np.ascontiguousarray(vectors, dtype=np.float32),
             backbone=meta.get("backbone", "user"),
         )
+    neighbors = None
+    if load_embeddings and (folder / "neighbors.parquet").is_file():
+        frame, meta = read_table(folder / "neighbors.parquet", expected="neighbors")
+        neighbors = _neighbors_from_frame(frame, meta)
     return Report(
-        dataset=dataset, embeddings=embeddings, run_info=run_info, folder=folder, **tables
+        dataset=dataset,
+        embeddings=embeddings,
+        neighbors=neighbors,
+        run_info=run_info,
+        folder=folder,
+        **tables,
     )
