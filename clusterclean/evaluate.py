@@ -662,29 +662,22 @@ def write_evaluation(evaluation: Evaluation, out: str | Path) -> Path:
         The folder.
     """
     import json
-    import os
-    import tempfile
+
+    from .report import _atomic_write
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
 
-    def atomic(name: str, write) -> None:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-
     text = json.dumps(evaluation.summary(), indent=2, default=_json_default) + "\n"
-    atomic("evaluation.json", lambda tmp: Path(tmp).write_text(text))
+    _atomic_write(folder / "evaluation.json", lambda tmp: tmp.write_text(text))
     planted = evaluation.planted.astype({"true_label": str, "given_label": str})
     tables = {"detection": evaluation.detection, "planted": planted}
     if evaluation.downstream is not None:
         tables["downstream"] = evaluation.downstream
     for name, frame in tables.items():
-        atomic(f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False))
+        _atomic_write(
+            folder / f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False)
+        )
     return folder
 
 

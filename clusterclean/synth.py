@@ -23,8 +23,6 @@ import gzip
 import io
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,14 +164,9 @@ def _check_size(size, func: str) -> tuple[int, int]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .report import _atomic_write
+
+    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

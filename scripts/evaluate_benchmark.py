@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -80,13 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _atomic(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    from clusterclean.report import _atomic_write
+
+    _atomic_write(Path(path), write)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
@@ -94,14 +88,9 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_json(data, path: Path) -> None:
-    def default(o):
-        if isinstance(o, np.integer):
-            return int(o)
-        if isinstance(o, np.floating):
-            return None if np.isnan(o) else float(o)
-        return str(o)
+    from clusterclean.evaluate import _json_default
 
-    write_text(json.dumps(data, indent=2, default=default) + "\n", path)
+    write_text(json.dumps(data, indent=2, default=_json_default) + "\n", path)
 
 
 def write_text(text: str, path: Path) -> None:
