@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,7 +184,15 @@ def run_trials(
     Either way the final rerun must succeed and leave no staging folder behind.
     Odd trials kill anywhere in a run, even ones while the report is being written.
     """
-    env = dict(os.environ, PYTHONHASHSEED="0")
+    # The children run a frozen copy of the package, so that edits made to the
+    # working tree while the series runs do not change the reference report.
+    code = work / "code"
+    shutil.copytree(
+        Path(__file__).resolve().parents[1] / "clusterclean",
+        code / "clusterclean",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(code))
     labels, embeddings = make_inputs(work, n_images=n_images, seed=seed)
     inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (labels, embeddings)}
     out = work / "report"
