@@ -392,3 +392,29 @@ def test_fashion_benchmark_from_the_debian_package(tmp_path):
     bench = make_fashion_benchmark(tmp_path, n_persons=20, seed=0)
     assert bench.persons["fashion_class"].nunique() > 3
     assert len(bench.labels) == bench.persons["n_views"].sum()
+
+
+def test_inject_noise_exact_output_for_seed_0():
+    """Golden output: the planted cells of a small table are pinned for seed 0."""
+    labels = _table(["g0"] * 5 + ["g1"] * 3, a=[1, 1, 1, 1, 1, 0, 0, 0], b=[0, 0, 0, 0, 0, 1, 1, 1])
+
+    def cells(kind, **options):
+        planted = inject_noise(labels, kind=kind, rate=0.5, seed=0, **options).planted
+        return [tuple(r) for r in planted.itertuples(index=False)]
+
+    # 4 eligible pairs -> 2 drawn (both of g1), 1 of 3 views each.
+    assert cells("disagreement") == [("i5", "a", 0, 1), ("i5", "b", 1, 0)]
+    # 16 cells -> 8 flipped.
+    assert cells("uniform") == [
+        ("i0", "a", 1, 0),
+        ("i0", "b", 0, 1),
+        ("i1", "b", 0, 1),
+        ("i2", "a", 1, 0),
+        ("i2", "b", 0, 1),
+        ("i3", "a", 1, 0),
+        ("i3", "b", 0, 1),
+        ("i7", "b", 1, 0),
+    ]
+    # a != b on all 8 rows -> 4 rows swapped.
+    swapped = cells("class_conditional", confusions=[("a", "b")])
+    assert [c[0] for c in swapped[::2]] == ["i2", "i3", "i4", "i6"]
