@@ -167,6 +167,17 @@ TABLES["neighbors"] = {
     "dst": ("int32", "row of its neighbour, most similar first; -1 = none"),
     "similarity": ("float32", "cosine similarity; -inf where dst is -1"),
 }
+# --- new images against a base report (clusterclean.incremental.add_images) ----
+TABLES["additions"] = {
+    "image_id": ("string", "new image"),
+    "component_id": ("int32", "its component in the updated report"),
+    "n_existing_in_component": ("int64", "images of the base report in that component"),
+    "nearest_existing_id": ("string", "most similar image of the base report"),
+    "nearest_existing_similarity": ("float32", "cosine similarity to it"),
+    "is_duplicate": ("bool", "in a duplicate group (exact or near) with a base image"),
+    "n_contradicting_pairs": ("int64", "edges to base images whose known labels differ"),
+    "contradicted_attributes": ("list<string>", "attributes that differ on those edges"),
+}
 HTML_FILE = "report.html"
 # --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}

@@ -1,0 +1,318 @@
+"""New images against an existing report: embed only them, merge them into the kNN lists.
+
+A report folder keeps what this needs: the vectors (``embeddings.parquet``),
+the kNN lists (``neighbors.parquet``), the labels (``dataset.parquet``) and the
+options and index (``run.json``). :func:`add_images`
+
+1. embeds only the new images, with the backbone and weights recorded in the
+   base run (or takes vectors the user brings);
+2. searches the new vectors against base + new (``n_new`` queries, on the
+   index kind the base run used), and the base vectors against an exact index
+   of the new ones only (``n_base`` queries over ``n_new`` vectors);
+3. merges: the k nearest of a base image in the union are the k best of its
+   saved list and its new-image results, so no base-base search is repeated;
+4. runs the remaining stages (edges, components, scores, duplicates) on the
+   union with :func:`clusterclean.pipeline.run`, and lists what each new image
+   duplicates or contradicts (``TABLES["additions"]`` in :mod:`clusterclean.report`).
+
+With the exact (``flat``) index the result equals a full run on the union
+(same edges, components and scores); with IVF the candidates are approximate
+as in any IVF run, and the cells are the base run's (trained on the base).
+Cost: O((n_new * (n_base + n_new) + n_base * n_new) d) for the search instead
+of O((n_base + n_new)^2 d), plus the linear stages over the union.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._contracts import Dataset, Embeddings, Neighbors
+from .errors import InvalidInputError
+from .report import Report, read_report, write_report, write_table
+
+__all__ = ["add_images", "merge_neighbors"]
+
+logger = logging.getLogger(__name__)
+
+ADDITIONS_FILE = "additions.parquet"
+
+
+def merge_neighbors(
+    base: Neighbors, extra_indices: np.ndarray, extra_similarities: np.ndarray
+) -> Neighbors:
+    """The best ``k`` of each row's saved list and its extra candidates, most similar first.
+
+    Parameters
+    ----------
+    base : Neighbors
+        Lists of shape (n_rows, k).
+    extra_indices, extra_similarities : ndarray of shape (n_rows, m)
+        More candidates per row (-1 / -inf = none), disjoint from the saved ones.
+
+    Returns
+    -------
+    Neighbors
+        Shape (n_rows, k). Ties keep saved entries first (a stable sort).
+    """
+    width = base.indices.shape[1]
+    indices = np.hstack([base.indices, extra_indices.astype(np.int64)])
+    sims = np.hstack([base.similarities, extra_similarities.astype(np.float32)])
+    sims = np.where(indices >= 0, sims, -np.inf).astype(np.float32)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :width]
+    return Neighbors(
+        indices=np.take_along_axis(indices, order, axis=1),
+        similarities=np.take_along_axis(sims, order, axis=1),
+    )
+
+
+def _read_base(base: str | Path | Report) -> Report:
+    report = base if isinstance(base, Report) else read_report(base)
+    where = report.folder or "the base report"
+    missing = [
+        name
+        for name, value in (
+            ("embeddings.parquet", report.embeddings),
+            ("neighbors.parquet", report.neighbors),
+        )
+        if value is None
+    ]
+    if missing:
+        raise InvalidInputError(
+            f"{where} has no {' and no '.join(missing)}, which adding images needs; re-run "
+            "`clusterclean run` on the base images with this clusterclean version to write them."
+        )
+    return report
+
+
+def _config_of(report: Report, options: dict[str, Any]):
+    from .pipeline import RunConfig
+
+    recorded = dict(report.run_info.get("parameters", {}))
+    known = {k: v for k, v in recorded.items() if k in RunConfig.__dataclass_fields__}
+    for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
+        if name in known:
+            known[name] = tuple(known[name])
+    return RunConfig(**{**known, **options})
+
+
+def _union(base: Dataset, new: Dataset) -> Dataset:
+    if tuple(new.attributes) != tuple(base.attributes):
+        only_new = sorted(set(new.attributes) - set(base.attributes))
+        only_base = sorted(set(base.attributes) - set(new.attributes))
+        raise InvalidInputError(
+            "The new labels must have the base report's attributes in the same order. "
+            f"Only in the new labels: {only_new[:5]}; only in the base: {only_base[:5]}. "
+            "Use the same labels table layout as the base run."
+        )
+    overlap = pd.Index(new.ids.astype(str)).intersection(pd.Index(base.ids.astype(str)))
+    if len(overlap):
+        raise InvalidInputError(
+            f"{len(overlap)} new images are already in the base report (first: "
+            f"{overlap[0]!r}); give only images the base run has not seen, or rename them."
+        )
+    columns = [c for c in ("image_id", "path", "split", "group") if c in base.table.columns]
+    columns += [c for c in ("path", "split", "group") if c in new.table.columns]
+    columns = list(dict.fromkeys(columns))
+    table = pd.concat(
+        [base.table.reindex(columns=columns), new.table.reindex(columns=columns)],
+        ignore_index=True,
+    ).astype(object)
+    table = table.where(table.notna(), None)
+    return Dataset(
+        table=table,
+        labels=np.vstack([base.labels, new.labels]),
+        attributes=base.attributes,
+        tasks=base.tasks,
+        root=base.root if base.root == new.root else None,
+    )
+
+
+def _search_union(base: Report, new_vectors: np.ndarray, n_neighbors: int, progress: bool):
+    """kNN lists of base + new, given the base lists; and each new image's nearest base row."""
+    from .graph import _drop_self
+    from .index import IndexSpec, build_index, choose_index, search_index
+
+    base_vectors = base.embeddings.vectors
+    n_base, n_new = len(base_vectors), len(new_vectors)
+    union = np.vstack([base_vectors, new_vectors])
+    recorded = base.run_info.get("index")
+    spec = IndexSpec(**recorded) if recorded else choose_index(n_base, union.shape[1])
+    # forward: the new images against everything (trained on the base, as the base run was)
+    index = build_index(base_vectors, spec, add=False)
+    index.add(union)
+    width = min(n_neighbors + 1, n_base + n_new)
+    sims, idx = search_index(index, new_vectors, width, database=union, progress=progress)
+    idx, sims = _drop_self(idx, sims, np.arange(n_base, n_base + n_new))
+    new_lists = merge_neighbors(
+        Neighbors(
+            indices=np.full((n_new, n_neighbors), -1, dtype=np.int64),
+            similarities=np.full((n_new, n_neighbors), -np.inf, dtype=np.float32),
+        ),
+        idx,
+        sims,
+    )
+    # reverse: every base image against the new ones only (exact)
+    exact = build_index(new_vectors, choose_index(n_new, union.shape[1], index="flat"))
+    back_sims, back_idx = search_index(exact, base_vectors, min(n_neighbors, n_new))
+    back_idx = np.where(back_idx >= 0, back_idx + n_base, -1)
+    base_lists = merge_neighbors(base.neighbors, back_idx, back_sims)
+    # nearest base image of each new one (for the additions table)
+    nearest = build_index(base_vectors, choose_index(n_base, union.shape[1], index="flat"))
+    near_sims, near_idx = search_index(nearest, new_vectors, 1)
+    merged = Neighbors(
+        indices=np.vstack([base_lists.indices, new_lists.indices]),
+        similarities=np.vstack([base_lists.similarities, new_lists.similarities]),
+    )
+    return merged, spec, near_idx[:, 0], near_sims[:, 0]
+
+
+def _additions(report: Report, n_base: int, nearest_row, nearest_sim) -> pd.DataFrame:
+    """One row per new image: its component, nearest base image, duplicates, contradictions."""
+    ids = report.dataset.ids.astype(str)
+    new_ids = ids[n_base:]
+    component = report.images["component_id"].to_numpy()
+    existing = np.bincount(component[:n_base], minlength=int(component.max()) + 1)
+    is_new = pd.Index(new_ids)
+    duplicate = np.zeros(len(new_ids), dtype=bool)
+    if report.duplicates is not None and len(report.duplicates):
+        groups = report.duplicates[["kind", "group_id", "image_id"]].copy()
+        groups["is_base"] = ~groups["image_id"].isin(is_new)
+        with_base = groups.groupby(["kind", "group_id"])["is_base"].transform("any")
+        duplicated = set(groups.loc[with_base & ~groups["is_base"], "image_id"])
+        duplicate = np.isin(new_ids, list(duplicated))
+    pairs = report.pairs
+    a_new, b_new = pairs["image_id_a"].isin(is_new), pairs["image_id_b"].isin(is_new)
+    crossing = pairs[(a_new != b_new) & (pairs["n_differing_labels"] > 0)]
+    crossing = pd.DataFrame(
+        {
+            "image_id": np.where(
+                crossing["image_id_a"].isin(is_new), crossing["image_id_a"], crossing["image_id_b"]
+            ),
+            "attributes": crossing["differing_attributes"].to_numpy(),
+        }
+    )
+    counts = crossing.groupby("image_id").size()
+    attributes = crossing.groupby("image_id")["attributes"].agg(
+        lambda lists: sorted({a for values in lists for a in values})
+    )
+    has = nearest_row >= 0
+    nearest_id = np.full(len(new_ids), None, dtype=object)
+    nearest_id[has] = ids[nearest_row[has]]
+    return pd.DataFrame(
+        {
+            "image_id": new_ids,
+            "component_id": component[n_base:].astype(np.int32),
+            "n_existing_in_component": existing[component[n_base:]].astype(np.int64),
+            "nearest_existing_id": nearest_id,
+            "nearest_existing_similarity": np.where(has, nearest_sim, np.nan).astype(np.float32),
+            "is_duplicate": duplicate,
+            "n_contradicting_pairs": counts.reindex(new_ids, fill_value=0).to_numpy(np.int64),
+            "contradicted_attributes": [
+                list(attributes.get(i, [])) for i in new_ids
+            ],  # empty list when none
+        }
+    )
+
+
+def add_images(
+    base: str | Path | Report,
+    images: str | Path | None = None,
+    labels: str | Path | pd.DataFrame | Dataset | None = None,
+    *,
+    out: str | Path | None = None,
+    embeddings: str | Path | Embeddings | None = None,
+    embedding_ids: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Report, pd.DataFrame]:
+    """Add new images to an existing report without re-embedding or re-searching the old ones.
+
+    Parameters
+    ----------
+    base : path or Report
+        A report folder written by ``clusterclean run`` (it must hold
+        ``embeddings.parquet`` and ``neighbors.parquet``).
+    images : path, optional
+        Folder of the new images only.
+    labels : path, DataFrame or Dataset, optional
+        Labels of the new images, same attributes as the base run.
+    out : path, optional
+        Folder for the updated report (the base folder itself is allowed: it
+        is replaced atomically). ``additions.parquet`` is written into it.
+    embeddings, embedding_ids : optional
+        Vectors of the new images instead of embedding them (as in ``run``).
+    progress : bool, default=True
+
+    Returns
+    -------
+    report : Report
+        The report of base + new images, rows in that order.
+    additions : pandas.DataFrame
+        One row per new image, columns ``TABLES["additions"]`` in :mod:`clusterclean.report`.
+    """
+    from .pipeline import _embed, _load, run
+
+    started = time.perf_counter()
+    base_report = _read_base(base)
+    config = _config_of(base_report, {})
+    new_dataset = _load(images, labels, embeddings, config)
+    new_vectors = _embed(new_dataset, embeddings, embedding_ids, config, progress)
+    base_vectors = base_report.embeddings
+    if new_vectors.dim != base_vectors.dim:
+        raise InvalidInputError(
+            f"The new embeddings have {new_vectors.dim} dimensions but the base report's have "
+            f"{base_vectors.dim}; embed the new images with the base run's backbone "
+            f"({base_vectors.backbone!r})."
+        )
+    if base_vectors.backbone != "user" and new_vectors.backbone != base_vectors.backbone:
+        raise InvalidInputError(
+            f"The new embeddings come from {new_vectors.backbone!r} but the base report's from "
+            f"{base_vectors.backbone!r}; similarities across models mean nothing. Embed the new "
+            "images with the base backbone (leave --embeddings out to do it here)."
+        )
+    dataset = _union(base_report.dataset, new_dataset)
+    n_base = base_report.dataset.n_images
+    vectors = Embeddings(
+        ids=dataset.ids,
+        vectors=np.vstack([base_vectors.vectors, new_vectors.vectors]),
+        backbone=base_vectors.backbone,
+    )
+    search_started = time.perf_counter()
+    neighbors, spec, nearest_row, nearest_sim = _search_union(
+        base_report, new_vectors.vectors, config.n_neighbors, progress
+    )
+    search_seconds = time.perf_counter() - search_started
+    report = run(
+        labels=dataset, embeddings=vectors, config=config, neighbors=neighbors, progress=progress
+    )
+    additions = _additions(report, n_base, nearest_row, nearest_sim)
+    run_info = dict(report.run_info)
+    run_info["index"] = spec.as_dict()
+    run_info["timings"] = dict(run_info["timings"], search_new=round(search_seconds, 4))
+    run_info["incremental"] = {
+        "base": str(base_report.folder) if base_report.folder else None,
+        "n_base_images": n_base,
+        "n_new_images": len(additions),
+        "n_duplicates": int(additions["is_duplicate"].sum()),
+        "n_contradicting": int((additions["n_contradicting_pairs"] > 0).sum()),
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    report = replace(report, run_info=run_info)
+    if out is not None:
+        folder = write_report(report, out)
+        write_table("additions", additions, folder / ADDITIONS_FILE)
+        report = replace(report, folder=folder)
+    logger.info(
+        "added %d images to %d: %d duplicate, %d contradict base images",
+        len(additions),
+        n_base,
+        run_info["incremental"]["n_duplicates"],
+        run_info["incremental"]["n_contradicting"],
+    )
+    return report, additions

@@ -1,0 +1,143 @@
+import numpy as np
+import pandas as pd
+import pytest
+from planted import make_planted
+
+import clusterclean as cc
+from clusterclean._contracts import Neighbors
+from clusterclean.errors import InvalidInputError
+from clusterclean.incremental import add_images, merge_neighbors
+from clusterclean.report import read_table
+
+OPTIONS = {"progress": False, "n_neighbors": 5, "min_similarity": 0.8, "index": "flat"}
+
+
+def _subset(dataset: cc.Dataset, embeddings: cc.Embeddings, rows):
+    table = dataset.table.iloc[rows].reset_index(drop=True)
+    part = cc.Dataset(table=table, labels=dataset.labels[rows], attributes=dataset.attributes)
+    vectors = cc.Embeddings(ids=embeddings.ids[rows], vectors=embeddings.vectors[rows])
+    return part, vectors
+
+
+@pytest.fixture(scope="module")
+def planted():
+    data = make_planted(n_groups=120, max_size=6, dim=24, n_attributes=5, n_flips=12, noise=0.05)
+    order = np.random.default_rng(3).permutation(data.dataset.n_images)
+    return _subset(data.dataset, data.embeddings, order)
+
+
+def _partition(component_ids: np.ndarray) -> set:
+    return {frozenset(np.flatnonzero(component_ids == c)) for c in np.unique(component_ids)}
+
+
+def test_adding_equals_a_full_run_on_the_union(tmp_path, planted):
+    dataset, embeddings = planted
+    n_base = int(0.7 * dataset.n_images)
+    base, base_vectors = _subset(dataset, embeddings, np.arange(n_base))
+    new, new_vectors = _subset(dataset, embeddings, np.arange(n_base, dataset.n_images))
+    cc.run(labels=base, embeddings=base_vectors, out=tmp_path / "base", **OPTIONS)
+
+    added, additions = add_images(
+        tmp_path / "base",
+        labels=new,
+        embeddings=new_vectors,
+        out=tmp_path / "added",
+        progress=False,
+    )
+    full = cc.run(labels=dataset, embeddings=embeddings, **OPTIONS)
+
+    np.testing.assert_array_equal(added.neighbors.indices, full.neighbors.indices)
+    np.testing.assert_allclose(added.neighbors.similarities, full.neighbors.similarities, atol=1e-5)
+    assert added.edges[["src", "dst"]].equals(full.edges[["src", "dst"]])
+    added_ids = added.images["component_id"].to_numpy()
+    full_ids = full.images["component_id"].to_numpy()
+    assert _partition(added_ids) == _partition(full_ids)
+    # same scores per component (matched through their first image) and per cell
+    columns = ["size", "variance", "cubic_variance", "label_count_std", "n_label_issues"]
+    first = pd.Series(np.arange(len(full_ids))).groupby(full_ids).min()
+    by_full = full.components.set_index("component_id").loc[first.index, columns]
+    by_added = added.components.set_index("component_id").loc[added_ids[first.to_numpy()], columns]
+    np.testing.assert_allclose(by_added.to_numpy(float), by_full.to_numpy(float), atol=1e-6)
+    key = ["image_id", "attribute", "given_label"]
+    assert sorted(map(tuple, added.label_issues[key].to_numpy())) == sorted(
+        map(tuple, full.label_issues[key].to_numpy())
+    )
+    # the written folder reads back, with the additions table
+    assert cc.read_report(tmp_path / "added").dataset.n_images == dataset.n_images
+    saved, _ = read_table(tmp_path / "added" / "additions.parquet", expected="additions")
+    assert saved["image_id"].tolist() == list(new.ids)
+    assert added.run_info["incremental"]["n_new_images"] == new.n_images
+    assert additions["n_existing_in_component"].sum() > 0
+
+
+def test_additions_name_duplicates_and_contradictions(tmp_path):
+    # base: a at 0 and a2 at 30 degrees (x=1, one component), b at 90 degrees (x=0);
+    # new: c at 2 degrees with x=0 (a near duplicate of a), d far from all
+    def at(*degrees):
+        rad = np.deg2rad(degrees)
+        return np.c_[np.cos(rad), np.sin(rad)]
+
+    base = cc.Dataset(
+        table=pd.DataFrame({"image_id": ["a", "a2", "b"]}),
+        labels=[[1.0], [1.0], [0.0]],
+        attributes=["x"],
+    )
+    vectors = cc.as_embeddings(["a", "a2", "b"], at(0, 30, 90))
+    cc.run(labels=base, embeddings=vectors, out=tmp_path / "base", **OPTIONS)
+    new = cc.Dataset(
+        table=pd.DataFrame({"image_id": ["c", "d"]}), labels=[[0.0], [1.0]], attributes=["x"]
+    )
+    far = np.array([[-1.0, -0.2]])
+    report, additions = add_images(
+        tmp_path / "base",
+        labels=new,
+        embeddings=cc.as_embeddings(["c", "d"], np.vstack([at(2), far])),
+        progress=False,
+    )
+    assert additions["image_id"].tolist() == ["c", "d"]
+    assert additions["nearest_existing_id"].tolist() == ["a", "b"]
+    # cos 2 degrees = 0.99939 (>= 0.98: a near duplicate); d.b = -0.2 / |d|
+    np.testing.assert_allclose(
+        additions["nearest_existing_similarity"],
+        [np.cos(np.deg2rad(2)), -0.2 / np.hypot(1, 0.2)],
+        atol=1e-6,
+    )
+    assert additions["is_duplicate"].tolist() == [True, False]
+    # c links to a (0.9994) and a2 (cos 28 = 0.883 >= 0.8); both say x=1, c says x=0
+    assert additions["n_contradicting_pairs"].tolist() == [2, 0]
+    assert additions["contradicted_attributes"].tolist() == [["x"], []]
+    assert additions["n_existing_in_component"].tolist() == [2, 0]
+    assert report.run_info["incremental"]["n_duplicates"] == 1
+    assert report.run_info["incremental"]["n_contradicting"] == 1
+
+
+def test_merge_keeps_the_best_k_stably():
+    base = Neighbors(indices=np.array([[4, 2, -1]]), similarities=np.array([[0.9, 0.5, -np.inf]]))
+    merged = merge_neighbors(base, np.array([[7, 8]]), np.array([[0.5, 0.95]]))
+    assert merged.indices.tolist() == [[8, 4, 2]]  # 7 ties with 2 and comes later
+    np.testing.assert_allclose(merged.similarities, [[0.95, 0.9, 0.5]])
+
+
+@pytest.fixture()
+def base_folder(tmp_path, planted):
+    dataset, embeddings = planted
+    base, vectors = _subset(dataset, embeddings, np.arange(40))
+    cc.run(labels=base, embeddings=vectors, out=tmp_path / "base", **OPTIONS)
+    return tmp_path / "base", dataset, embeddings
+
+
+def test_bad_additions_are_explained(base_folder):
+    folder, dataset, embeddings = base_folder
+    overlap, overlap_vectors = _subset(dataset, embeddings, np.arange(35, 45))
+    with pytest.raises(InvalidInputError, match=r"5 new images are already in the base report"):
+        add_images(folder, labels=overlap, embeddings=overlap_vectors, progress=False)
+    new, new_vectors = _subset(dataset, embeddings, np.arange(40, 50))
+    renamed = cc.Dataset(table=new.table, labels=new.labels, attributes=[f"b{a}" for a in range(5)])
+    with pytest.raises(InvalidInputError, match="same order. Only in the new labels: \\['b0'"):
+        add_images(folder, labels=renamed, embeddings=new_vectors, progress=False)
+    narrow = cc.as_embeddings(new_vectors.ids, new_vectors.vectors[:, :8])
+    with pytest.raises(InvalidInputError, match="have 8 dimensions but the base report's have 24"):
+        add_images(folder, labels=new, embeddings=narrow, progress=False)
+    (folder / "neighbors.parquet").unlink()
+    with pytest.raises(InvalidInputError, match="has no neighbors.parquet, which adding images"):
+        add_images(folder, labels=new, embeddings=new_vectors, progress=False)
