@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import ClustercleanError
+from .errors import ClustercleanError, InvalidInputError
 
 __all__ = ["main", "build_parser"]
 
@@ -98,6 +98,17 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="pairs at or above this similarity form near-duplicate groups (0.98)",
     )
+    graph.add_argument(
+        "--index",
+        choices=("auto", "flat", "ivf", "hnsw"),
+        default=None,
+        help="kNN index: exact flat up to 100k images, IVF above (default auto)",
+    )
+    graph.add_argument("--n-lists", type=int, default=None, help="IVF cells (4 sqrt N)")
+    graph.add_argument("--n-probe", type=int, default=None, help="IVF cells scanned per query (4)")
+    graph.add_argument(
+        "--n-components", type=int, default=None, help="search a PCA reduction of this dimension"
+    )
 
 
 def _config_from_args(args: argparse.Namespace, **defaults):
@@ -133,9 +144,51 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
     print("\n".join(lines))
 
 
+def _cmd_add(args: argparse.Namespace) -> int:
+    from .incremental import add_images
+    from .pipeline import RunConfig
+
+    given = [
+        "--" + name.replace("_", "-")
+        for name in RunConfig.__dataclass_fields__
+        if getattr(args, name, None) not in (None, (), False)
+    ]
+    if given:
+        raise InvalidInputError(
+            f"With --base the options of the base run are used; drop {', '.join(given)} "
+            "(or run without --base to choose them anew)."
+        )
+    report, additions = add_images(
+        args.base,
+        images=args.add,
+        labels=args.labels,
+        out=args.out,
+        embeddings=args.embeddings,
+        embedding_ids=args.embedding_ids,
+        progress=args.progress,
+    )
+    contradicting = additions.loc[additions["n_contradicting_pairs"] > 0, "image_id"]
+    _print_summary(
+        report,
+        [
+            f"new images: {len(additions)}, duplicating a base image: "
+            f"{int(additions['is_duplicate'].sum())}, contradicting one: {len(contradicting)}"
+            + (f" (first: {', '.join(contradicting[:3])})" if len(contradicting) else ""),
+            f"per new image: {args.out / 'additions.parquet'}",
+        ],
+    )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import run
 
+    if args.add is not None and args.base is None:
+        raise InvalidInputError(
+            "--add NEW_DIR needs --base REPORT_DIR, the report to add the new images to."
+        )
+    if args.base is not None:
+        return _cmd_add(args)
     config = _config_from_args(args, backbone="resnet50")
     report = run(
         images=args.images,
@@ -164,6 +217,20 @@ def _add_run_parser(sub) -> None:
         "--labels", type=Path, default=None, help="labels table (CSV or Parquet; wide or long form)"
     )
     data.add_argument("--out", type=Path, required=True, help="report folder to write")
+    data.add_argument(
+        "--add",
+        type=Path,
+        default=None,
+        metavar="NEW_DIR",
+        help="folder of new images to add to the --base report (only they are embedded)",
+    )
+    data.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        metavar="REPORT_DIR",
+        help="an earlier report; --labels/--add/--embeddings then describe only the new images",
+    )
     data.add_argument(
         "--embeddings",
         type=Path,

@@ -141,3 +141,77 @@ def test_bad_additions_are_explained(base_folder):
     (folder / "neighbors.parquet").unlink()
     with pytest.raises(InvalidInputError, match="has no neighbors.parquet, which adding images"):
         add_images(folder, labels=new, embeddings=new_vectors, progress=False)
+
+
+@pytest.mark.slow  # three real embedding runs: ~90 s on 2 shared cores
+def test_cli_adds_an_image_folder_like_a_full_run(tmp_path, capsys):
+    import shutil
+
+    from test_cli import _write_views
+
+    from clusterclean.cli import main
+
+    labels = _write_views(tmp_path / "all")
+    is_new = labels["image"].str.endswith(("view 1.png", "view 2.png")) & labels["group"].isin(
+        ["2", "3"]
+    )
+    for name, part in (("base", labels[~is_new]), ("new", labels[is_new])):
+        (tmp_path / name).mkdir()
+        for file in part["image"]:
+            shutil.copy(tmp_path / "all" / file, tmp_path / name / file)
+        part.to_csv(tmp_path / f"{name}.csv", index=False)
+    labels.to_csv(tmp_path / "all.csv", index=False)
+    common = ["--no-progress"]
+    options = ["--backbone", "efficientnet_lite0", "--min-similarity", "0.8", "--workers", "0"]
+    for name in ("base", "all"):
+        folder, table = tmp_path / name, tmp_path / f"{name}.csv"
+        args = ["run", "--images", str(folder), "--labels", str(table), "--out"]
+        assert main([*args, str(tmp_path / f"report_{name}"), *options, *common]) == 0
+    capsys.readouterr()
+    code = main(
+        [
+            "run",
+            "--add",
+            str(tmp_path / "new"),
+            "--labels",
+            str(tmp_path / "new.csv"),
+            "--base",
+            str(tmp_path / "report_base"),
+            "--out",
+            str(tmp_path / "report_added"),
+            *common,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "images: 12" in out
+    assert "new images: 4, duplicating a base image: " in out
+    added = cc.read_report(tmp_path / "report_added")
+    full = cc.read_report(tmp_path / "report_all")
+    assert added.run_info["incremental"]["n_new_images"] == 4
+    by_id = {
+        name: dict(zip(r.images["image_id"], r.images["component_id"]))
+        for name, r in (("added", added), ("full", full))
+    }
+    ids = sorted(by_id["full"])
+    assert _partition(np.array([by_id["added"][i] for i in ids])) == _partition(
+        np.array([by_id["full"][i] for i in ids])
+    )
+    key = ["image_id", "attribute"]
+    assert sorted(added.label_issues[key].values.tolist()) == sorted(
+        full.label_issues[key].values.tolist()
+    )
+
+
+def test_cli_add_needs_a_base_and_no_new_options(base_folder, capsys):
+    from clusterclean.cli import main
+
+    folder, _, _ = base_folder
+    assert main(["run", "--add", "new", "--out", "x", "--no-progress"]) == 1
+    assert "--add NEW_DIR needs --base REPORT_DIR" in capsys.readouterr().err
+    code = main(["run", "--base", str(folder), "--n-neighbors", "3", "--out", "x"])
+    assert code == 1
+    assert (
+        "With --base the options of the base run are used; drop --n-neighbors"
+        in capsys.readouterr().err
+    )
