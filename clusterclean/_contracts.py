@@ -120,10 +120,21 @@ def as_embeddings(ids, vectors, backbone: str = "user", *, normalize: bool = Tru
     holds NaN/inf cannot be normalised and is rejected with its image id.
     """
     ids = np.asarray([str(i) for i in ids], dtype=object)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim != 2:
+    try:
+        raw = np.asarray(vectors)
+        if raw.dtype.kind not in "biufO":  # complex, text, dates ... are not coordinates
+            raise TypeError(f"dtype {raw.dtype} is not a real number type")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range -> inf, named below
+            vectors = np.ascontiguousarray(raw, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
         raise InvalidInputError(
-            f"Embeddings must be a 2-D array (n_images, dim); got shape {vectors.shape}."
+            f"Embeddings must be a 2-D array (n_images, dim) of real numbers; could not read "
+            f"them as float32 ({exc})."
+        ) from exc
+    if vectors.ndim != 2 or vectors.shape[1] == 0:
+        raise InvalidInputError(
+            f"Embeddings must be a 2-D array (n_images, dim) with dim >= 1; got shape "
+            f"{vectors.shape}."
         )
     if len(ids) != len(vectors):
         raise InvalidInputError(
@@ -137,9 +148,11 @@ def as_embeddings(ids, vectors, backbone: str = "user", *, normalize: bool = Tru
         bad = ids[~finite]
         raise InvalidInputError(
             f"{len(bad)} embedding rows hold NaN or inf (first: image {bad[0]!r}); "
-            "re-embed those images or drop them."
+            "re-embed those images or drop them (values beyond float32's range, about "
+            "+-3.4e38, count as inf)."
         )
-    norms = np.linalg.norm(vectors, axis=1)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(vectors, axis=1)
     zero = norms <= 1e-12
     if zero.any():
         bad = ids[zero]
@@ -148,6 +161,11 @@ def as_embeddings(ids, vectors, backbone: str = "user", *, normalize: bool = Tru
             "has no direction, so it cannot be compared. Re-embed those images or drop them."
         )
     if normalize:
+        huge = np.isinf(norms)  # finite rows whose squares overflow: scale them down first
+        if huge.any():
+            vectors = vectors.copy()
+            vectors[huge] /= np.abs(vectors[huge]).max(axis=1, keepdims=True)
+            norms[huge] = np.linalg.norm(vectors[huge], axis=1)
         vectors = np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
     return Embeddings(ids=ids, vectors=vectors, backbone=str(backbone))
 

@@ -603,18 +603,28 @@ def _read_ids(ids_path: Path) -> list[str]:
         raise InvalidInputError(f"The ids file {str(ids_path)!r} does not exist.")
     suffix = ids_path.suffix.lower()
     if suffix in (".csv", ".parquet", ".pq"):
-        if suffix == ".csv":
-            table = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
-        else:
-            table = pd.read_parquet(ids_path)
+        try:
+            if suffix == ".csv":
+                table = pd.read_csv(ids_path, dtype=str, keep_default_na=False)
+            else:
+                table = pd.read_parquet(ids_path)
+        except ValueError as exc:  # pandas / Arrow parse errors, bad encodings
+            raise InvalidInputError(
+                f"Could not read the ids file {str(ids_path)!r} ({type(exc).__name__}: {exc})."
+            ) from exc
         if "image_id" not in table.columns:
             raise InvalidInputError(
                 f"The ids file {str(ids_path)!r} has no 'image_id' column (columns: "
                 f"{', '.join(map(str, table.columns))}). Name the id column 'image_id'."
             )
         return [str(i) for i in table["image_id"].tolist()]
-    with open(ids_path, encoding="utf-8") as fh:
-        lines = fh.read().splitlines()
+    try:
+        with open(ids_path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"The ids file {str(ids_path)!r} is not UTF-8 text ({exc}); write one id per line."
+        ) from exc
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -650,7 +660,15 @@ def _vector_column(table, path: Path, column: str | None) -> str:
 def _parquet_vectors(path: Path, column: str | None) -> tuple[list[str], np.ndarray]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (ValueError, OSError) as exc:  # ArrowInvalid / OSError: not Parquet, cut short, damaged
+        raise InvalidInputError(
+            f"Could not read the embeddings file {str(path)!r} as Parquet "
+            f"({' '.join(str(exc).split())})."
+        ) from exc
+    if table.num_rows == 0:
+        raise InvalidInputError(f"The embeddings file {str(path)!r} holds no rows.")
     if "image_id" not in table.column_names:
         raise InvalidInputError(
             f"The Parquet file {str(path)!r} has no 'image_id' column (columns: "
@@ -732,7 +750,7 @@ def load_embeddings(
             )
         try:
             vectors = np.load(path, allow_pickle=False)
-        except ValueError as exc:
+        except Exception as exc:  # ValueError, EOFError, SyntaxError, TokenError: a bad file
             raise InvalidInputError(
                 f"Could not read {str(path)!r} as a numeric .npy array ({exc})."
             ) from exc
