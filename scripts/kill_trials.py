@@ -143,7 +143,8 @@ class Trial:
 
 
 def _finish(command: list[str], env: dict[str, str]) -> None:
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    # cwd: not the repository, whose clusterclean/ would shadow the frozen copy (python -m)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=env["PYTHONPATH"])
     if done.returncode != 0:
         raise RuntimeError(f"the uninterrupted run failed: {done.stderr}")
 
@@ -152,7 +153,13 @@ def _kill_once(command, env, out: Path, mode: str, rng, full_s: float, write_s: 
     """Start the run, SIGKILL it; return ``(killed, delay)``, delay counted from the start
     (``anywhere``) or from the moment a staging folder appeared (``writing``)."""
     before = set(leftovers(out))
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        command,
+        env=env,
+        cwd=env["PYTHONPATH"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     if mode == "writing":
         while child.poll() is None and not set(leftovers(out)) - before:
             time.sleep(0.002)
@@ -174,6 +181,7 @@ def run_trials(
     work: Path,
     seed: int = 0,
     rerun_each: bool = True,
+    from_head: bool = True,
     log=print,
 ) -> dict[str, object]:
     """Run the trials in ``work``; return the counts and every trial.
@@ -184,15 +192,32 @@ def run_trials(
     Either way the final rerun must succeed and leave no staging folder behind.
     Odd trials kill anywhere in a run, even ones while the report is being written.
     """
-    # The children run a frozen copy of the package, so that edits made to the
-    # working tree while the series runs do not change the reference report.
+    # The children run a frozen copy of the package -- the committed one (git HEAD)
+    # unless ``from_head`` is false -- so that edits made to the working tree while
+    # the series runs cannot change the reference report.
     code = work / "code"
-    shutil.copytree(
-        Path(__file__).resolve().parents[1] / "clusterclean",
-        code / "clusterclean",
-        ignore=shutil.ignore_patterns("__pycache__"),
-    )
+    repo = Path(__file__).resolve().parents[1]
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    if from_head:
+        code.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", commit, "clusterclean"], cwd=repo, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    else:
+        commit += " + working tree"
+        shutil.copytree(
+            repo / "clusterclean",
+            code / "clusterclean",
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    check = [sys.executable, "-c", "import clusterclean; print(clusterclean.__file__)"]
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=str(code))
+    used = subprocess.run(check, env=env, cwd=code, capture_output=True, text=True).stdout
+    if not used.startswith(str(code)):
+        raise RuntimeError(f"the children would import {used.strip()}, not the frozen copy")
     labels, embeddings = make_inputs(work, n_images=n_images, seed=seed)
     inputs = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (labels, embeddings)}
     out = work / "report"
@@ -247,6 +272,7 @@ def run_trials(
         "reruns_finished_clean": reruns,
     }
     return {
+        "commit": commit,
         "n_images": n_images,
         "full_run_seconds": round(full_s, 3),
         "write_seconds": write_s,

@@ -23,7 +23,9 @@ N_CI_TRIALS = 5
 
 
 def test_random_sigkills_never_leave_a_half_written_report(tmp_path):
-    result = run_trials(N_CI_TRIALS, n_images=1500, work=tmp_path, rerun_each=False, log=print)
+    result = run_trials(
+        N_CI_TRIALS, n_images=1500, work=tmp_path, rerun_each=False, from_head=False, log=print
+    )
     counts = result["counts"]
     outcomes = [t["outcome"] for t in result["trials"]]
     assert counts["corrupt"] == 0, outcomes
