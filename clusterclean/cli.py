@@ -498,12 +498,141 @@ def _add_clean_parser(sub) -> None:
     parser.set_defaults(handler=lambda args: _cmd_clean(args, parser))
 
 
+def _named_groups(texts: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
+    """``--group visible=a,b`` options -> {"visible": ("a", "b")}."""
+    from .errors import InvalidInputError
+
+    groups = {}
+    for text in texts or ():
+        name, sep, members = text.partition("=")
+        if not sep or not name.strip() or not _csv_list(members):
+            raise InvalidInputError(
+                f"--group must be NAME=ATTR,ATTR,... (e.g. invisible=age,gender); got {text!r}."
+            )
+        groups[name.strip()] = _csv_list(members)
+    return groups
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .errors import InvalidInputError
+    from .evaluate import evaluate_cleaning, parse_injection, read_benchmark, write_evaluation
+
+    kind, rate = parse_injection(args.inject)
+    groups, confusions = _named_groups(args.group), None
+    images, embeddings, labels = args.images, args.embeddings, args.labels
+    if args.benchmark is not None:
+        bench = read_benchmark(args.benchmark)
+        labels, embeddings, confusions = bench.labels, bench.embeddings, bench.confusions
+        groups = groups or bench.groups
+    elif labels is None:
+        raise InvalidInputError(
+            "evaluate needs trusted labels: --labels FILE (with --images DIR or --embeddings "
+            "FILE), or --benchmark DIR made by scripts/make_benchmark.py."
+        )
+    result = evaluate_cleaning(
+        labels,
+        kind=kind,
+        rate=rate,
+        seed=args.seed,
+        images=images,
+        embeddings=embeddings,
+        config=_config_from_args(args, backbone="resnet50"),
+        attribute_groups=groups,
+        confusions=confusions,
+        probe=args.probe,
+        progress=args.progress,
+    )
+    lines = [f"planted {kind} noise at {rate:g}: {len(result.planted)} wrong cells"]
+    if result.grouping is not None:
+        g = result.grouping
+        lines.append(
+            f"components vs groups: pair precision {g['pair_precision']:.3f}, recall "
+            f"{g['pair_recall']:.3f}, F1 {g['pair_f1']:.3f}, ARI {g['adjusted_rand']:.3f}, "
+            f"largest component {g['largest_component']}"
+        )
+    lines.append("cells vs planted (precision / recall / F1):")
+    for row in result.detection.itertuples(index=False):
+        extra = ""
+        if row.method != "label_issues":
+            extra = f", clean cells removed {int(row.n_clean_removed)}"
+        lines.append(
+            f"  {row.method:<13} {row.attributes:<10} {row.precision:.3f} / {row.recall:.3f} / "
+            f"{row.f1:.3f}{extra}"
+        )
+    if result.downstream is not None:
+        lines.append("linear probe macro-F1 on the true test labels, by training labels:")
+        for row in result.downstream.to_dict("records"):
+            scores = ", ".join(
+                f"{key[9:] or 'all'} {value:.3f}"
+                for key, value in row.items()
+                if key.startswith("macro_f1")
+            )
+            lines.append(f"  {row['labels']:<13} {scores}")
+    if args.out is not None:
+        lines.append(f"evaluation: {write_evaluation(result, args.out)}")
+    print("\n".join(lines))
+    return 0
+
+
+def _add_evaluate_parser(sub) -> None:
+    parser = sub.add_parser(
+        "evaluate",
+        parents=[_common_options()],
+        help="plant label noise in trusted labels and measure how well it is found and cleaned",
+        description="Take labels you trust (or a benchmark from scripts/make_benchmark.py), "
+        "plant noise (--inject KIND:RATE), run the pipeline and every cleaning strategy, and "
+        "report grouping vs the known groups, precision/recall of the flagged and changed "
+        "cells vs the planted ones, and linear-probe F1 on the true test labels.",
+    )
+    source = parser.add_argument_group("data")
+    source.add_argument("--labels", default=None, help="trusted labels table (CSV/Parquet, wide)")
+    source.add_argument("--images", type=Path, default=None, help="images folder")
+    source.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="precomputed vectors (Parquet with image_id + a list column) instead of --images",
+    )
+    source.add_argument(
+        "--benchmark", type=Path, default=None, help="benchmark folder (labels + embeddings)"
+    )
+    source.add_argument(
+        "--multiclass",
+        dest="multiclass_columns",
+        type=_csv_list,
+        default=None,
+        help="one-of-K label columns, e.g. age,pose",
+    )
+    noise = parser.add_argument_group("noise and measures")
+    noise.add_argument(
+        "--inject",
+        default="disagreement:0.1",
+        help="KIND:RATE, KIND = disagreement, uniform or class_conditional, RATE in [0, 0.5] "
+        "(default disagreement:0.1)",
+    )
+    noise.add_argument("--seed", type=int, default=0, help="seed of the planted noise")
+    noise.add_argument(
+        "--group",
+        action="append",
+        default=None,
+        metavar="NAME=ATTR,...",
+        help="an attribute group scored apart (repeatable), e.g. invisible=age,gender",
+    )
+    noise.add_argument(
+        "--no-probe", dest="probe", action="store_false", help="skip the downstream probes"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="folder for the evaluation files")
+    _add_pipeline_options(parser)
+    parser.set_defaults(handler=_cmd_evaluate)
+
+
 # Subcommands register here: (adder) functions taking the subparsers object.
 SUBCOMMANDS: list[Callable] = [
     _add_run_parser,
     _add_demo_parser,
     _add_report_parser,
     _add_clean_parser,
+    _add_evaluate_parser,
 ]
 
 

@@ -462,3 +462,47 @@ def test_write_evaluation_round_trips(tmp_path):
         "evaluation.json",
         "planted.parquet",
     ]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_evaluate_on_a_benchmark_folder(tmp_path, capsys):
+    from clusterclean.cli import main
+
+    _tiny_benchmark(tmp_path / "bench")
+    out = tmp_path / "ev"
+    argv = ["evaluate", "--benchmark", str(tmp_path / "bench"), "--inject", "disagreement:0.2"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    # 20 groups x 4 attributes = 80 eligible pairs -> 16 pairs, 1 of 4 views each.
+    assert printed.splitlines()[0] == "planted disagreement noise at 0.2: 16 wrong cells"
+    assert "label_issues  invisible" in printed and "linear probe macro-F1" in printed
+    assert (out / "evaluation.json").is_file() and (out / "downstream.parquet").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--inject", "typo"],
+            "The noise specification must be KIND:RATE with KIND one of ['disagreement', "
+            "'uniform', 'class_conditional'] and RATE a float in [0, 0.5], e.g. "
+            "'disagreement:0.1'. Got 'typo' instead.",
+        ),
+        (
+            [],
+            "evaluate needs trusted labels: --labels FILE (with --images DIR or --embeddings "
+            "FILE), or --benchmark DIR made by scripts/make_benchmark.py.",
+        ),
+        (
+            ["--labels", "x.csv", "--group", "invisible"],
+            "--group must be NAME=ATTR,ATTR,... (e.g. invisible=age,gender); got 'invisible'.",
+        ),
+    ],
+)
+def test_cli_evaluate_bad_input_is_one_line(argv, message, capsys):
+    from clusterclean.cli import main
+
+    assert main(["evaluate", *argv]) == 1
+    assert capsys.readouterr().err == f"clusterclean: error: {message}\n"
