@@ -272,7 +272,7 @@ def _to_arrow(name: str, frame: pd.DataFrame):
             array = pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), matrix.shape[1])
         else:
             array = pa.array(
-                values.tolist() if values.dtype == object else values,
+                values.tolist() if values.dtype == object or not len(values) else values,
                 type=_arrow_type(type_name),
                 from_pandas=True,
             )
