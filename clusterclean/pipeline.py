@@ -24,7 +24,7 @@ from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import edges_from_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
-from .report import Report, order_columns, write_report
+from .report import Report, check_output_folder, order_columns, write_report
 from .scoring import parse_threshold, score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
@@ -246,6 +246,8 @@ def run(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**{**asdict(config), **options})
+    if out is not None:
+        check_output_folder(out)  # a read-only or foreign --out fails now, not after the work
     timings: dict[str, float] = {}
     started = time.perf_counter()
 

@@ -8,6 +8,7 @@ complete report or the new one, never a half-written one.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ __all__ = [
     "TABLES",
     "Report",
     "write_report",
+    "check_output_folder",
     "read_report",
     "write_table",
     "read_table",
@@ -403,13 +405,36 @@ def _prepare_folder(out: Path) -> Path:
             f"The output folder {out} is not empty and holds no clusterclean report "
             f"({RUN_FILE}); choose a new or empty folder so nothing of yours is overwritten."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(out.parent, os.W_OK):
-        raise InvalidInputError(f"Cannot write into {out.parent}; choose a writable --out folder.")
-    _remove_stale_siblings(out)
-    staging = _sibling(out, "partial")
-    staging.mkdir()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError(errno.EACCES, "permission denied or read-only file system")
+        _remove_stale_siblings(out)
+        staging = _sibling(out, "partial")
+        staging.mkdir()
+    except OSError as exc:  # a read-only or full disk, a file where a folder should be, ...
+        raise InvalidInputError(
+            f"Cannot write into {out.parent} ({exc.strerror or exc}); choose a writable --out "
+            "folder."
+        ) from exc
     return staging
+
+
+def check_output_folder(out: str | Path) -> Path:
+    """Make :func:`write_report`'s checks on ``out`` now, before any long work.
+
+    The folder itself is not created; its parent is, and a staging folder is
+    made and removed there to prove it is writable. Returns ``out`` as absolute.
+
+    Raises
+    ------
+    InvalidInputError
+        ``out`` is a file, a non-empty folder holding no report, or cannot be
+        written (read-only, no permission, full disk).
+    """
+    out = Path(out).absolute()
+    _prepare_folder(out).rmdir()
+    return out
 
 
 def _sibling(out: Path, kind: str) -> Path:
