@@ -13,6 +13,12 @@ Four families of measures, each a plain function over plain tables:
   and scored on another: per-attribute F1, macro over attribute groups, and
   the four train/val experiments A-D of the PETA component-cleaning article.
 
+End to end, :func:`evaluate_cleaning` plants noise in trusted labels
+(:func:`clusterclean.synth.inject_noise`), runs the pipeline and every
+cleaning strategy and applies all of the above (``clusterclean evaluate``);
+:func:`write_evaluation` saves the result and :func:`read_benchmark` reads a
+folder made by ``scripts/make_benchmark.py``.
+
 Label tables here are DataFrames indexed by ``image_id`` with one float column
 per attribute: 1.0 present, 0.0 absent, NaN missing (:func:`label_frame` makes
 one from a :class:`~clusterclean._contracts.Dataset`). A cleaned table may

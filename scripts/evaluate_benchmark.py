@@ -47,7 +47,7 @@ GROUPING_COLUMNS = (
     "largest_component",
     "n_components",
 )
-CUTS = ",".join(f"{c:.3f}" for c in np.arange(0.50, 0.951, 0.025))
+CUTS = ",".join(f"{c:.2f}" for c in np.arange(0.20, 0.951, 0.05))
 
 
 def build_parser() -> argparse.ArgumentParser:
