@@ -87,6 +87,7 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
         One row per component id (all of them, singletons included):
         ``n_edges`` (int64), ``mean_similarity`` and ``min_similarity``
         (float32, the weakest edge; NaN for a component without edges).
+        See :func:`component_hops` for the chain length of each component.
     """
     component_ids = np.asarray(component_ids)
     n_components = int(component_ids.max()) + 1 if len(component_ids) else 0

@@ -24,6 +24,8 @@ __all__ = [
     "build_knn_graph",
     "rerank_neighbors",
     "scale_locally",
+    "link_neighbors",
+    "cosine_of_pairs",
     "EDGE_COLUMNS",
 ]
 
@@ -212,6 +214,84 @@ def build_knn_graph(
     return edges_from_neighbors(neighbors, min_similarity=min_similarity, mutual=mutual)
 
 
+def cosine_of_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Cosine similarity ``<x_rows[k], x_cols[k]>`` of each pair, float32; -inf where cols < 0."""
+    vectors = _check_embeddings(embeddings, "cosine_of_pairs").vectors
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    out = np.full(rows.shape, -np.inf, dtype=np.float32)
+    ok = cols >= 0
+    out[ok] = np.einsum("ij,ij->i", vectors[rows[ok]], vectors[cols[ok]])
+    return out
+
+
+def link_neighbors(
+    neighbors: Neighbors,
+    embeddings: Embeddings,
+    *,
+    cosine_of: Embeddings | None = None,
+    min_similarity: float = 0.9,
+    mutual: bool = False,
+    rerank: bool = False,
+    n_reciprocal: int = 6,
+    n_expansion: int = 2,
+    n_local: int = 0,
+) -> tuple[Neighbors, pd.DataFrame]:
+    """The grouping graph from kNN lists: optional re-ranking / local scaling, then the cut.
+
+    The cut ``min_similarity`` applies to the *link similarity*: the cosine of
+    ``embeddings`` (e.g. refined ones) as listed in ``neighbors``, re-ranked by
+    :func:`rerank_neighbors` when ``rerank=True``, made relative by
+    :func:`scale_locally` when ``n_local > 0``. The edge table's
+    ``similarity`` column stays a plain cosine, of ``cosine_of`` (e.g. the
+    unrefined embeddings, so that near-duplicate thresholds keep their
+    meaning) or of ``embeddings`` when it is not given.
+
+    Parameters
+    ----------
+    neighbors : Neighbors
+        kNN lists searched on ``embeddings`` (:func:`search_neighbors`).
+    embeddings : Embeddings
+        The searched vectors, shape (n_images, dim).
+    cosine_of : Embeddings, optional
+        The same images in the space whose cosine the tables report.
+    min_similarity, mutual
+        As in :func:`edges_from_neighbors`, on the link similarity.
+    rerank, n_reciprocal, n_expansion
+        k-reciprocal re-ranking and its options (:func:`rerank_neighbors`).
+    n_local : int, default=0
+        Neighbours of :func:`scale_locally`; 0 = no local scaling.
+
+    Returns
+    -------
+    neighbors : Neighbors
+        The kNN lists ordered by link similarity, holding the cosine
+        similarities of ``cosine_of`` (or ``embeddings``).
+    edges : pandas.DataFrame
+        ``src``, ``dst``, ``similarity`` (cosine, float32): the contract of
+        :func:`edges_from_neighbors`, the cut applied to the link similarity.
+    """
+    func = "link_neighbors"
+    embeddings = _check_embeddings(embeddings, func)
+    reference = embeddings if cosine_of is None else _check_embeddings(cosine_of, func)
+    if len(reference) != len(embeddings):
+        raise InvalidInputError(
+            f"The 'cosine_of' parameter of {func} must hold the same {len(embeddings)} images "
+            f"as 'embeddings'. Got {len(reference)} instead."
+        )
+    n_local = check_int(n_local, "n_local", func, min_value=0)
+    if rerank:
+        neighbors = rerank_neighbors(
+            neighbors, embeddings, n_reciprocal=n_reciprocal, n_expansion=n_expansion
+        )
+    if n_local:
+        neighbors = scale_locally(neighbors, n_local=n_local)
+    edges = edges_from_neighbors(neighbors, min_similarity=min_similarity, mutual=mutual)
+    edges["similarity"] = cosine_of_pairs(reference, edges["src"], edges["dst"])
+    rows = np.repeat(np.arange(len(embeddings)), neighbors.indices.shape[1])
+    cosines = cosine_of_pairs(reference, rows, neighbors.indices.ravel())
+    return Neighbors(neighbors.indices, cosines.reshape(neighbors.indices.shape)), edges
+
+
 def _neighbor_table(neighbors: Neighbors, width: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``width`` columns of the kNN lists, with each row itself prepended."""
     n_images = len(neighbors.indices)
@@ -258,14 +338,14 @@ def _pair_sims(vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return np.einsum("ij,ij->i", vectors[rows], vectors[cols]).astype(np.float64)
 
 
-def _encodings(vectors: np.ndarray, sets: list[np.ndarray]):
-    """The sparse vectors V_p: weight exp(-(2 - 2 cos(p, g))) on g in R*(p), summing to 1."""
+def _encodings(vectors: np.ndarray, sets: list[np.ndarray], bandwidth: float):
+    """The sparse vectors V_p: weight exp(-(2 - 2 cos(p, g)) / h) on g in R*(p), summing to 1."""
     from scipy.sparse import csr_matrix
 
     n_images = len(sets)
     rows = np.repeat(np.arange(n_images), [len(s) for s in sets])
     cols = np.concatenate(sets) if sets else np.zeros(0, np.int64)
-    weights = np.exp(-(2.0 - 2.0 * _pair_sims(vectors, rows, cols)))
+    weights = np.exp(-(2.0 - 2.0 * _pair_sims(vectors, rows, cols)) / bandwidth)
     totals = np.bincount(rows, weights=weights, minlength=n_images)
     weights = weights / totals[rows]
     return csr_matrix((weights, (rows, cols)), shape=(n_images, n_images))
@@ -299,6 +379,7 @@ def rerank_neighbors(
     n_reciprocal: int = 10,
     n_expansion: int = 3,
     cosine_weight: float = 0.3,
+    bandwidth: float = 1.0,
 ) -> Neighbors:
     """k-reciprocal re-ranking of the kNN lists (Zhong et al., CVPR 2017).
 
@@ -342,6 +423,7 @@ def rerank_neighbors(
     n_reciprocal = check_int(n_reciprocal, "n_reciprocal", func, min_value=2)
     n_expansion = check_int(n_expansion, "n_expansion", func, min_value=1)
     cosine_weight = check_float(cosine_weight, "cosine_weight", func, low=0.0, high=1.0)
+    bandwidth = check_float(bandwidth, "bandwidth", func, low=1e-3, high=100.0)
     n_images, width = neighbors.indices.shape
     if n_images != len(embeddings):
         raise InvalidInputError(
@@ -356,7 +438,7 @@ def rerank_neighbors(
     started = time.perf_counter()
     vectors = embeddings.vectors
     idx, _ = _neighbor_table(neighbors, max(n_reciprocal, n_expansion))
-    encodings = _encodings(vectors, _expanded_sets(idx, n_reciprocal))
+    encodings = _encodings(vectors, _expanded_sets(idx, n_reciprocal), bandwidth)
     if n_expansion > 1:
         from scipy.sparse import csr_matrix
 

@@ -19,17 +19,21 @@ import pandas as pd
 from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
 from ._validation import check_choice, check_float, check_int
-from .components import component_edge_stats, find_components
+from .components import component_edge_stats, find_components, split_components
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
-from .graph import edges_from_neighbors, search_neighbors
+from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
+from .refine import Refinement, fit_refinement
 from .report import Report, check_output_folder, order_columns, write_report
 from .scoring import parse_threshold, score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 
 logger = logging.getLogger(__name__)
+
+#: The fitted refinement in a report folder (see :func:`clusterclean.refine.load_refinement`).
+REFINEMENT_FILE = "refinement.npz"
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,9 @@ class RunConfig:
     n_neighbors : int
         Neighbours searched per image.
     min_similarity : float
-        Cosine similarity cut for an edge.
+        Cut on the link similarity of an edge: the cosine of the (refined)
+        embeddings, or the re-ranked similarity with ``rerank`` (0.5 is the
+        measured cut for ``refine=True, rerank=True``; see docs/grouping).
     mutual : bool
         Keep only mutual-kNN edges.
     thresholds : tuple of str
@@ -65,6 +71,23 @@ class RunConfig:
         IVF cells and cells scanned per query (None = scaled to N).
     n_components : int or None
         Search a PCA reduction of this dimension (None = full vectors).
+    refine : bool
+        Centre and PCA-whiten the embeddings, fitted on the dataset
+        (:mod:`clusterclean.refine`), before the graph.
+    refine_dim : int or None
+        Directions kept (None = the fewest holding 90% of the variance).
+    refine_power : float
+        Whitening power in [0, 1] (1 = full whitening).
+    rerank : bool
+        k-reciprocal re-ranking of the kNN lists (:func:`clusterclean.graph.rerank_neighbors`).
+    n_reciprocal, n_expansion : int
+        Re-ranking's reciprocal-set size k and query-expansion size.
+    n_local : int
+        Local scaling of similarities over this many neighbours (0 = off).
+    communities : bool
+        Split components into their Louvain communities.
+    max_component_size : int or None
+        Re-split larger components at a higher cut (None = no cap).
     """
 
     backbone: str = "resnet50"
@@ -99,7 +122,16 @@ class RunConfig:
         for threshold in self.thresholds:
             parse_threshold(threshold)
         check_choice(self.index, "index", func, INDEX_KINDS)
-        for name in ("n_lists", "n_probe", "n_components"):
+        check_float(self.refine_power, "refine_power", func, low=0.0, high=1.0)
+        check_int(self.n_reciprocal, "n_reciprocal", func, min_value=2)
+        check_int(self.n_expansion, "n_expansion", func, min_value=1)
+        check_int(self.n_local, "n_local", func, min_value=0)
+        if self.rerank and self.n_reciprocal > self.n_neighbors + 1:
+            raise InvalidInputError(
+                f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
+                f"{self.n_neighbors + 1}. Got {self.n_reciprocal} instead."
+            )
+        for name in ("n_lists", "n_probe", "n_components", "refine_dim", "max_component_size"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, func, min_value=1)
         for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
@@ -116,6 +148,15 @@ class RunConfig:
     n_lists: int | None = None
     n_probe: int | None = None
     n_components: int | None = None
+    refine: bool = False
+    refine_dim: int | None = None
+    refine_power: float = 1.0
+    rerank: bool = False
+    n_reciprocal: int = 6
+    n_expansion: int = 2
+    n_local: int = 0
+    communities: bool = False
+    max_component_size: int | None = None
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -255,10 +296,12 @@ def run(
         dataset = _load(images, labels, embeddings, config)
     with _timed(timings, "embed"):
         vectors = _embed(dataset, embeddings, embedding_ids, config, progress)
+    with _timed(timings, "refine"):
+        refined, refinement = _refine(vectors, config)
     with _timed(timings, "graph"):
         index_spec = choose_index(
-            len(vectors),
-            vectors.dim,
+            len(refined),
+            refined.dim,
             index=config.index,
             n_lists=config.n_lists,
             n_probe=config.n_probe,
@@ -273,7 +316,7 @@ def run(
             )
         if neighbors is None:
             neighbors = search_neighbors(
-                vectors,
+                refined,
                 n_neighbors=config.n_neighbors,
                 progress=progress,
                 index=index_spec.kind,
@@ -281,11 +324,24 @@ def run(
                 n_probe=index_spec.n_probe,
                 n_components=index_spec.n_components,
             )
-        edges = edges_from_neighbors(
-            neighbors, min_similarity=config.min_similarity, mutual=config.mutual
+        neighbors, edges = link_neighbors(
+            neighbors,
+            refined,
+            cosine_of=vectors,
+            min_similarity=config.min_similarity,
+            mutual=config.mutual,
+            rerank=config.rerank,
+            n_reciprocal=config.n_reciprocal,
+            n_expansion=config.n_expansion,
+            n_local=config.n_local,
         )
     with _timed(timings, "components"):
-        component_ids = find_components(edges, dataset.n_images)
+        component_ids = split_components(
+            edges,
+            find_components(edges, dataset.n_images),
+            max_component_size=config.max_component_size,
+            communities=config.communities,
+        )
     with _timed(timings, "scores"):
         scores = score_components(
             component_ids,
@@ -327,6 +383,9 @@ def run(
         },
         "thresholds": scores.components.attrs.get("thresholds", {}),
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
+        "refinement": None
+        if refinement is None
+        else {**refinement.summary(), "file": REFINEMENT_FILE},
         "index": index_spec.as_dict(),
     }
     report = Report(
@@ -345,7 +404,17 @@ def run(
     timings["total"] = round(time.perf_counter() - started, 4)
     if out is not None:
         report = replace(report, folder=write_report(report, out))
+        if refinement is not None:
+            refinement.save(report.folder / REFINEMENT_FILE)
     return report
+
+
+def _refine(vectors: Embeddings, config: RunConfig) -> tuple[Embeddings, Refinement | None]:
+    """Fit and apply the refinement; the vectors unchanged when it is off or N < 3."""
+    if not config.refine or len(vectors) < 3:
+        return vectors, None
+    refinement = fit_refinement(vectors, dim=config.refine_dim, power=config.refine_power)
+    return refinement.apply(vectors), refinement
 
 
 def _load(images, labels, embeddings, config: RunConfig) -> Dataset:

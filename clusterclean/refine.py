@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 #: Auto dimension: the smallest number of principal directions that holds this
 #: share of the centred variance (see :func:`choose_dim`).
-AUTO_VARIANCE = 0.8
+AUTO_VARIANCE = 0.9
 #: Relative floor added to every eigenvalue before rescaling, so a near-zero
 #: direction is not blown up: eps = EPS_RELATIVE * lambda_1.
 EPS_RELATIVE = 1e-4
@@ -229,7 +229,7 @@ def fit_refinement(
     power : float in [0, 1], default=0.5
         Whitening power: ``s_j = (lambda_j + eps)^(-power / 2)`` with
         ``eps = 1e-4 * lambda_1``. 1 = full whitening, 0 = plain PCA.
-    min_variance : float in (0, 1], default=0.8
+    min_variance : float in (0, 1], default=0.9
         Variance share of the automatic ``dim``.
     max_fit_images : int, default=100000
         Fit on a random sample of this many rows at most (the mean and the
