@@ -109,6 +109,59 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     graph.add_argument(
         "--n-components", type=int, default=None, help="search a PCA reduction of this dimension"
     )
+    _add_grouping_options(parser)
+
+
+def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
+    """Refinement, re-ranking and splitting; see docs/grouping for the measured best."""
+    group = parser.add_argument_group(
+        "grouping (recommended: --refine --rerank --min-similarity 0.5)"
+    )
+    group.add_argument(
+        "--refine",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="centre + PCA-whiten the embeddings, fitted on this dataset (saved as refinement.npz)",
+    )
+    group.add_argument(
+        "--refine-dim",
+        type=int,
+        default=None,
+        help="whitened dimensions kept (default: the fewest holding 90%% of the variance)",
+    )
+    group.add_argument(
+        "--refine-power", type=float, default=None, help="whitening power in [0, 1] (1 = full)"
+    )
+    group.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="k-reciprocal re-ranking; --min-similarity then cuts the re-ranked similarity",
+    )
+    group.add_argument(
+        "--n-reciprocal", type=int, default=None, help="re-ranking's reciprocal set size (6)"
+    )
+    group.add_argument(
+        "--n-expansion", type=int, default=None, help="re-ranking's query expansion size (2)"
+    )
+    group.add_argument(
+        "--n-local",
+        type=int,
+        default=None,
+        help="scale similarities relative to this many nearest neighbours (0 = off)",
+    )
+    group.add_argument(
+        "--communities",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="split components into their Louvain communities",
+    )
+    group.add_argument(
+        "--max-component-size",
+        type=int,
+        default=None,
+        help="re-split larger components at a higher cut (default: no cap)",
+    )
 
 
 def _config_from_args(args: argparse.Namespace, **defaults):
