@@ -112,8 +112,11 @@ def _read_state_dict(path: Path, backbone: str) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for a bad file
         raise InvalidInputError(
             f"Could not read the weights file {str(path)!r} for backbone {backbone!r} as a "
-            f"state dict ({type(exc).__name__}: {exc}). Give a file written with "
-            "torch.save(model.state_dict(), PATH); a TorchScript file needs --backbone torchscript."
+            f"state dict ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Give a file written with torch.save(model.state_dict(), PATH); a TorchScript file "
+            "needs --backbone torchscript. A training checkpoint that also pickles other "
+            "objects is refused for safety; if you trust its source, extract the weights with "
+            "torch.save(torch.load(FILE, weights_only=False)['model'], 'weights.pth')."
         ) from exc
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):

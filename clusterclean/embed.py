@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from ._contracts import Dataset, Embeddings, as_embeddings
 from ._validation import check_choice, check_int
@@ -160,7 +161,7 @@ def _inputs(data, func: str) -> tuple[list[str], list[str]]:
         ids = [str(i) for i in table["image_id"].tolist()]
         paths = table["path"].tolist()
         for image_id, path in zip(ids, paths, strict=True):
-            if path is None or (isinstance(path, float) and np.isnan(path)):
+            if path is None or (np.ndim(path) == 0 and pd.isna(path)):
                 raise InvalidInputError(
                     f"Image {image_id!r} has no path, so it cannot be embedded. Give every row "
                     "a path, or load vectors you already have with load_embeddings."

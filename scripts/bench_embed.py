@@ -11,8 +11,8 @@ Usage::
     python scripts/bench_embed.py --n-images 2000 --backbone resnet50 --repeats 3 \
         --json bench_embed.json
 
-Without ``--weights``, a torchvision ResNet gets random weights: speed does not
-depend on the weight values, and the ImageNet download may be unavailable.
+Without ``--weights``, a ResNet or ReID backbone gets random weights: speed does not
+depend on the weight values, and trained weights may be unavailable offline.
 """
 
 from __future__ import annotations
@@ -65,14 +65,23 @@ def generate_jpegs(folder: Path, n_images: int, size: tuple[int, int], seed: int
 
 
 def random_weights(backbone: str, folder: Path) -> str:
-    """A state dict with random weights for a torchvision ResNet (speed only)."""
+    """A state dict with random weights for a backbone that needs a file (speed only)."""
     import torch
     import torchvision
+
+    from clusterclean.backbones import _reid_networks
 
     path = folder / f"{backbone}-random.pth"
     if not path.exists():
         torch.manual_seed(0)
-        torch.save(torchvision.models.get_model(backbone, weights=None).state_dict(), path)
+        if backbone.startswith("osnet"):
+            widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
+            model = _reid_networks().OSNet(widths[backbone])
+        elif backbone == "resnet50_bnneck":
+            model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
+        else:
+            model = torchvision.models.get_model(backbone, weights=None)
+        torch.save(model.state_dict(), path)
     return str(path)
 
 
@@ -128,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--bare-images", type=int, default=512, help="images per bare-forward run (a rate)"
+    )
     parser.add_argument("--folder", type=Path, default=None, help="keep/reuse the JPEGs here")
     parser.add_argument("--json", type=Path, default=Path("bench_embed.json"))
     args = parser.parse_args(argv)
@@ -145,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(paths)} JPEGs of {width}x{height} ready in {time.perf_counter() - start:.1f} s"
         )
         weights = args.weights
-        if weights is None and args.backbone.startswith("resnet"):
+        if weights is None and args.backbone.startswith(("resnet", "osnet")):
             weights = random_weights(args.backbone, root)
         backbone = load_backbone(args.backbone, weights=weights, device=args.device)
         load_before = os.getloadavg()
         bare, full = [], []
         for run in range(args.repeats):
-            bare.append(bare_forward(backbone, len(paths), args.batch_size))
+            bare.append(bare_forward(backbone, args.bare_images, args.batch_size))
             full.append(
                 full_stage(
                     backbone,
@@ -173,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights": args.weights or ("random" if weights else "default"),
         "device": str(next(backbone.model.parameters()).device),
         "n_images": len(paths),
+        "bare_images_per_run": args.bare_images,
         "image_size": [width, height],
         "input_size": list(backbone.input_size),
         "batch_size": args.batch_size,

@@ -161,8 +161,7 @@ def build_zoo(root) -> tuple[list[str], dict[str, str]]:
     return paths, {str(folder / name): reason for name, reason in reasons.items()}
 
 
-@pytest.mark.parametrize("num_workers", [0, 2])
-def test_bad_files_are_skipped_with_their_reason(tmp_path, lite0, caplog, num_workers):
+def test_bad_files_are_skipped_with_their_reason(tmp_path, lite0, caplog):
     paths, reasons = build_zoo(tmp_path)
     skipped: list[SkippedImage] = []
     with caplog.at_level(logging.WARNING, logger="clusterclean.embed"):
@@ -170,7 +169,7 @@ def test_bad_files_are_skipped_with_their_reason(tmp_path, lite0, caplog, num_wo
             paths,
             backbone=lite0,
             batch_size=4,
-            num_workers=num_workers,
+            num_workers=2,  # failures inside worker processes come back too
             skipped=skipped,
             progress=False,
         )
