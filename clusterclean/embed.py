@@ -309,7 +309,8 @@ class _EmbeddingCache:
     Layout: ``cache_dir/<backbone>-<setup hash>/shard-*.parquet`` with columns
     ``path`` (absolute), ``size``, ``mtime_ns`` and ``vector`` (fixed-size list of
     float32). The setup hash covers the backbone name, its ``weights_id``, the
-    input size, the TTA mode and the preprocessing version; ``setup.json``
+    input size, the TTA mode, the precision (float16 on GPU) and the preprocessing
+    version; ``setup.json``
     beside the shards says what it is. Shards are written to a temporary file and
     renamed into place, so a killed run leaves only whole shards.
     """
@@ -322,6 +323,8 @@ class _EmbeddingCache:
             "dim": backbone.dim,
             "tta": tta,
             "preprocess_version": _PREPROCESS_VERSION,
+            # GPU runs use float16 autocast: their vectors differ from CPU ones in the 3rd digit
+            "precision": "float16" if _model_device(backbone.model).type == "cuda" else "float32",
         }
         text = json.dumps(setup, sort_keys=True, indent=1)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -459,9 +462,10 @@ def embed_images(
     cache_dir : str or Path, optional
         Keep every image's vector in Parquet shards under this folder, keyed by
         the file's (absolute path, size, mtime_ns) and by the backbone, its
-        weights, input size and ``tta``. A later run embeds only the images not
-        in the cache (new or changed files), and a killed run resumes where its
-        last shard ended (shards are written every 1,024 images or 30 s).
+        weights, input size, ``tta`` and precision (float16 on GPU, else
+        float32). A later run embeds only the images not in the cache (new or
+        changed files), and a killed run resumes where its last shard ended
+        (shards are written every 1,024 images or 30 s).
         Files are trusted by size and modification time, not by content: a
         file rewritten with the same size within the same nanosecond is not
         noticed. Unreadable images are not cached; they are retried.
