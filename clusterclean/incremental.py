@@ -16,8 +16,11 @@ options and index (``run.json``). :func:`add_images`
    duplicates or contradicts (``TABLES["additions"]`` in :mod:`clusterclean.report`).
 
 With the exact (``flat``) index the result equals a full run on the union
-(same edges, components and scores); with IVF the candidates are approximate
-as in any IVF run, and the cells are the base run's (trained on the base).
+(same edges, components and scores) -- when the base run refined its
+embeddings, a full run on the union with the base run's refinement
+(``run(..., refinement=...)``): the new images get the base's treatment, the
+fit is not redone. With IVF the candidates are approximate as in any IVF run,
+and the cells are the base run's (trained on the base).
 Cost: O((n_new * (n_base + n_new) + n_base * n_new) d) for the search instead
 of O((n_base + n_new)^2 d), plus the linear stages over the union.
 """
@@ -134,12 +137,32 @@ def _union(base: Dataset, new: Dataset) -> Dataset:
     )
 
 
-def _search_union(base: Report, new_vectors: np.ndarray, n_neighbors: int, progress: bool):
-    """kNN lists of base + new, given the base lists; and each new image's nearest base row."""
+def _base_refinement(report: Report):
+    """The refinement the base run fitted (its ``refinement.npz``), or None."""
+    info = report.run_info.get("refinement")
+    if not info:
+        return None
+    from .refine import load_refinement
+
+    if report.folder is None:
+        raise InvalidInputError(
+            "The base run refined its embeddings; pass the base as its report folder so "
+            "that its refinement file can be read."
+        )
+    return load_refinement(Path(report.folder) / info.get("file", "refinement.npz"))
+
+
+def _search_union(
+    base: Report, base_vectors: np.ndarray, new_vectors: np.ndarray, n_neighbors: int, progress
+):
+    """kNN lists of base + new, given the base lists, and the index spec used.
+
+    ``base_vectors`` / ``new_vectors`` are in the space the base run searched
+    (refined with the base run's refinement when it had one).
+    """
     from .graph import _drop_self
     from .index import IndexSpec, build_index, choose_index, search_index
 
-    base_vectors = base.embeddings.vectors
     n_base, n_new = len(base_vectors), len(new_vectors)
     union = np.vstack([base_vectors, new_vectors])
     recorded = base.run_info.get("index")
@@ -163,14 +186,20 @@ def _search_union(base: Report, new_vectors: np.ndarray, n_neighbors: int, progr
     back_sims, back_idx = search_index(exact, base_vectors, min(n_neighbors, n_new))
     back_idx = np.where(back_idx >= 0, back_idx + n_base, -1)
     base_lists = merge_neighbors(base.neighbors, back_idx, back_sims)
-    # nearest base image of each new one (for the additions table)
-    nearest = build_index(base_vectors, choose_index(n_base, union.shape[1], index="flat"))
-    near_sims, near_idx = search_index(nearest, new_vectors, 1)
     merged = Neighbors(
         indices=np.vstack([base_lists.indices, new_lists.indices]),
         similarities=np.vstack([base_lists.similarities, new_lists.similarities]),
     )
-    return merged, spec, near_idx[:, 0], near_sims[:, 0]
+    return merged, spec
+
+
+def _nearest_base(base_vectors: np.ndarray, new_vectors: np.ndarray):
+    """Row and cosine of each new image's most similar base image (exact search)."""
+    from .index import build_index, choose_index, search_index
+
+    spec = choose_index(len(base_vectors), base_vectors.shape[1], index="flat")
+    sims, idx = search_index(build_index(base_vectors, spec), new_vectors, 1)
+    return idx[:, 0], sims[:, 0]
 
 
 def _additions(report: Report, n_base: int, nearest_row, nearest_sim) -> pd.DataFrame:
@@ -284,12 +313,21 @@ def add_images(
         backbone=base_vectors.backbone,
     )
     search_started = time.perf_counter()
-    neighbors, spec, nearest_row, nearest_sim = _search_union(
-        base_report, new_vectors.vectors, config.n_neighbors, progress
+    refinement = _base_refinement(base_report)
+    space = (lambda e: refinement.apply(e).vectors) if refinement else (lambda e: e.vectors)
+    neighbors, spec = _search_union(
+        base_report, space(base_vectors), space(new_vectors), config.n_neighbors, progress
     )
+    nearest_row, nearest_sim = _nearest_base(base_vectors.vectors, new_vectors.vectors)
     search_seconds = time.perf_counter() - search_started
+    fitted = {} if refinement is None else {"refinement": refinement}
     report = run(
-        labels=dataset, embeddings=vectors, config=config, neighbors=neighbors, progress=progress
+        labels=dataset,
+        embeddings=vectors,
+        config=config,
+        neighbors=neighbors,
+        progress=progress,
+        **fitted,
     )
     additions = _additions(report, n_base, nearest_row, nearest_sim)
     run_info = dict(report.run_info)
@@ -307,6 +345,8 @@ def add_images(
     if out is not None:
         folder = write_report(report, out)
         write_table("additions", additions, folder / ADDITIONS_FILE)
+        if refinement is not None:
+            refinement.save(folder / report.run_info["refinement"]["file"])
         report = replace(report, folder=folder)
     logger.info(
         "added %d images to %d: %d duplicate, %d contradict base images",

@@ -248,6 +248,7 @@ def run(
     config: RunConfig | None = None,
     progress: bool = True,
     neighbors: Neighbors | None = None,
+    refinement: Refinement | None = None,
     **options: Any,
 ) -> Report:
     """Run the whole pipeline: load, embed, kNN graph, components, scores, report.
@@ -273,6 +274,10 @@ def run(
     neighbors : Neighbors, optional
         kNN lists already searched on these embeddings, in the dataset's row
         order (``clusterclean.incremental`` merges them); the search is skipped.
+        They are the lists of the refined vectors, before re-ranking.
+    refinement : Refinement, optional
+        A fitted refinement to apply instead of fitting one on this dataset
+        (``clusterclean.incremental`` passes the base run's); needs ``refine``.
 
     Returns
     -------
@@ -297,7 +302,7 @@ def run(
     with _timed(timings, "embed"):
         vectors = _embed(dataset, embeddings, embedding_ids, config, progress)
     with _timed(timings, "refine"):
-        refined, refinement = _refine(vectors, config)
+        refined, refinement = _refine(vectors, config, refinement)
     with _timed(timings, "graph"):
         index_spec = choose_index(
             len(refined),
@@ -324,6 +329,7 @@ def run(
                 n_probe=index_spec.n_probe,
                 n_components=index_spec.n_components,
             )
+        searched = neighbors  # saved as neighbors.parquet: what new images merge into
         neighbors, edges = link_neighbors(
             neighbors,
             refined,
@@ -398,7 +404,7 @@ def run(
         duplicates=duplicates,
         edges=edges,
         embeddings=vectors,
-        neighbors=neighbors,
+        neighbors=searched,
         run_info=run_info,
     )
     timings["total"] = round(time.perf_counter() - started, 4)
@@ -409,8 +415,12 @@ def run(
     return report
 
 
-def _refine(vectors: Embeddings, config: RunConfig) -> tuple[Embeddings, Refinement | None]:
-    """Fit and apply the refinement; the vectors unchanged when it is off or N < 3."""
+def _refine(
+    vectors: Embeddings, config: RunConfig, fitted: Refinement | None = None
+) -> tuple[Embeddings, Refinement | None]:
+    """Fit (or take ``fitted``) and apply the refinement; unchanged when off or N < 3."""
+    if fitted is not None and config.refine:
+        return fitted.apply(vectors), fitted
     if not config.refine or len(vectors) < 3:
         return vectors, None
     refinement = fit_refinement(vectors, dim=config.refine_dim, power=config.refine_power)

@@ -9,7 +9,11 @@ from clusterclean.errors import InvalidInputError
 from clusterclean.incremental import add_images, merge_neighbors
 from clusterclean.report import read_table
 
-OPTIONS = {"progress": False, "n_neighbors": 5, "min_similarity": 0.8, "index": "flat"}
+# the plain cosine graph (this version's refinement and re-ranking off, when it has them)
+_OFF = {name: False for name in ("refine", "rerank") if name in cc.RunConfig.__dataclass_fields__}
+OPTIONS = {"progress": False, "n_neighbors": 5, "min_similarity": 0.8, "index": "flat", **_OFF}
+# the refined (whitened, fitted on the base) and re-ranked graph
+REFINED = {"progress": False, "n_neighbors": 5, "index": "flat", "refine": True, "rerank": True}
 
 
 def _subset(dataset: cc.Dataset, embeddings: cc.Embeddings, rows):
@@ -30,12 +34,13 @@ def _partition(component_ids: np.ndarray) -> set:
     return {frozenset(np.flatnonzero(component_ids == c)) for c in np.unique(component_ids)}
 
 
-def test_adding_equals_a_full_run_on_the_union(tmp_path, planted):
+@pytest.mark.parametrize("options", [OPTIONS, REFINED], ids=["plain", "refined"])
+def test_adding_equals_a_full_run_on_the_union(tmp_path, planted, options):
     dataset, embeddings = planted
     n_base = int(0.7 * dataset.n_images)
     base, base_vectors = _subset(dataset, embeddings, np.arange(n_base))
     new, new_vectors = _subset(dataset, embeddings, np.arange(n_base, dataset.n_images))
-    cc.run(labels=base, embeddings=base_vectors, out=tmp_path / "base", **OPTIONS)
+    cc.run(labels=base, embeddings=base_vectors, out=tmp_path / "base", **options)
 
     added, additions = add_images(
         tmp_path / "base",
@@ -44,7 +49,16 @@ def test_adding_equals_a_full_run_on_the_union(tmp_path, planted):
         out=tmp_path / "added",
         progress=False,
     )
-    full = cc.run(labels=dataset, embeddings=embeddings, **OPTIONS)
+    # a base run that refined its vectors hands its fitted refinement to the new images
+    refined = added.run_info.get("refinement")
+    assert bool(refined) == bool(options.get("refine"))
+    fitted = {}
+    if refined:
+        from clusterclean.refine import load_refinement
+
+        fitted["refinement"] = load_refinement(tmp_path / "base" / refined["file"])
+        assert (tmp_path / "added" / refined["file"]).is_file()
+    full = cc.run(labels=dataset, embeddings=embeddings, **options, **fitted)
 
     np.testing.assert_array_equal(added.neighbors.indices, full.neighbors.indices)
     np.testing.assert_allclose(added.neighbors.similarities, full.neighbors.similarities, atol=1e-5)
