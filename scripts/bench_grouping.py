@@ -101,7 +101,12 @@ def _embed(folder: Path, seed: int, n_persons: int) -> None:
 
 
 def choose_cut(embeddings, groups, config: RunConfig) -> float:
-    """The grid cut with the best same-person pair F1 on the selection data.
+    """The grid cut with the best same-person pair F1 on the selection data."""
+    return max((f1, cut) for cut, f1 in cut_curve(embeddings, groups, config))[1]
+
+
+def cut_curve(embeddings, groups, config: RunConfig) -> list[tuple[float, float]]:
+    """(cut, same-person pair F1) over the grid :data:`CUTS`.
 
     Runs the grouping stages of ``run`` (refine, search, re-rank / local
     scaling, cut, components, split) with the lists computed once.
@@ -124,8 +129,32 @@ def choose_cut(embeddings, groups, config: RunConfig) -> float:
             max_component_size=config.max_component_size,
             communities=config.communities,
         )
-        scores.append((grouping_scores(components, groups)["pair_f1"], float(cut)))
-    return max(scores)[1]
+        scores.append((float(cut), grouping_scores(components, groups)["pair_f1"]))
+    return scores
+
+
+def plot_curves(embeddings, groups, path: Path) -> None:
+    """Pair F1 against the cut for the main methods, one line each, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for method in ("plain", "local", "whiten", "rerank", "whiten+rerank"):
+        curve = cut_curve(embeddings, groups, replace(BASE, **METHODS[method][1]))
+        axes.plot([c for c, _ in curve], [f for _, f in curve], label=method)
+    axes.set_xlabel("min_similarity (cut on the link similarity)")
+    axes.set_ylabel("same-person pair F1")
+    axes.set_title("Held-out benchmark: pair F1 against the cut")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    os.replace(tmp, path)
 
 
 def measure(embeddings, labels, planted, config: RunConfig, noisy=None) -> dict:
@@ -185,6 +214,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument("--noise-rate", type=float, default=0.1)
     parser.add_argument(
+        "--plot-only", action="store_true", help="only draw cut_curves.png (F1 against the cut)"
+    )
+    parser.add_argument(
         "--embed",
         nargs=2,
         type=int,
@@ -201,6 +233,10 @@ def main(argv=None) -> int:
     if args.demo is not None:
         demo_emb, demo_labels = _load(args.demo, "vectors.npy", "ids.npy")
         datasets["demo"] = (demo_emb, demo_labels)
+    report_emb, report_labels = datasets["report"]
+    plot_curves(report_emb, report_labels["group"].to_numpy(), args.out / "cut_curves.png")
+    if args.plot_only:
+        return 0
     results: dict[str, list[dict]] = {name: [] for name in datasets}
     for method in args.methods.split(","):
         description, changes = METHODS[method]
