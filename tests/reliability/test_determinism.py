@@ -28,6 +28,7 @@ TABLES = (
     "edges",
     "duplicates",
     "embeddings",
+    "neighbors",
 )
 
 
@@ -51,7 +52,7 @@ def _run_planted(out: Path) -> None:
 
     from clusterclean import run
 
-    data = make_planted(n_groups=700, max_size=6, dim=48, n_flips=60, noise=0.05, seed=11)
+    data = make_planted(n_groups=400, max_size=6, dim=48, n_flips=40, noise=0.05, seed=11)
     run(
         labels=data.dataset,
         embeddings=data.embeddings,
@@ -111,6 +112,7 @@ def _assert_identical(first: dict[str, str], second: dict[str, str], names=TABLE
 
 
 def test_planted_tables_are_byte_identical_across_runs_and_thread_counts(tmp_path):
+    import numpy as np
     import pandas as pd
 
     one = _run_child("planted", tmp_path, threads=1, hash_seed=1)
@@ -118,12 +120,17 @@ def test_planted_tables_are_byte_identical_across_runs_and_thread_counts(tmp_pat
     _run_planted(tmp_path / "in-process")  # the test's own threads and hash seed
     again = _hashes(tmp_path / "in-process")
     assert {"images", "components", "label_issues", "pairs", "edges", "embeddings"} <= set(one)
-    _assert_identical(one, two)
-    _assert_identical(two, again)
+    _assert_identical(two, again)  # same thread count: every table, byte for byte
+    # 1 vs 2 threads: FAISS's BLAS inner products round differently in the last bit, so
+    # the raw kNN lists (neighbors.parquet) may differ by 1 ulp; everything derived is equal
+    _assert_identical(one, two, names=tuple(t for t in TABLES if t != "neighbors"))
+    if "neighbors" in one:
+        knn = [pd.read_parquet(tmp_path / f / "neighbors.parquet") for f in ("out-1-1", "out-2-2")]
+        np.testing.assert_allclose(knn[0]["similarity"], knn[1]["similarity"], atol=1e-6)
     # the check has teeth: the tables are not empty
     out = tmp_path / "out-1-1"
-    assert len(pd.read_parquet(out / "edges.parquet")) > 500
-    assert len(pd.read_parquet(out / "label_issues.parquet")) > 20
+    assert len(pd.read_parquet(out / "edges.parquet")) > 300
+    assert len(pd.read_parquet(out / "label_issues.parquet")) > 15
 
 
 def _write_image_folder(folder: Path) -> None:
