@@ -64,12 +64,20 @@ class Dataset:
             )
         if "image_id" not in self.table.columns:
             raise InvalidInputError("The dataset table needs an 'image_id' column.")
+        # numpy's str arrays drop trailing NULs, so such ids would silently change
+        for kind, values in (("image id", self.table["image_id"]), ("attribute", self.attributes)):
+            with_nul = [v for v in values if "\x00" in str(v)]
+            if with_nul:
+                raise InvalidInputError(
+                    f"The {kind} {with_nul[0]!r} holds a NUL character; remove it from the "
+                    "labels table."
+                )
         bad = ~np.isnan(labels) & (labels != 0) & (labels != 1)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise InvalidInputError(
                 f"Label of image {self.table['image_id'].iloc[row]!r}, attribute "
-                f"{self.attributes[col]!r} is {labels[row, col]!r}; labels must be 1, 0 or "
+                f"{self.attributes[col]!r} is {float(labels[row, col])!r}; labels must be 1, 0 or "
                 "missing (NaN)."
             )
 

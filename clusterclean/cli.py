@@ -65,7 +65,14 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--min-similarity",
         type=float,
         default=None,
-        help="cosine similarity cut for an edge (default 0.9)",
+        help="cut on the link similarity of an edge (default 0.5, measured for the default "
+        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9)",
+    )
+    graph.add_argument(
+        "--min-cosine",
+        type=float,
+        default=None,
+        help="floor on the plain cosine of every edge (default 0.5)",
     )
     graph.add_argument(
         "--mutual", action="store_true", default=None, help="keep only mutual-kNN edges"
@@ -121,7 +128,8 @@ def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
         "--refine",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="centre + PCA-whiten the embeddings, fitted on this dataset (saved as refinement.npz)",
+        help="centre + PCA-whiten the embeddings, fitted on this dataset (saved as "
+        "refinement.npz; on by default)",
     )
     group.add_argument(
         "--refine-dim",
@@ -136,7 +144,8 @@ def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
         "--rerank",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="k-reciprocal re-ranking; --min-similarity then cuts the re-ranked similarity",
+        help="k-reciprocal re-ranking; --min-similarity then cuts the re-ranked similarity "
+        "(on by default)",
     )
     group.add_argument(
         "--n-reciprocal", type=int, default=None, help="re-ranking's reciprocal set size (6)"

@@ -235,6 +235,7 @@ def link_neighbors(
     n_reciprocal: int = 6,
     n_expansion: int = 2,
     n_local: int = 0,
+    min_cosine: float = -1.0,
 ) -> tuple[Neighbors, pd.DataFrame]:
     """The grouping graph from kNN lists: optional re-ranking / local scaling, then the cut.
 
@@ -260,6 +261,11 @@ def link_neighbors(
         k-reciprocal re-ranking and its options (:func:`rerank_neighbors`).
     n_local : int, default=0
         Neighbours of :func:`scale_locally`; 0 = no local scaling.
+    min_cosine : float in [-1, 1], default=-1
+        A floor on the plain cosine (of ``cosine_of``) of every edge. Re-ranking
+        scores are relative: where most images have no true match, two unrelated
+        images can share enough reciprocal neighbours to pass the cut, and the
+        floor keeps them apart.
 
     Returns
     -------
@@ -279,6 +285,7 @@ def link_neighbors(
             f"as 'embeddings'. Got {len(reference)} instead."
         )
     n_local = check_int(n_local, "n_local", func, min_value=0)
+    min_cosine = check_float(min_cosine, "min_cosine", func, low=-1.0, high=1.0)
     if rerank:
         neighbors = rerank_neighbors(
             neighbors, embeddings, n_reciprocal=n_reciprocal, n_expansion=n_expansion
@@ -287,6 +294,7 @@ def link_neighbors(
         neighbors = scale_locally(neighbors, n_local=n_local)
     edges = edges_from_neighbors(neighbors, min_similarity=min_similarity, mutual=mutual)
     edges["similarity"] = cosine_of_pairs(reference, edges["src"], edges["dst"])
+    edges = edges[edges["similarity"] >= min_cosine].reset_index(drop=True)
     rows = np.repeat(np.arange(len(embeddings)), neighbors.indices.shape[1])
     cosines = cosine_of_pairs(reference, rows, neighbors.indices.ravel())
     return Neighbors(neighbors.indices, cosines.reshape(neighbors.indices.shape)), edges

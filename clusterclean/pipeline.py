@@ -50,8 +50,12 @@ class RunConfig:
         Neighbours searched per image.
     min_similarity : float
         Cut on the link similarity of an edge: the cosine of the (refined)
-        embeddings, or the re-ranked similarity with ``rerank`` (0.5 is the
-        measured cut for ``refine=True, rerank=True``; see docs/grouping).
+        embeddings, or the re-ranked similarity with ``rerank``. The default
+        0.5 is the cut measured for the default ``refine=True, rerank=True``
+        (docs/grouping); with both off, a plain cosine cut (0.9 is a sane start).
+    min_cosine : float
+        Floor on the plain cosine of every edge, whatever the link similarity
+        (0.5: keeps unrelated images apart where re-ranking alone would not).
     mutual : bool
         Keep only mutual-kNN edges.
     thresholds : tuple of str
@@ -96,7 +100,7 @@ class RunConfig:
     num_workers: int | None = None
     device: str | None = None
     n_neighbors: int = 10
-    min_similarity: float = 0.9
+    min_similarity: float = 0.5
     mutual: bool = False
     thresholds: tuple[str, ...] = ("p80",)
     min_label_agreement: float = 0.5
@@ -116,6 +120,7 @@ class RunConfig:
             check_int(self.num_workers, "num_workers", func, min_value=0)
         check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
+        check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
         check_float(
             self.min_duplicate_similarity, "min_duplicate_similarity", func, low=-1.0, high=1.0
         )
@@ -129,7 +134,9 @@ class RunConfig:
         if self.rerank and self.n_reciprocal > self.n_neighbors + 1:
             raise InvalidInputError(
                 f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
-                f"{self.n_neighbors + 1}. Got {self.n_reciprocal} instead."
+                f"{self.n_neighbors + 1}. Got {self.n_reciprocal} instead. Re-ranking (on by "
+                "default) needs that many neighbours: raise n_neighbors (--n-neighbors), lower "
+                "n_reciprocal (--n-reciprocal), or turn it off (rerank=False, --no-rerank)."
             )
         for name in ("n_lists", "n_probe", "n_components", "refine_dim", "max_component_size"):
             if getattr(self, name) is not None:
@@ -148,10 +155,11 @@ class RunConfig:
     n_lists: int | None = None
     n_probe: int | None = None
     n_components: int | None = None
-    refine: bool = False
+    refine: bool = True
     refine_dim: int | None = None
     refine_power: float = 1.0
-    rerank: bool = False
+    rerank: bool = True
+    min_cosine: float = 0.5
     n_reciprocal: int = 6
     n_expansion: int = 2
     n_local: int = 0
@@ -340,6 +348,7 @@ def run(
             n_reciprocal=config.n_reciprocal,
             n_expansion=config.n_expansion,
             n_local=config.n_local,
+            min_cosine=config.min_cosine,
         )
     with _timed(timings, "components"):
         component_ids = split_components(

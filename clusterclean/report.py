@@ -65,8 +65,11 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "group": ("string", "known identity, or null"),
         "component_id": ("int32", "component the image belongs to"),
         "component_size": ("int64", "images in that component"),
-        "nearest_id": ("string", "most similar other image (before the similarity cut)"),
-        "nearest_similarity": ("float32", "cosine similarity to nearest_id"),
+        "nearest_id": (
+            "string",
+            "first neighbour by link similarity (refined / re-ranked), before the cut",
+        ),
+        "nearest_similarity": ("float32", "plain cosine similarity to nearest_id"),
         "centroid_similarity": ("float32", "cosine similarity to the component's mean direction"),
         "n_rare_labels": ("int64", "labels of this image that are a minority in its component"),
         "rare_labels": ("list<string>", "those attributes"),

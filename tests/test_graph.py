@@ -107,3 +107,14 @@ def test_edges_match_brute_force(n, k, cut, seed, mutual):
     # float32 search vs float64 oracle may disagree right at the cut
     borderline = {(a, b) for a, b in expected ^ set(pairs) if abs(sims[a, b] - cut) < 1e-5}
     assert expected ^ set(pairs) <= borderline
+
+
+def test_cosine_floor_drops_weak_edges_whatever_the_link_similarity():
+    from clusterclean.graph import link_neighbors
+
+    emb = _angles(0, 10, 90, 180)
+    nb = search_neighbors(emb, n_neighbors=1)
+    _, all_edges = link_neighbors(nb, emb, min_similarity=-1.0)
+    _, floored = link_neighbors(nb, emb, min_similarity=-1.0, min_cosine=0.5)
+    assert list(zip(all_edges.src, all_edges.dst)) == [(0, 1), (1, 2), (2, 3)]
+    assert list(zip(floored.src, floored.dst)) == [(0, 1)]  # cos 80 deg, cos 90 deg < 0.5

@@ -309,5 +309,9 @@ def test_cli_grouping_flags_reach_the_config():
     config = _config_from_args(args)
     assert (config.refine, config.rerank, config.refine_dim) == (True, True, 32)
     assert (config.max_component_size, config.communities, config.n_local) == (50, False, 3)
-    plain = build_parser().parse_args(["run", "--labels", "x.csv", "--out", "o"])
-    assert _config_from_args(plain).refine is False
+    default = build_parser().parse_args(["run", "--labels", "x.csv", "--out", "o"])
+    assert (_config_from_args(default).refine, _config_from_args(default).rerank) == (True, True)
+    plain = build_parser().parse_args(
+        ["run", "--labels", "x.csv", "--out", "o", "--no-refine", "--no-rerank"]
+    )
+    assert (_config_from_args(plain).refine, _config_from_args(plain).rerank) == (False, False)
