@@ -38,6 +38,20 @@ def _run(dataset: Dataset, vectors, tmp_path, **options):
     return report
 
 
+#: Every way of building the graph, spelled out (not the defaults, which may change).
+GROUPINGS = {
+    "plain": {"refine": False, "rerank": False, "min_similarity": 0.9},
+    "refine": {"refine": True, "rerank": False, "min_similarity": 0.9},
+    "rerank": {"refine": False, "rerank": True, "min_similarity": 0.5},
+    "local-scaling": {"refine": False, "rerank": False, "n_local": 5, "min_similarity": 0.5},
+}
+REFINE_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="refine centres the data: identical vectors become zero vectors, lose every edge "
+    "and end as singletons (refine.py should keep the vectors when the spread is zero)",
+)
+
+
 def test_one_image(tmp_path):
     report = _run(_dataset([[1, 0]]), [[0.6, 0.8]], tmp_path)
     assert report.components[["component_id", "size"]].values.tolist() == [[0, 1]]
@@ -46,11 +60,19 @@ def test_one_image(tmp_path):
     assert report.run_info["counts"]["largest_component"] == 1
 
 
-def test_all_images_identical_make_one_component_and_find_the_odd_label(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(options, marks=REFINE_BUG if name == "refine" else ())
+        for name, options in GROUPINGS.items()
+    ],
+    ids=list(GROUPINGS),
+)
+def test_all_images_identical_make_one_component_and_find_the_odd_label(tmp_path, options):
     n = 12
     labels = np.tile([1.0, 0.0], (n, 1))
     labels[5, 1] = 1.0  # the one disagreeing cell: img5 says attr_1 = 1, the 11 others 0
-    report = _run(_dataset(labels), np.ones((n, 8)), tmp_path, n_neighbors=n)
+    report = _run(_dataset(labels), np.ones((n, 8)), tmp_path, n_neighbors=n, **options)
     assert report.images["component_id"].nunique() == 1
     assert report.components["size"].tolist() == [n]
     assert len(report.edges) == n * (n - 1) // 2  # every pair, similarity 1
@@ -63,23 +85,7 @@ def test_all_images_identical_make_one_component_and_find_the_odd_label(tmp_path
     assert exact["group_size"].tolist() == [n] * n
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"refine": True},
-        {"n_local": 5, "min_similarity": 0.5},
-        pytest.param(
-            {"rerank": True, "min_similarity": 0.5},
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="k-reciprocal re-ranking links two of six orthogonal images (cosine 0) "
-                "above a 0.5 cut: all-tied neighbour lists look reciprocal (graph.py)",
-            ),
-        ),
-    ],
-    ids=["plain", "refine", "local-scaling", "rerank"],
-)
+@pytest.mark.parametrize("options", list(GROUPINGS.values()), ids=list(GROUPINGS))
 def test_no_edges_at_all(tmp_path, options):
     """Orthogonal vectors: every similarity is 0, below any positive cut."""
     n = 6

@@ -140,3 +140,23 @@ def test_full_disk_keeps_the_previous_report_and_leaves_nothing_behind(tmp_path,
         assert err[0].startswith("clusterclean: error: ") and "No space left" in err[0]
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
         assert sorted(p.name for p in disk.iterdir()) == ["report"]
+
+
+#: The documented bound (README "Guarantees"): measured by scripts/measure_memory.py as
+#: 339 MiB + 21.3 KiB x N for d = 256 (2.4 GiB at 100k); checked here with a margin.
+BOUND_MIB, BOUND_KIB_PER_IMAGE = 400, 25
+
+
+@pytest.mark.slow  # about a minute of CPU: run() on 20,000 vectors in a fresh process
+def test_peak_memory_stays_within_the_documented_bound(tmp_path):
+    import json
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "measure_memory.py"
+    subprocess.run(
+        [sys.executable, str(script), "--sizes", "20000", "--json", str(tmp_path / "m.json")],
+        check=True,
+        capture_output=True,
+    )
+    (row,) = json.loads((tmp_path / "m.json").read_text())["runs"]
+    assert row["peak_rss_mib"] <= BOUND_MIB + BOUND_KIB_PER_IMAGE * row["n"] / 1024, row
