@@ -430,7 +430,10 @@ def _refine(
     """Fit (or take ``fitted``) and apply the refinement; unchanged when off or N < 3."""
     if fitted is not None and config.refine:
         return fitted.apply(vectors), fitted
-    if not config.refine or len(vectors) < 3:
+    if not config.refine:
+        return vectors, None
+    if len(vectors) < 3:
+        logger.warning("refinement skipped: whitening needs >= 3 images, got %d", len(vectors))
         return vectors, None
     refinement = fit_refinement(vectors, dim=config.refine_dim, power=config.refine_power)
     return refinement.apply(vectors), refinement
