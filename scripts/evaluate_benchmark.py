@@ -42,6 +42,9 @@ from clusterclean.errors import ClustercleanError
 
 logger = logging.getLogger("evaluate_benchmark")
 
+#: RunConfig fields of the embedding stage: unused here (the benchmark's
+#: embeddings are precomputed; benchmark.json says how), so not recorded.
+EMBEDDING_OPTIONS = ("backbone", "weights", "batch_size", "num_workers", "device")
 #: Pipeline options of the benchmark runs, pinned rather than taken from
 #: RunConfig's defaults: the recommended grouping (whitening + re-ranking).
 GROUPING = {"refine": True, "rerank": True}
@@ -392,7 +395,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     headline = {
         "reference_noise": args.reference,
         "min_similarity": cut,
-        "config": {k: v for k, v in asdict(config).items() if k not in ("device", "num_workers")},
+        "config": {k: v for k, v in asdict(config).items() if k not in EMBEDDING_OPTIONS},
+        "embedding": info.get("parameters"),
         "grouping": reference.grouping,
         "label_issues": {
             r["attributes"]: {k: r[k] for k in ("precision", "recall", "f1", "n_planted")}
