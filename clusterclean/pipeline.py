@@ -435,6 +435,10 @@ def _refine(
     if len(vectors) < 3:
         logger.warning("refinement skipped: whitening needs >= 3 images, got %d", len(vectors))
         return vectors, None
+    if float(vectors.vectors.var(axis=0).sum()) < 1e-10:
+        # identical vectors: centring would turn them into zeros with no direction
+        logger.warning("refinement skipped: the %d embeddings are all identical", len(vectors))
+        return vectors, None
     refinement = fit_refinement(vectors, dim=config.refine_dim, power=config.refine_power)
     return refinement.apply(vectors), refinement
 

@@ -45,11 +45,6 @@ GROUPINGS = {
     "rerank": {"refine": False, "rerank": True, "min_similarity": 0.5},
     "local-scaling": {"refine": False, "rerank": False, "n_local": 5, "min_similarity": 0.5},
 }
-REFINE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="refine centres the data: identical vectors become zero vectors, lose every edge "
-    "and end as singletons (refine.py should keep the vectors when the spread is zero)",
-)
 
 
 def test_one_image(tmp_path):
@@ -60,14 +55,7 @@ def test_one_image(tmp_path):
     assert report.run_info["counts"]["largest_component"] == 1
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        pytest.param(options, marks=REFINE_BUG if name == "refine" else ())
-        for name, options in GROUPINGS.items()
-    ],
-    ids=list(GROUPINGS),
-)
+@pytest.mark.parametrize("options", list(GROUPINGS.values()), ids=list(GROUPINGS))
 def test_all_images_identical_make_one_component_and_find_the_odd_label(tmp_path, options):
     n = 12
     labels = np.tile([1.0, 0.0], (n, 1))
