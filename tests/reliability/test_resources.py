@@ -143,8 +143,8 @@ def test_full_disk_keeps_the_previous_report_and_leaves_nothing_behind(tmp_path,
 
 
 #: The documented bound (README "Guarantees"): measured by scripts/measure_memory.py as
-#: 339 MiB + 21.3 KiB x N for d = 256 (2.4 GiB at 100k); checked here with a margin.
-BOUND_MIB, BOUND_KIB_PER_IMAGE = 400, 25
+#: 302 MiB + 7.5 KiB x N for d = 256 (1.01 GiB at 100k); checked here with a margin.
+BOUND_MIB, BOUND_KIB_PER_IMAGE = 400, 10
 
 
 @pytest.mark.slow  # about a minute of CPU: run() on 20,000 vectors in a fresh process
