@@ -55,7 +55,7 @@ def _vectors(folder: Path) -> np.ndarray:
     return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def _graph_reference(folder: Path, kind: str) -> dict:
+def _graph_reference(folder: Path, kind: str, n_probe: int | None) -> dict:
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -63,7 +63,8 @@ def _graph_reference(folder: Path, kind: str) -> dict:
 
     vectors = _vectors(folder)
     n = len(vectors)
-    spec = choose_index(n, vectors.shape[1], index=kind)
+    probe = {"n_probe": n_probe} if n_probe and n > FLAT_MAX_IMAGES and kind == "auto" else {}
+    spec = choose_index(n, vectors.shape[1], index=kind, **probe)
     index = build_index(vectors, spec)
     sims, idx = search_index(index, vectors, N_NEIGHBORS + 1)
     src = np.repeat(np.arange(n), N_NEIGHBORS + 1)
@@ -73,7 +74,7 @@ def _graph_reference(folder: Path, kind: str) -> dict:
     return {"index": spec.as_dict()}
 
 
-def _pipeline(folder: Path) -> dict:
+def _pipeline(folder: Path, n_probe: int | None) -> dict:
     import pandas as pd
 
     import clusterclean as cc
@@ -88,6 +89,10 @@ def _pipeline(folder: Path) -> dict:
     )
     embeddings = cc.as_embeddings(ids, vectors)
     del vectors
+    # the search-based pipeline: the dataset-fitted refinement and the re-ranking
+    # (when this version has them) are measured by scripts/bench_pipeline.py
+    fields = cc.RunConfig.__dataclass_fields__
+    plain = {name: False for name in ("refine", "rerank") if name in fields}
     report = cc.run(
         labels=dataset,
         embeddings=embeddings,
@@ -95,6 +100,8 @@ def _pipeline(folder: Path) -> dict:
         progress=False,
         n_neighbors=N_NEIGHBORS,
         min_similarity=MIN_SIMILARITY,
+        n_probe=n_probe if len(embeddings) > FLAT_MAX_IMAGES else None,
+        **plain,
     )
     info = json.loads((folder / "report" / "run.json").read_text())
     return {
@@ -129,7 +136,7 @@ def recall(vectors: np.ndarray, neighbors, queries: np.ndarray) -> dict:
     return {"recall_at_k": at_k, "edge_recall": edge, "n_queries": len(queries), "k": width}
 
 
-def _child(variant: str, folder: Path) -> None:
+def _child(variant: str, folder: Path, n_probe: int | None) -> None:
     import faiss  # noqa: F401  (imported before timing in every variant)
     import pandas  # noqa: F401
     import scipy.sparse.csgraph  # noqa: F401
@@ -138,9 +145,9 @@ def _child(variant: str, folder: Path) -> None:
 
     started = time.perf_counter()
     if variant == "pipeline":
-        extra = _pipeline(folder)
+        extra = _pipeline(folder, n_probe)
     else:
-        extra = _graph_reference(folder, "flat" if variant == "flat" else "auto")
+        extra = _graph_reference(folder, "flat" if variant == "flat" else "auto", n_probe)
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"variant": variant, "seconds": seconds, "peak_rss_mib": peak_mib}
@@ -155,13 +162,15 @@ def _child(variant: str, folder: Path) -> None:
     print(json.dumps(result))
 
 
-def _run_child(variant: str, folder: Path) -> dict:
+def _run_child(variant: str, folder: Path, n_probe: int | None) -> dict:
+    probe = ["--n-probe", str(n_probe)] if n_probe else []
     out = subprocess.run(
-        [sys.executable, __file__, "--child", variant, "--folder", str(folder)],
-        check=True,
+        [sys.executable, __file__, "--child", variant, "--folder", str(folder), *probe],
         capture_output=True,
         text=True,
     )
+    if out.returncode:
+        sys.exit(f"the {variant} run failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -209,12 +218,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--flat-max", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("docs/scale"))
+    parser.add_argument("--n-probe", type=int, default=None, help="IVF cells scanned (default 4)")
     variants = ["reference", "flat", "pipeline"]
     parser.add_argument("--child", choices=variants, help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child, args.folder)
+        _child(args.child, args.folder, args.n_probe)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -228,7 +238,7 @@ def main() -> None:
             runs: dict[str, list[dict]] = {v: [] for v in variants}
             for _ in range(args.repeats):
                 for variant in variants:
-                    result = _run_child(variant, folder)
+                    result = _run_child(variant, folder, args.n_probe)
                     runs[variant].append(result)
                     print(
                         f"N={n:>8d} {variant:9s} {result['seconds']:8.1f} s  "
