@@ -133,6 +133,16 @@ def datalab_components(vectors: np.ndarray) -> np.ndarray:
     return components
 
 
+def _warm_up() -> None:
+    """Import what both tools load lazily, so that no timing includes imports."""
+    import faiss  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+    from cleanlab.multilabel_classification import filter  # noqa: F401
+
+    from clusterclean import graph, pipeline, refine, scoring, strategies  # noqa: F401
+
+
 def compare(args: argparse.Namespace) -> pd.DataFrame:
     _require_cleanlab()
     from clusterclean.evaluate import (
@@ -158,6 +168,7 @@ def compare(args: argparse.Namespace) -> pd.DataFrame:
         results = args.out / "results.json"
         cut = json.loads(results.read_text())["min_similarity"] if results.is_file() else 0.9
     config = run_config(args, cut)
+    _warm_up()
     rows = []
     for spec in args.inject or ["disagreement:0.1"]:
         kind, rate = parse_injection(spec)
