@@ -327,6 +327,8 @@ def _add_run_parser(sub) -> None:
         help="keep images that have no labels row (their labels are missing)",
     )
     _add_pipeline_options(parser)
+    # demo and evaluate have their own --seed, which seeds the pipeline too
+    parser.add_argument("--seed", type=int, default=None, help="seed of every random choice (0)")
     parser.set_defaults(handler=_cmd_run)
 
 
@@ -728,11 +730,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args)
     try:
         return int(args.handler(args) or 0)
-    except ClustercleanError as error:
-        print(f"clusterclean: error: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:  # unreadable input, full disk, permissions: the user's to fix
-        print(f"clusterclean: error: {error}", file=sys.stderr)
+    # OSError: unreadable input, full disk, permissions -- the user's to fix
+    except (ClustercleanError, OSError) as error:
+        # one line, whatever the message: scripts read stderr line by line
+        print(f"clusterclean: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("clusterclean: interrupted", file=sys.stderr)

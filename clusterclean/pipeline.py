@@ -92,6 +92,9 @@ class RunConfig:
         Split components into their Louvain communities.
     max_component_size : int or None
         Re-split larger components at a higher cut (None = no cap).
+    seed : int
+        Seed of every random choice (Louvain communities, the sample a
+        refinement is fitted on above 100k images); recorded in ``run.json``.
     """
 
     backbone: str = "resnet50"
@@ -121,6 +124,7 @@ class RunConfig:
         check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
         check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
+        check_int(self.seed, "seed", func, min_value=0)
         check_float(
             self.min_duplicate_similarity, "min_duplicate_similarity", func, low=-1.0, high=1.0
         )
@@ -165,6 +169,7 @@ class RunConfig:
     n_local: int = 0
     communities: bool = False
     max_component_size: int | None = None
+    seed: int = 0
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -356,6 +361,7 @@ def run(
             find_components(edges, dataset.n_images),
             max_component_size=config.max_component_size,
             communities=config.communities,
+            seed=config.seed,
         )
     with _timed(timings, "scores"):
         scores = score_components(
@@ -439,7 +445,9 @@ def _refine(
         # identical vectors: centring would turn them into zeros with no direction
         logger.warning("refinement skipped: the %d embeddings are all identical", len(vectors))
         return vectors, None
-    refinement = fit_refinement(vectors, dim=config.refine_dim, power=config.refine_power)
+    refinement = fit_refinement(
+        vectors, dim=config.refine_dim, power=config.refine_power, seed=config.seed
+    )
     return refinement.apply(vectors), refinement
 
 

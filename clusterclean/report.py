@@ -525,6 +525,11 @@ def write_report(report: Report, out: str | Path) -> Path:
         _atomic_write(staging / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
         write_html(replace(report, folder=out), staging / HTML_FILE)
         _swap_into_place(staging, out)
+    except OSError as error:  # e.g. a full disk: say where, the previous report is intact
+        raise InvalidInputError(
+            f"Could not write the report to {out} ({' '.join(str(error).split())}); free "
+            "space or choose another --out. Any previous report there is unchanged."
+        ) from error
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

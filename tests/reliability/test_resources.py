@@ -20,7 +20,7 @@ from planted import make_planted
 
 from clusterclean import as_embeddings, run
 from clusterclean.cli import main
-from clusterclean.errors import InvalidInputError
+from clusterclean.errors import ClustercleanError, InvalidInputError
 from clusterclean.report import read_report
 
 
@@ -113,9 +113,11 @@ def test_full_disk_keeps_the_previous_report_and_leaves_nothing_behind(tmp_path,
         out = disk / "report"
         run(labels=small.dataset, embeddings=small.embeddings, out=out, progress=False)
         before = {p.name: p.read_bytes() for p in out.iterdir()}
-        with pytest.raises(OSError) as error:  # ENOSPC while the tables are written
+        with pytest.raises(ClustercleanError) as error:  # ENOSPC while the tables are written
             run(labels=big.dataset, embeddings=big.embeddings, out=out, progress=False)
-        assert "No space left on device" in str(error.value) or error.value.errno == 28
+        assert f"Could not write the report to {out}" in str(error.value)
+        assert "No space left on device" in str(error.value)
+        assert error.value.__cause__.errno == 28
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
         read_report(out)
         assert sorted(p.name for p in disk.iterdir()) == ["report"]  # no staging left
