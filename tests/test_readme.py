@@ -1,0 +1,25 @@
+"""The README keeps its promises: the two commands first, every report column documented."""
+
+import re
+from pathlib import Path
+
+from clusterclean.report import TABLES
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_first_block_is_exactly_the_two_commands():
+    first = re.search(r"```[a-z]*\n(.*?)```", README, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first.splitlines()]
+    assert [c for c in commands if c] == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_report_column_is_documented():
+    for table, columns in TABLES.items():
+        section = README.split(f"**`{table}.parquet`**", 1)
+        assert len(section) == 2, f"{table}.parquet has no column table in README.md"
+        body = section[1].split("**`", 1)[0]
+        missing = [c for c in columns if f"| `{c}` |" not in body]
+        assert not missing, f"{table}.parquet columns missing from README.md: {missing}"
