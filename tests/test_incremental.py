@@ -229,3 +229,23 @@ def test_cli_add_needs_a_base_and_no_new_options(base_folder, capsys):
         "With --base the options of the base run are used; drop --n-neighbors"
         in capsys.readouterr().err
     )
+
+
+def test_adding_to_an_ivf_report_keeps_its_index(tmp_path, planted):
+    dataset, embeddings = planted
+    n_base = dataset.n_images - 40
+    base, base_vectors = _subset(dataset, embeddings, np.arange(n_base))
+    new, new_vectors = _subset(dataset, embeddings, np.arange(n_base, dataset.n_images))
+    options = {**OPTIONS, "index": "ivf"}
+    cc.run(labels=base, embeddings=base_vectors, out=tmp_path / "base", **options)
+    added, additions = add_images(
+        tmp_path / "base", labels=new, embeddings=new_vectors, progress=False
+    )
+    assert added.run_info["index"]["kind"] == "ivf"
+    assert added.run_info["index"]["n_lists"] == n_base // 40
+    # the approximate lists still find the planted groups' edges
+    exact = cc.run(labels=dataset, embeddings=embeddings, **OPTIONS)
+    found = set(zip(added.edges["src"], added.edges["dst"]))
+    wanted = set(zip(exact.edges["src"], exact.edges["dst"]))
+    assert len(found & wanted) >= 0.95 * len(wanted)
+    assert len(additions) == 40
