@@ -100,6 +100,26 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="attributes reported but never scored, e.g. pose,occluded",
     )
     graph.add_argument(
+        "--per-image-attributes",
+        dest="exclude_attributes",
+        type=_csv_list,
+        default=None,
+        help="same as --exclude-attributes: attributes that may differ between views",
+    )
+    graph.add_argument(
+        "--detect-varying-attributes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="find attributes that vary inside components far more than the rest and leave "
+        "them unscored (on by default)",
+    )
+    graph.add_argument(
+        "--consistent-attributes",
+        type=_csv_list,
+        default=None,
+        help="score these attributes or tasks even when detected as varying",
+    )
+    graph.add_argument(
         "--min-duplicate-similarity",
         type=float,
         default=None,
@@ -195,6 +215,8 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         "flagged components: "
         + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
         f"suspected wrong label cells: {s['label_issues']}",
+        "attributes treated as per-image (not scored): "
+        + (", ".join(s["per_image_attributes"]) or "none"),
         "duplicate groups: "
         + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
         "most inconsistent attributes (components disagreeing): "

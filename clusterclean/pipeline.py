@@ -26,7 +26,7 @@ from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
 from .refine import Refinement, fit_refinement
 from .report import Report, check_output_folder, order_columns, write_report
-from .scoring import parse_threshold, score_components
+from .scoring import find_varying_attributes, parse_threshold, score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 
@@ -92,6 +92,12 @@ class RunConfig:
         Split components into their Louvain communities.
     max_component_size : int or None
         Re-split larger components at a higher cut (None = no cap).
+    detect_varying_attributes : bool
+        Find attributes that vary inside components far more often than the
+        others (pose, occlusion...) and leave them unscored, reported in
+        ``run.json`` (:func:`clusterclean.scoring.find_varying_attributes`).
+    consistent_attributes : tuple of str
+        Attributes (or tasks) to score even when detected as varying.
     seed : int
         Seed of every random choice (Louvain communities, the sample a
         refinement is fitted on above 100k images); recorded in ``run.json``.
@@ -145,7 +151,12 @@ class RunConfig:
         for name in ("n_lists", "n_probe", "n_components", "refine_dim", "max_component_size"):
             if getattr(self, name) is not None:
                 check_int(getattr(self, name), name, func, min_value=1)
-        for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
+        for name in (
+            "thresholds",
+            "exclude_attributes",
+            "multiclass_columns",
+            "consistent_attributes",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise InvalidTypeError(
@@ -170,6 +181,8 @@ class RunConfig:
     communities: bool = False
     max_component_size: int | None = None
     seed: int = 0
+    detect_varying_attributes: bool = True
+    consistent_attributes: tuple[str, ...] = ()
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -364,6 +377,7 @@ def run(
             seed=config.seed,
         )
     with _timed(timings, "scores"):
+        varying, excluded = _excluded_attributes(component_ids, dataset, config)
         scores = score_components(
             component_ids,
             dataset,
@@ -371,7 +385,7 @@ def run(
             thresholds=config.thresholds,
             min_label_agreement=config.min_label_agreement,
             min_component_size=config.min_component_size,
-            exclude_attributes=config.exclude_attributes,
+            exclude_attributes=excluded,
         )
         components = order_columns(
             "components",
@@ -403,6 +417,9 @@ def run(
             },
         },
         "thresholds": scores.components.attrs.get("thresholds", {}),
+        # attributes never scored, flagged or changed: the user's plus the detected ones
+        "excluded_attributes": list(excluded),
+        "varying_attributes": varying,
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
         "refinement": None
         if refinement is None
@@ -428,6 +445,39 @@ def run(
         if refinement is not None:
             refinement.save(report.folder / REFINEMENT_FILE)
     return report
+
+
+def _excluded_attributes(
+    component_ids: np.ndarray, dataset: Dataset, config: RunConfig
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The attribute columns not to score: the user's, plus the per-image ones found.
+
+    Returns the detection's figures (for ``run.json``) and the column names.
+    """
+    excluded = list(config.exclude_attributes)
+    figures: dict[str, Any] = {"detected": False}
+    if config.detect_varying_attributes and dataset.n_attributes:
+        table = find_varying_attributes(
+            component_ids, dataset, min_component_size=config.min_component_size
+        )
+        proposed = table.loc[table["is_per_image"], "attribute"].tolist()
+        kept = [a for a in proposed if a in config.consistent_attributes]
+        for columns in table.loc[table["is_per_image"] & ~table["attribute"].isin(kept), "columns"]:
+            excluded += [c for c in columns if c not in excluded]
+        figures = {
+            "detected": True,
+            "proposed": proposed,
+            "kept_by_user": kept,
+            "table": table.drop(columns=["columns"]).round(4).to_dict(orient="records"),
+        }
+        if proposed:
+            logger.warning(
+                "attributes that vary inside components far more than the rest, treated as "
+                "per-image (not scored): %s; keep them with consistent_attributes "
+                "(--consistent-attributes)",
+                ", ".join(a for a in proposed if a not in kept) or "none",
+            )
+    return figures, tuple(excluded)
 
 
 def _refine(
@@ -493,6 +543,13 @@ def _embed(dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progr
     )
 
 
+def _per_image_attributes(run_info: dict[str, Any]) -> list[str]:
+    """The user's per-image attributes, then the detected ones the user did not keep."""
+    varying = run_info.get("varying_attributes", {})
+    detected = [a for a in varying.get("proposed", []) if a not in varying.get("kept_by_user", [])]
+    return list(run_info.get("parameters", {}).get("exclude_attributes", [])) + detected
+
+
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
     """The figures a person wants first: sizes, flagged components, worst attributes."""
     components = report.components
@@ -515,5 +572,9 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "label_issues": len(report.label_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
         "duplicates": duplicate_counts(report.duplicates),
+        "per_image_attributes": list(
+            report.run_info.get("varying_attributes", {}).get("proposed", [])
+        )
+        + [a for a in report.run_info.get("parameters", {}).get("exclude_attributes", [])],
         "folder": str(report.folder) if report.folder else None,
     }

@@ -52,6 +52,7 @@ __all__ = [
     "component_label_counts",
     "parse_threshold",
     "flag_column",
+    "find_varying_attributes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -395,3 +396,77 @@ def _component_attribute_table(n_known, n_positive, ratio, minority, big, attr_n
             "minority_fraction": minority[comp_idx, attr_idx].astype(np.float64),
         }
     )
+
+
+def find_varying_attributes(
+    component_ids: np.ndarray,
+    dataset: Dataset,
+    *,
+    min_component_size: int = 2,
+    min_share: float = 0.25,
+    min_ratio: float = 3.0,
+    min_components: int = 5,
+) -> pd.DataFrame:
+    """Find attributes that vary inside components far more often than the others.
+
+    Not every attribute is a property of the subject: pose, occlusion or
+    "carrying nothing" can change between two views of one person. Voting on
+    them turns real differences into "label errors". For each attribute (a
+    one-of-K task counts as one), over the components of at least
+    ``min_component_size`` images where it is known in two or more images:
+
+    * ``n_components`` = such components, ``n_varying`` = those where its
+      known values are not all equal (for a task: more than one value);
+    * ``varying_share`` = n_varying / n_components;
+    * ``ratio_to_median`` = varying_share / max(median share over attributes, 0.05).
+
+    Label noise makes every attribute vary a little; an attribute is proposed
+    as per-image (``is_per_image``) when varying_share >= ``min_share``,
+    ratio_to_median >= ``min_ratio`` and n_components >= ``min_components``:
+    it varies far more often than noise explains for the rest, in enough
+    components to tell. With many noisy labels (noise close to the per-image
+    rate) the two cannot be told apart and nothing is proposed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per attribute or task: ``attribute``, ``columns`` (its one-hot
+        columns), ``n_components``, ``n_varying``, ``varying_share``,
+        ``ratio_to_median``, ``is_per_image``; sorted by varying_share, highest first.
+    """
+    component_ids = np.asarray(component_ids, dtype=np.int64)
+    sizes = np.bincount(component_ids) if len(component_ids) else np.zeros(0, dtype=np.int64)
+    big = sizes >= min_component_size
+    n_known, n_positive = component_label_counts(component_ids, dataset.labels)
+    index = {name: col for col, name in enumerate(dataset.attributes)}
+    in_task = {col for cols in dataset.tasks.values() for col in cols}
+    units = [(a, (a,)) for a in dataset.attributes if a not in in_task]
+    units += [(task, tuple(cols)) for task, cols in dataset.tasks.items()]
+    rows = []
+    for name, columns in units:
+        cols = [index[c] for c in columns]
+        known, positive = n_known[:, cols], n_positive[:, cols]
+        if len(cols) == 1:
+            labelled = known[:, 0] >= 2
+            varies = (positive[:, 0] > 0) & (positive[:, 0] < known[:, 0])
+        else:  # one-of-K: more than one value voted for
+            labelled = known.min(axis=1) >= 2
+            varies = (positive > 0).sum(axis=1) > 1
+        scored = big & labelled
+        n = int(scored.sum())
+        rows.append((name, list(columns), n, int((scored & varies).sum())))
+    table = pd.DataFrame(rows, columns=["attribute", "columns", "n_components", "n_varying"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(table["n_components"] > 0, table["n_varying"] / table["n_components"], 0.0)
+    table["varying_share"] = share.astype(np.float64)
+    observed = share[table["n_components"].to_numpy() > 0]
+    baseline = max(float(np.median(observed)) if len(observed) else 0.0, 0.05)
+    table["ratio_to_median"] = share / baseline
+    table["is_per_image"] = (
+        (share >= min_share)
+        & (table["ratio_to_median"] >= min_ratio)
+        & (table["n_components"] >= min_components)
+    )
+    return table.sort_values(
+        ["varying_share", "attribute"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)

@@ -57,7 +57,7 @@ Strategies (t = ``threshold``):
 Common rules: components of fewer than ``min_component_size`` images are left
 untouched; with ``splits``, only images of those splits are dropped or changed,
 but every image of the component still votes; attributes excluded from scoring
-by the report (``run.json`` ``parameters.exclude_attributes``) are never
+by the report (``run.json`` ``excluded_attributes``) are never
 changed and never drop an image.
 """
 
@@ -796,7 +796,11 @@ def clean_labels(
     metric = check_choice(metric, "metric", func, METRICS)
     min_component_size = check_int(min_component_size, "min_component_size", func, min_value=1)
     dataset = report.dataset
-    report_excluded = tuple(report.run_info.get("parameters", {}).get("exclude_attributes", ()))
+    # the user's exclusions plus the per-image attributes the run detected
+    report_excluded = tuple(
+        report.run_info.get("excluded_attributes")
+        or report.run_info.get("parameters", {}).get("exclude_attributes", ())
+    )
     selected = _attribute_selection(
         dataset, include_attributes, exclude_attributes, report_excluded, strategy
     )
