@@ -742,7 +742,29 @@ def _configure_logging(args: argparse.Namespace) -> None:
         level = logging.DEBUG
     elif getattr(args, "verbose", 0) == 1:
         level = logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record.
+
+    A plain StreamHandler keeps the stream it was created with; when ``main`` is
+    called in-process (tests, notebooks) that stream may since have been replaced
+    and closed, and logging would fail with "--- Logging error ---".
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
