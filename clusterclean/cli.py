@@ -59,6 +59,20 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="DataLoader worker processes (default: automatic)",
     )
     embed.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: automatic)")
+    embed.add_argument(
+        "--tta", choices=("none", "flip"), default=None, help="flip: average with the mirror image"
+    )
+    embed.add_argument(
+        "--cache-dir",
+        default=None,
+        help="keep each image's vector here, so an interrupted run resumes (default: no cache)",
+    )
+    embed.add_argument(
+        "--on-error",
+        choices=("skip", "raise"),
+        default=None,
+        help="unreadable images: skip them and list them in skipped.parquet (default), or stop",
+    )
     graph = parser.add_argument_group("graph and scores")
     graph.add_argument("--n-neighbors", type=int, default=None, help="neighbours per image (10)")
     graph.add_argument(
@@ -208,7 +222,12 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
 
     s = summarize(report)
     lines = [
-        f"images: {s['images']}",
+        f"images: {s['images']}"
+        + (
+            f" ({s['skipped_images']} unreadable, skipped: see skipped.parquet)"
+            if s["skipped_images"]
+            else ""
+        ),
         f"components: {s['components']} ({s['components_multi']} with 2+ images, "
         f"largest {s['largest_component']})",
         f"inconsistent components (any attribute disagrees): {s['inconsistent_components']}",

@@ -98,6 +98,12 @@ class RunConfig:
         ``run.json`` (:func:`clusterclean.scoring.find_varying_attributes`).
     consistent_attributes : tuple of str
         Attributes (or tasks) to score even when detected as varying.
+    tta : str
+        ``"flip"`` averages each image's features with its mirror's.
+    cache_dir : str or None
+        Per-image embedding cache; an interrupted run resumes from it.
+    on_error : str
+        ``"skip"`` unreadable images (listed in ``skipped.parquet``) or ``"raise"``.
     seed : int
         Seed of every random choice (Louvain communities, the sample a
         refinement is fitted on above 100k images); recorded in ``run.json``.
@@ -131,6 +137,10 @@ class RunConfig:
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
         check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
         check_int(self.seed, "seed", func, min_value=0)
+        check_choice(self.tta, "tta", func, ("none", "flip"))
+        check_choice(self.on_error, "on_error", func, ("skip", "raise"))
+        if self.cache_dir is not None:
+            object.__setattr__(self, "cache_dir", str(self.cache_dir))
         check_float(
             self.min_duplicate_similarity, "min_duplicate_similarity", func, low=-1.0, high=1.0
         )
@@ -181,6 +191,9 @@ class RunConfig:
     communities: bool = False
     max_component_size: int | None = None
     seed: int = 0
+    tta: str = "none"
+    cache_dir: str | None = None
+    on_error: str = "skip"
     detect_varying_attributes: bool = True
     consistent_attributes: tuple[str, ...] = ()
 
@@ -326,7 +339,7 @@ def run(
     with _timed(timings, "load"):
         dataset = _load(images, labels, embeddings, config)
     with _timed(timings, "embed"):
-        vectors = _embed(dataset, embeddings, embedding_ids, config, progress)
+        dataset, vectors, skipped = _embed(dataset, embeddings, embedding_ids, config, progress)
     with _timed(timings, "refine"):
         refined, refinement = _refine(vectors, config, refinement)
     with _timed(timings, "graph"):
@@ -403,6 +416,7 @@ def run(
         "timings": timings,
         "counts": {
             "images": dataset.n_images,
+            "skipped_images": 0 if skipped is None else len(skipped),
             "attributes": dataset.n_attributes,
             "components": len(components),
             "components_multi": int((sizes >= 2).sum()),
@@ -434,6 +448,7 @@ def run(
         label_issues=scores.label_issues,
         pairs=pairs,
         duplicates=duplicates,
+        skipped=skipped,
         edges=edges,
         embeddings=vectors,
         neighbors=searched,
@@ -522,7 +537,10 @@ def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
     )
 
 
-def _embed(dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool):
+def _embed(
+    dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
+) -> tuple[Dataset, Embeddings, pd.DataFrame | None]:
+    """Vectors for the dataset; images that cannot be read are dropped and listed."""
     from .embed import embed_images, load_embeddings
 
     if embeddings is not None:
@@ -531,16 +549,33 @@ def _embed(dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progr
             if isinstance(embeddings, Embeddings)
             else load_embeddings(embeddings, ids_path=embedding_ids)
         )
-        return align_embeddings(vectors, dataset)
-    return embed_images(
+        return dataset, align_embeddings(vectors, dataset), None
+    skipped: list = []
+    vectors = embed_images(
         dataset,
         backbone=config.backbone,
         weights=config.weights,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
         device=config.device,
+        tta=config.tta,
+        cache_dir=config.cache_dir,
+        on_error=config.on_error,
+        skipped=skipped,
         progress=progress,
     )
+    table = pd.DataFrame(
+        [(s.image_id, str(s.path), s.reason) for s in skipped],
+        columns=["image_id", "path", "reason"],
+    )
+    if len(table):
+        keep = ~dataset.table["image_id"].isin(table["image_id"]).to_numpy()
+        dataset = replace(
+            dataset,
+            table=dataset.table[keep].reset_index(drop=True),
+            labels=dataset.labels[keep],
+        )
+    return dataset, align_embeddings(vectors, dataset), table
 
 
 def _per_image_attributes(run_info: dict[str, Any]) -> list[str]:
@@ -564,6 +599,7 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
     flag_columns = [c for c in components.columns if c.startswith("is_bad_component_")]
     return {
         "images": report.dataset.n_images,
+        "skipped_images": 0 if report.skipped is None else len(report.skipped),
         "components": len(components),
         "components_multi": len(multi),
         "largest_component": int(components["size"].max()) if len(components) else 0,

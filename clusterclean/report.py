@@ -183,6 +183,12 @@ TABLES["additions"] = {
     "n_contradicting_pairs": ("int64", "edges to base images whose known labels differ"),
     "contradicted_attributes": ("list<string>", "attributes that differ on those edges"),
 }
+# --- images the embedding stage could not read (clusterclean.embed.SkippedImage) ---
+TABLES["skipped"] = {
+    "image_id": ("string", "image left out of the run"),
+    "path": ("string", "its file"),
+    "reason": ("string", "why it could not be embedded (truncated, not an image, ...)"),
+}
 HTML_FILE = "report.html"
 # --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
@@ -204,6 +210,8 @@ class Report:
         Exact / near duplicate groups and split leaks (``TABLES["duplicates"]``).
     neighbors : Neighbors or None
         The kNN lists the graph was cut from (``neighbors.parquet``).
+    skipped : DataFrame or None
+        Images that could not be read and were left out (``skipped.parquet``).
     run_info : dict
         Parameters, versions, timings and counts (``run.json``).
     folder : Path or None
@@ -220,6 +228,7 @@ class Report:
     embeddings: Embeddings | None = None
     duplicates: pd.DataFrame | None = None
     neighbors: Neighbors | None = None
+    skipped: pd.DataFrame | None = None
     run_info: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -501,8 +510,9 @@ def write_report(report: Report, out: str | Path) -> Path:
             "edges",
         ):
             write_table(name, getattr(report, name), staging / f"{name}.parquet")
-        if report.duplicates is not None:
-            write_table("duplicates", report.duplicates, staging / "duplicates.parquet")
+        for name in ("duplicates", "skipped"):
+            if getattr(report, name) is not None:
+                write_table(name, getattr(report, name), staging / f"{name}.parquet")
         if report.embeddings is not None:
             write_table(
                 "embeddings",
@@ -575,8 +585,9 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
             "edges",
         )
     }
-    if (folder / "duplicates.parquet").is_file():
-        tables["duplicates"] = read_table(folder / "duplicates.parquet", expected="duplicates")[0]
+    for name in ("duplicates", "skipped"):
+        if (folder / f"{name}.parquet").is_file():
+            tables[name] = read_table(folder / f"{name}.parquet", expected=name)[0]
     embeddings = None
     if load_embeddings and (folder / "embeddings.parquet").is_file():
         emb, meta = read_table(folder / "embeddings.parquet", expected="embeddings")

@@ -172,7 +172,10 @@ def _write_views(folder, n_views=3):
 
 def test_end_to_end_on_an_image_folder(tmp_path):
     labels = _write_views(tmp_path / "images")
-    labels.to_csv(tmp_path / "labels.csv", index=False)
+    # a truncated file: skipped with its reason, the run goes on without it
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    broken = {"image": "broken.jpg", "group": "9", "hat": 1, "bag": 0}
+    pd.concat([labels, pd.DataFrame([broken])]).to_csv(tmp_path / "labels.csv", index=False)
     result = subprocess.run(
         [
             sys.executable,
@@ -198,7 +201,9 @@ def test_end_to_end_on_an_image_folder(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "images: 12" in result.stdout
+    assert "images: 12 (1 unreadable, skipped: see skipped.parquet)" in result.stdout
+    skipped = pd.read_parquet(tmp_path / "report" / "skipped.parquet")
+    assert skipped["image_id"].tolist() == ["broken.jpg"] and skipped["reason"][0]
     images = pd.read_parquet(tmp_path / "report" / "images.parquet")
     # the three views of a person share a component, persons do not
     per_person = images.groupby(labels["group"].to_numpy())["component_id"].nunique()
