@@ -146,7 +146,7 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="kNN index: exact flat up to 100k images, IVF above (default auto)",
     )
     graph.add_argument("--n-lists", type=int, default=None, help="IVF cells (4 sqrt N)")
-    graph.add_argument("--n-probe", type=int, default=None, help="IVF cells scanned per query (4)")
+    graph.add_argument("--n-probe", type=int, default=None, help="IVF cells scanned per query (16)")
     graph.add_argument(
         "--n-components", type=int, default=None, help="search a PCA reduction of this dimension"
     )

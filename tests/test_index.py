@@ -90,9 +90,9 @@ def test_auto_choice_and_scaled_parameters():
     spec = choose_index(FLAT_MAX_IMAGES + 1, 256)
     assert spec.kind == "ivf"
     assert spec.n_lists == round(4 * math.sqrt(FLAT_MAX_IMAGES + 1))  # 1265
-    assert spec.n_probe == 4
+    assert spec.n_probe == 16
     million = choose_index(1_000_000, 256)
-    assert (million.n_lists, million.n_probe) == (4000, 4)
+    assert (million.n_lists, million.n_probe) == (4000, 16)
     # small N: at most N / 40 cells so that each gets its 40 training points
     assert choose_index(2000, 8, index="ivf").n_lists == 50
     assert choose_index(10, 8, index="ivf", n_probe=9).n_probe == 1  # capped at n_lists
@@ -177,7 +177,7 @@ def test_run_records_the_index_in_run_json(tmp_path, grouped):
     assert info["index"] == {
         "kind": "ivf",
         "n_lists": 10,
-        "n_probe": 4,
+        "n_probe": 10,
         "hnsw_m": None,
         "ef_search": None,
         "n_components": None,
