@@ -48,6 +48,8 @@ _EXPORTS = {
     "CleanResult": "strategies",
     "clean_labels": "strategies",
     "write_cleaned": "strategies",
+    "add_images": "incremental",
+    "run_distributed": "distributed",
     "RunConfig": "pipeline",
     "run": "pipeline",
     "summarize": "pipeline",

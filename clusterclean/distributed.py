@@ -346,10 +346,6 @@ def run_distributed(
         from .report import write_report
 
         report = replace(report, folder=write_report(report, out))
-        if refinement is not None:
-            from .pipeline import REFINEMENT_FILE
-
-            refinement.save(report.folder / REFINEMENT_FILE)
     return report
 
 

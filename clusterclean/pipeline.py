@@ -25,7 +25,7 @@ from .errors import InvalidInputError, InvalidTypeError
 from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
 from .refine import Refinement, fit_refinement
-from .report import Report, check_output_folder, order_columns, write_report
+from .report import REFINEMENT_FILE, Report, check_output_folder, order_columns, write_report
 from .scoring import find_varying_attributes, parse_threshold, score_components
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
@@ -33,7 +33,6 @@ __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 logger = logging.getLogger(__name__)
 
 #: The fitted refinement in a report folder (see :func:`clusterclean.refine.load_refinement`).
-REFINEMENT_FILE = "refinement.npz"
 
 
 @dataclass(frozen=True)
@@ -452,13 +451,12 @@ def run(
         edges=edges,
         embeddings=vectors,
         neighbors=searched,
+        refinement=refinement,
         run_info=run_info,
     )
     timings["total"] = round(time.perf_counter() - started, 4)
     if out is not None:
         report = replace(report, folder=write_report(report, out))
-        if refinement is not None:
-            refinement.save(report.folder / REFINEMENT_FILE)
     return report
 
 

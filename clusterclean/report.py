@@ -190,6 +190,8 @@ TABLES["skipped"] = {
     "reason": ("string", "why it could not be embedded (truncated, not an image, ...)"),
 }
 HTML_FILE = "report.html"
+#: The fitted refinement (clusterclean.refine.Refinement.save / load_refinement).
+REFINEMENT_FILE = "refinement.npz"
 # --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
 
@@ -212,6 +214,8 @@ class Report:
         The kNN lists the graph was cut from (``neighbors.parquet``).
     skipped : DataFrame or None
         Images that could not be read and were left out (``skipped.parquet``).
+    refinement : clusterclean.refine.Refinement or None
+        The whitening fitted on the run's embeddings (``refinement.npz``).
     run_info : dict
         Parameters, versions, timings and counts (``run.json``).
     folder : Path or None
@@ -229,6 +233,7 @@ class Report:
     duplicates: pd.DataFrame | None = None
     neighbors: Neighbors | None = None
     skipped: pd.DataFrame | None = None
+    refinement: Any = None
     run_info: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -527,6 +532,8 @@ def write_report(report: Report, out: str | Path) -> Path:
                 staging / "neighbors.parquet",
                 metadata={"n_neighbors": int(report.neighbors.indices.shape[1])},
             )
+        if report.refinement is not None:
+            report.refinement.save(staging / REFINEMENT_FILE)
         run_info = dict(report.run_info, schema_version=SCHEMA_VERSION)
         timings = dict(run_info.get("timings", {}))
         timings["write"] = round(time.perf_counter() - started, 4)
