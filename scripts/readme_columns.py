@@ -1,6 +1,6 @@
 """Print the Markdown tables of every report column, from clusterclean.report.TABLES.
 
-    python scripts/readme_columns.py   # paste into README.md, "Report columns"
+python scripts/readme_columns.py   # paste into README.md, "Report columns"
 """
 
 from clusterclean.report import TABLES
