@@ -6,8 +6,9 @@ fresh subprocess (so peak RSS is its own):
 
 * reference: faiss.IndexFlatIP search (k = 10 + self) + scipy connected_components
   over the edges above the cut;
-* pipeline: clusterclean.run(...) with the vectors given (kNN graph,
-  components, scores, pairs, duplicates, report folder written to disk).
+* pipeline: clusterclean.run(...) with the vectors given and default options
+  (whitening, kNN graph, re-ranking, components, scores, pairs, duplicates,
+  report folder written to disk).
 
 Prints each run, the medians, the ratio pipeline / reference (target <= 1.5),
 and writes everything to JSON. The last line is ``ratio: X.XX``.
@@ -84,13 +85,13 @@ def _pipeline(folder: Path) -> None:
         attributes=[f"attr_{a}" for a in range(labels.shape[1])],
     )
     embeddings = cc.as_embeddings(ids, vectors)
+    # the default pipeline (whitening + re-ranking + its own cut), as a user runs it
     cc.run(
         labels=dataset,
         embeddings=embeddings,
         out=folder / "report",
         progress=False,
         n_neighbors=N_NEIGHBORS,
-        min_similarity=MIN_SIMILARITY,
     )
 
 
@@ -149,7 +150,7 @@ def main() -> None:
         "dim": DIM,
         "n_attributes": N_ATTRIBUTES,
         "n_neighbors": N_NEIGHBORS,
-        "min_similarity": MIN_SIMILARITY,
+        "reference_min_similarity": MIN_SIMILARITY,
         "repeats": args.repeats,
         "runs": runs,
         "medians": medians,
