@@ -15,12 +15,26 @@ def _message(name: str, func: str, expected: str, value: object) -> str:
     return f"The {name!r} parameter of {func} must be {expected}. Got {value!r} instead."
 
 
-def check_int(value: object, name: str, func: str, *, min_value: int | None = None) -> int:
-    """Return ``value`` as int, or raise when it is not an integer >= ``min_value``."""
-    expected = "an int" if min_value is None else f"an int >= {min_value}"
+def check_int(
+    value: object,
+    name: str,
+    func: str,
+    *,
+    min_value: int | None = None,
+    max_value: int | None = None,
+) -> int:
+    """Return ``value`` as int, or raise when it is not an integer within the bounds."""
+    if min_value is not None and max_value is not None:
+        expected = f"an int in [{min_value}, {max_value}]"
+    elif min_value is not None:
+        expected = f"an int >= {min_value}"
+    else:
+        expected = "an int" if max_value is None else f"an int <= {max_value}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InvalidTypeError(_message(name, func, expected, value))
-    if min_value is not None and value < min_value:
+    if (min_value is not None and value < min_value) or (
+        max_value is not None and value > max_value
+    ):
         raise InvalidInputError(_message(name, func, expected, value))
     return int(value)
 

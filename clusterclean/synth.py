@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ._validation import check_float, check_int
 from .errors import InvalidInputError, InvalidTypeError, MissingDependencyError
 
 __all__ = [
@@ -121,33 +122,6 @@ SPLIT_FRACTIONS = (("train", 0.6), ("val", 0.2), ("test", 0.2))
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _check_int(value, name: str, func: str, *, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InvalidTypeError(
-            f"The {name!r} parameter of {func} must be an int; got {type(value).__name__}."
-        )
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise InvalidInputError(
-            f"The {name!r} parameter of {func} must be an int {bound}. Got {value!r} instead."
-        )
-    return int(value)
-
-
-def _check_rate(value, name: str, func: str, *, high: float = 1.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise InvalidTypeError(
-            f"The {name!r} parameter of {func} must be a float in [0, {high}]; "
-            f"got {type(value).__name__}."
-        )
-    if not 0.0 <= float(value) <= high:
-        raise InvalidInputError(
-            f"The {name!r} parameter of {func} must be a float in [0, {high}]. "
-            f"Got {value!r} instead."
-        )
-    return float(value)
 
 
 def _check_size(size, func: str) -> tuple[int, int]:
@@ -242,7 +216,7 @@ def make_views(
             "The 'rng' parameter of make_views must be a numpy.random.Generator "
             f"(np.random.default_rng(seed)); got {type(rng).__name__}."
         )
-    n_views = _check_int(n_views, "n_views", "make_views", low=1)
+    n_views = check_int(n_views, "n_views", "make_views", min_value=1)
     size = _check_size(size, "make_views")
     base = image.convert("RGB")
     return [_one_view(base, rng, size) for _ in range(n_views)]
@@ -396,8 +370,8 @@ def inject_noise(
             f"The 'kind' parameter of {func} must be one of {list(NOISE_KINDS)}. "
             f"Got {kind!r} instead."
         )
-    rate = _check_rate(rate, "rate", func, high=0.5)
-    seed = _check_int(seed, "seed", func, low=0)
+    rate = check_float(rate, "rate", func, low=0.0, high=0.5)
+    seed = check_int(seed, "seed", func, min_value=0)
     if "image_id" not in labels.columns:
         raise InvalidInputError(
             f"The label table given to {func} needs an 'image_id' column; "
@@ -622,9 +596,9 @@ def make_demo_dataset(
     DemoData
     """
     func = "make_demo_dataset"
-    n_persons = _check_int(n_persons, "n_persons", func, low=2)
-    seed = _check_int(seed, "seed", func, low=0)
-    disagreement_rate = _check_rate(disagreement_rate, "disagreement_rate", func, high=0.5)
+    n_persons = check_int(n_persons, "n_persons", func, min_value=2)
+    seed = check_int(seed, "seed", func, min_value=0)
+    disagreement_rate = check_float(disagreement_rate, "disagreement_rate", func, low=0.0, high=0.5)
     from sklearn.datasets import load_digits
 
     root = Path(out)
@@ -820,10 +794,10 @@ def make_fashion_benchmark(
     BenchmarkData
     """
     func = "make_fashion_benchmark"
-    n_persons = _check_int(n_persons, "n_persons", func, low=5, high=60000)
-    min_views = _check_int(min_views, "min_views", func, low=1)
-    max_views = _check_int(max_views, "max_views", func, low=min_views)
-    seed = _check_int(seed, "seed", func, low=0)
+    n_persons = check_int(n_persons, "n_persons", func, min_value=5, max_value=60000)
+    min_views = check_int(min_views, "min_views", func, min_value=1)
+    max_views = check_int(max_views, "max_views", func, min_value=min_views)
+    seed = check_int(seed, "seed", func, min_value=0)
     size = _check_size(size, func)
     items, classes = load_fashion_mnist(root=fashion_root)
     root = Path(out)

@@ -38,3 +38,17 @@ def test_as_embeddings_normalises_and_names_bad_rows():
         as_embeddings(["a", "b"], [[np.nan, 0.0], [0.0, 1.0]])
     with pytest.raises(InvalidInputError, match="'a' appears more than once"):
         as_embeddings(["a", "a"], [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_parameter_checks_share_one_wording():
+    from clusterclean._validation import check_float, check_int
+    from clusterclean.errors import InvalidTypeError
+
+    assert check_int(5, "n", "f", min_value=1, max_value=5) == 5
+    with pytest.raises(InvalidInputError, match=r"'n' parameter of f must be an int in \[1, 5\]. "
+                       "Got 6 instead."):
+        check_int(6, "n", "f", min_value=1, max_value=5)
+    with pytest.raises(InvalidTypeError, match="must be an int >= 1. Got True instead."):
+        check_int(True, "n", "f", min_value=1)
+    with pytest.raises(InvalidInputError, match=r"must be a float in \[0, 0.5\]. Got nan instead."):
+        check_float(float("nan"), "rate", "f", low=0.0, high=0.5)

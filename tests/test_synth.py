@@ -217,7 +217,7 @@ def test_disagreement_always_flips_a_strict_minority(sizes, rate, seed):
         (
             {"kind": "uniform", "rate": "0.1"},
             InvalidTypeError,
-            "The 'rate' parameter of inject_noise must be a float in [0, 0.5]; got str.",
+            "The 'rate' parameter of inject_noise must be a float in [0, 0.5]. Got '0.1' instead.",
         ),
     ],
 )
