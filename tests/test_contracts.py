@@ -45,8 +45,11 @@ def test_parameter_checks_share_one_wording():
     from clusterclean.errors import InvalidTypeError
 
     assert check_int(5, "n", "f", min_value=1, max_value=5) == 5
-    with pytest.raises(InvalidInputError, match=r"'n' parameter of f must be an int in \[1, 5\]. "
-                       "Got 6 instead."):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"'n' parameter of f must be an int in \[1, 5\]. "
+        "Got 6 instead.",
+    ):
         check_int(6, "n", "f", min_value=1, max_value=5)
     with pytest.raises(InvalidTypeError, match="must be an int >= 1. Got True instead."):
         check_int(True, "n", "f", min_value=1)
