@@ -71,7 +71,8 @@ def _reference(folder: Path) -> None:
     connected_components(graph, directed=False)
 
 
-def _pipeline(folder: Path) -> None:
+def load_data(folder: Path):
+    """The Dataset and Embeddings that :func:`make_data` wrote into ``folder``."""
     import pandas as pd
 
     import clusterclean as cc
@@ -84,7 +85,13 @@ def _pipeline(folder: Path) -> None:
         labels=labels,
         attributes=[f"attr_{a}" for a in range(labels.shape[1])],
     )
-    embeddings = cc.as_embeddings(ids, vectors)
+    return dataset, cc.as_embeddings(ids, vectors)
+
+
+def _pipeline(folder: Path) -> None:
+    import clusterclean as cc
+
+    dataset, embeddings = load_data(folder)
     # the default pipeline (whitening + re-ranking + its own cut), as a user runs it
     cc.run(
         labels=dataset,

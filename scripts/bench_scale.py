@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import MIN_SIMILARITY, N_NEIGHBORS, make_data  # noqa: E402
+from bench_pipeline import MIN_SIMILARITY, N_NEIGHBORS, load_data, make_data  # noqa: E402
 
 from clusterclean.index import FLAT_MAX_IMAGES  # noqa: E402
 
@@ -75,20 +75,9 @@ def _graph_reference(folder: Path, kind: str, n_probe: int | None) -> dict:
 
 
 def _pipeline(folder: Path, n_probe: int | None) -> dict:
-    import pandas as pd
-
     import clusterclean as cc
 
-    vectors = np.load(folder / "vectors.npy")
-    labels = np.load(folder / "labels.npy")
-    ids = [f"img{i:07d}" for i in range(len(vectors))]
-    dataset = cc.Dataset(
-        table=pd.DataFrame({"image_id": ids}),
-        labels=labels,
-        attributes=[f"attr_{a}" for a in range(labels.shape[1])],
-    )
-    embeddings = cc.as_embeddings(ids, vectors)
-    del vectors
+    dataset, embeddings = load_data(folder)
     # the search-based pipeline: the dataset-fitted refinement and the re-ranking
     # (when this version has them) are measured by scripts/bench_pipeline.py
     fields = cc.RunConfig.__dataclass_fields__
