@@ -175,6 +175,27 @@ def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
         "--refine-power", type=float, default=None, help="whitening power in [0, 1] (1 = full)"
     )
     group.add_argument(
+        "--adapt",
+        nargs="?",
+        const="views",
+        choices=("none", "views", "groups"),
+        default=None,
+        help="train a projection head on augmented views of the images before the graph "
+        "(label-free; 'groups' also learns the known identities of the group column; needs "
+        "the images; saved as adaptation.npz; --adapt alone = views; default none)",
+    )
+    group.add_argument(
+        "--adapt-views", type=int, default=None, help="augmented views per image (2)"
+    )
+    group.add_argument("--adapt-epochs", type=int, default=None, help="head training epochs (50)")
+    group.add_argument("--adapt-dim", type=int, default=None, help="head output dimension (128)")
+    group.add_argument(
+        "--adapt-max-images",
+        type=int,
+        default=None,
+        help="embed the views of a random sample of this many images (2000)",
+    )
+    group.add_argument(
         "--rerank",
         action=argparse.BooleanOptionalAction,
         default=None,

@@ -18,7 +18,8 @@ options and index (``run.json``). :func:`add_images`
 With the exact (``flat``) index the result equals a full run on the union
 (same edges, components and scores) -- when the base run refined its
 embeddings, a full run on the union with the base run's refinement
-(``run(..., refinement=...)``): the new images get the base's treatment, the
+(``run(..., refinement=...)``), and with its projection head when it had one
+(``adaptation.npz``, ``--adapt``): the new images get the base's treatment, the
 fit is not redone. With IVF the candidates are approximate as in any IVF run,
 and the cells are the base run's (trained on the base).
 Cost: O((n_new * (n_base + n_new) + n_base * n_new) d) for the search instead
@@ -137,19 +138,35 @@ def _union(base: Dataset, new: Dataset) -> Dataset:
     )
 
 
-def _base_refinement(report: Report):
-    """The refinement the base run fitted (its ``refinement.npz``), or None."""
-    info = report.run_info.get("refinement")
+def _base_fitted(report: Report, key: str, load, default_file: str, what: str):
+    """The transform the base run fitted (run.json's ``key`` names its file), or None."""
+    info = report.run_info.get(key)
     if not info:
         return None
-    from .refine import load_refinement
-
     if report.folder is None:
         raise InvalidInputError(
-            "The base run refined its embeddings; pass the base as its report folder so "
-            "that its refinement file can be read."
+            f"The base run {what}; pass the base as its report folder so that its "
+            f"{key} file can be read."
         )
-    return load_refinement(Path(report.folder) / info.get("file", "refinement.npz"))
+    return load(Path(report.folder) / info.get("file", default_file))
+
+
+def _base_refinement(report: Report):
+    """The refinement the base run fitted (its ``refinement.npz``), or None."""
+    from .refine import load_refinement
+
+    return _base_fitted(
+        report, "refinement", load_refinement, "refinement.npz", "refined its embeddings"
+    )
+
+
+def _base_adaptation(report: Report):
+    """The projection head the base run trained (its ``adaptation.npz``), or None."""
+    from .adapt import load_adaptation
+
+    return _base_fitted(
+        report, "adaptation", load_adaptation, "adaptation.npz", "trained a projection head"
+    )
 
 
 def _search_union(
@@ -314,13 +331,20 @@ def add_images(
     )
     search_started = time.perf_counter()
     refinement = _base_refinement(base_report)
-    space = (lambda e: refinement.apply(e).vectors) if refinement else (lambda e: e.vectors)
+    adaptation = _base_adaptation(base_report)
+
+    def space(embeddings: Embeddings) -> np.ndarray:
+        """The vectors in the space the base run searched: adapted, then refined."""
+        if adaptation is not None:
+            embeddings = adaptation.apply(embeddings)
+        return (refinement.apply(embeddings) if refinement else embeddings).vectors
+
     neighbors, spec = _search_union(
         base_report, space(base_vectors), space(new_vectors), config.n_neighbors, progress
     )
     nearest_row, nearest_sim = _nearest_base(base_vectors.vectors, new_vectors.vectors)
     search_seconds = time.perf_counter() - search_started
-    fitted = {} if refinement is None else {"refinement": refinement}
+    fitted = {"refinement": refinement, "adaptation": adaptation}
     report = run(
         labels=dataset,
         embeddings=vectors,

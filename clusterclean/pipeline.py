@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,14 +25,26 @@ from .errors import InvalidInputError, InvalidTypeError
 from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
 from .refine import Refinement, fit_refinement
-from .report import REFINEMENT_FILE, Report, check_output_folder, order_columns, write_report
+from .report import (
+    ADAPTATION_FILE,
+    REFINEMENT_FILE,
+    Report,
+    check_output_folder,
+    order_columns,
+    write_report,
+)
 from .scoring import find_varying_attributes, parse_threshold, score_components
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .adapt import Adaptation
 
 __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 
 logger = logging.getLogger(__name__)
 
 #: The fitted refinement in a report folder (see :func:`clusterclean.refine.load_refinement`).
+#: ``adapt`` values: no head, a label-free head, a head that also learns known groups.
+ADAPT_METHODS = ("none", "views", "groups")
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,20 @@ class RunConfig:
         Directions kept (None = the fewest holding 90% of the variance).
     refine_power : float
         Whitening power in [0, 1] (1 = full whitening).
+    adapt : str
+        ``"none"``; ``"views"``: train a projection head on augmented views of
+        the images (label-free, :mod:`clusterclean.adapt`) and build the graph
+        on its output (refined after, when ``refine``); ``"groups"``: the head
+        also learns the identities of the ``group`` column where it is known.
+        Needs the image files.
+    adapt_views : int
+        Augmented views embedded per image.
+    adapt_epochs : int
+        Training epochs of the head.
+    adapt_dim : int
+        Output dimension of the head.
+    adapt_max_images : int or None
+        Views of a random sample of this many images (None = all).
     rerank : bool
         k-reciprocal re-ranking of the kNN lists (:func:`clusterclean.graph.rerank_neighbors`).
     n_reciprocal, n_expansion : int
@@ -147,6 +173,11 @@ class RunConfig:
             parse_threshold(threshold)
         check_choice(self.index, "index", func, INDEX_KINDS)
         check_float(self.refine_power, "refine_power", func, low=0.0, high=1.0)
+        check_choice(self.adapt, "adapt", func, ADAPT_METHODS)
+        for name in ("adapt_views", "adapt_epochs", "adapt_dim"):
+            check_int(getattr(self, name), name, func, min_value=1)
+        if self.adapt_max_images is not None:
+            check_int(self.adapt_max_images, "adapt_max_images", func, min_value=2)
         check_int(self.n_reciprocal, "n_reciprocal", func, min_value=2)
         check_int(self.n_expansion, "n_expansion", func, min_value=1)
         check_int(self.n_local, "n_local", func, min_value=0)
@@ -182,6 +213,11 @@ class RunConfig:
     refine: bool = True
     refine_dim: int | None = None
     refine_power: float = 1.0
+    adapt: str = "none"
+    adapt_views: int = 2
+    adapt_epochs: int = 50
+    adapt_dim: int = 128
+    adapt_max_images: int | None = 2000
     rerank: bool = True
     min_cosine: float = 0.5
     n_reciprocal: int = 6
@@ -287,6 +323,7 @@ def run(
     progress: bool = True,
     neighbors: Neighbors | None = None,
     refinement: Refinement | None = None,
+    adaptation: Adaptation | None = None,
     **options: Any,
 ) -> Report:
     """Run the whole pipeline: load, embed, kNN graph, components, scores, report.
@@ -316,6 +353,9 @@ def run(
     refinement : Refinement, optional
         A fitted refinement to apply instead of fitting one on this dataset
         (``clusterclean.incremental`` passes the base run's); needs ``refine``.
+    adaptation : Adaptation, optional
+        A trained projection head to apply instead of training one
+        (``clusterclean.incremental`` passes the base run's); needs ``adapt``.
 
     Returns
     -------
@@ -339,8 +379,10 @@ def run(
         dataset = _load(images, labels, embeddings, config)
     with _timed(timings, "embed"):
         dataset, vectors, skipped = _embed(dataset, embeddings, embedding_ids, config, progress)
+    with _timed(timings, "adapt"):
+        adapted, adaptation = _adapt(dataset, vectors, config, adaptation, progress)
     with _timed(timings, "refine"):
-        refined, refinement = _refine(vectors, config, refinement)
+        refined, refinement = _refine(adapted, config, refinement)
     with _timed(timings, "graph"):
         index_spec = choose_index(
             len(refined),
@@ -437,6 +479,9 @@ def run(
         "refinement": None
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
+        "adaptation": None
+        if adaptation is None
+        else {**adaptation.summary(), "file": ADAPTATION_FILE},
         "index": index_spec.as_dict(),
     }
     report = Report(
@@ -452,6 +497,7 @@ def run(
         embeddings=vectors,
         neighbors=searched,
         refinement=refinement,
+        adaptation=adaptation,
         run_info=run_info,
     )
     timings["total"] = round(time.perf_counter() - started, 4)
@@ -491,6 +537,72 @@ def _excluded_attributes(
                 ", ".join(a for a in proposed if a not in kept) or "none",
             )
     return figures, tuple(excluded)
+
+
+def _adapt(
+    dataset: Dataset,
+    vectors: Embeddings,
+    config: RunConfig,
+    fitted: Adaptation | None,
+    progress: bool,
+) -> tuple[Embeddings, Adaptation | None]:
+    """Train (or take ``fitted``) and apply the projection head; unchanged when off."""
+    if config.adapt == "none":
+        if fitted is not None:
+            raise InvalidInputError(
+                "A fitted adaptation was given but adapt is 'none'; pass adapt='views' or "
+                "'groups' (the method it was trained with) to apply it."
+            )
+        return vectors, None
+    if fitted is not None:
+        return fitted.apply(vectors), fitted
+    from .adapt import fit_adaptation
+    from .views import embed_views
+
+    paths = dataset.table["path"] if "path" in dataset.table.columns else None
+    if paths is None or paths.isna().any():
+        raise InvalidInputError(
+            f"adapt={config.adapt!r} (--adapt) trains on augmented views of the images, so it "
+            "needs the image files: give --images DIR (with the embeddings made by the same "
+            "--backbone), or run without --adapt."
+        )
+    if vectors.backbone != config.backbone:
+        raise InvalidInputError(
+            f"adapt={config.adapt!r} embeds augmented views with the backbone "
+            f"{config.backbone!r}, but the embeddings come from {vectors.backbone!r}; "
+            "features of different models do not mix. Let the run embed the images, or "
+            "pass --backbone with the embeddings' model."
+        )
+    groups = None
+    if config.adapt == "groups":
+        if "group" not in dataset.table.columns or dataset.table["group"].isna().all():
+            raise InvalidInputError(
+                "adapt='groups' learns from known identities, but the labels table has no "
+                "'group' values; add a 'group' column (empty where unknown) or use "
+                "adapt='views'."
+            )
+        groups = dataset.table["group"].to_numpy(dtype=object)
+    views = embed_views(
+        dataset,
+        backbone=config.backbone,
+        weights=config.weights,
+        n_views=config.adapt_views,
+        max_images=config.adapt_max_images,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
+    adaptation = fit_adaptation(
+        vectors,
+        views,
+        groups=groups,
+        dim=config.adapt_dim,
+        epochs=config.adapt_epochs,
+        seed=config.seed,
+    )
+    return adaptation.apply(vectors), adaptation
 
 
 def _refine(

@@ -192,6 +192,8 @@ TABLES["skipped"] = {
 HTML_FILE = "report.html"
 #: The fitted refinement (clusterclean.refine.Refinement.save / load_refinement).
 REFINEMENT_FILE = "refinement.npz"
+#: The trained projection head (clusterclean.adapt.Adaptation.save / load_adaptation).
+ADAPTATION_FILE = "adaptation.npz"
 # --- end duplicates ----------------------------------------------------------
 _EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
 
@@ -216,6 +218,8 @@ class Report:
         Images that could not be read and were left out (``skipped.parquet``).
     refinement : clusterclean.refine.Refinement or None
         The whitening fitted on the run's embeddings (``refinement.npz``).
+    adaptation : clusterclean.adapt.Adaptation or None
+        The projection head trained with ``adapt`` (``adaptation.npz``).
     run_info : dict
         Parameters, versions, timings and counts (``run.json``).
     folder : Path or None
@@ -234,6 +238,7 @@ class Report:
     neighbors: Neighbors | None = None
     skipped: pd.DataFrame | None = None
     refinement: Any = None
+    adaptation: Any = None
     run_info: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None
 
@@ -534,6 +539,8 @@ def write_report(report: Report, out: str | Path) -> Path:
             )
         if report.refinement is not None:
             report.refinement.save(staging / REFINEMENT_FILE)
+        if report.adaptation is not None:
+            report.adaptation.save(staging / ADAPTATION_FILE)
         run_info = dict(report.run_info, schema_version=SCHEMA_VERSION)
         timings = dict(run_info.get("timings", {}))
         timings["write"] = round(time.perf_counter() - started, 4)

@@ -1,0 +1,252 @@
+"""Projection head: contrastive training on views / known groups, numpy apply, pipeline stage."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_cli import _write_views
+
+import clusterclean as cc
+from clusterclean.adapt import Adaptation, adapt_embeddings, fit_adaptation, load_adaptation
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.views import AugmentedViews
+
+DIM, NUISANCE = 32, 8
+
+
+def _items(signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One noisy copy per signal row: the same signal in dims 8..31, a fresh "camera"
+    nuisance of std 2 in dims 0..7, L2-normalised. Two copies of one signal have
+    cosine ~ 24 / (24 + 32) = 0.43; copies of different signals ~ 0."""
+    nuisance = np.zeros_like(signal)
+    nuisance[:, :NUISANCE] = 2.0 * rng.standard_normal((len(signal), NUISANCE))
+    items = signal + nuisance
+    return (items / np.linalg.norm(items, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _signals(n: int, rng: np.random.Generator) -> np.ndarray:
+    signal = np.zeros((n, DIM))
+    signal[:, NUISANCE:] = rng.standard_normal((n, DIM - NUISANCE))
+    return signal
+
+
+def _margin(first: np.ndarray, second: np.ndarray) -> tuple[float, float]:
+    """Mean cosine of row i of ``first`` with row i of ``second``, and with the other rows."""
+    cross = first @ second.T
+    same = np.diag(cross).mean()
+    other = cross[~np.eye(len(cross), dtype=bool)].mean()
+    return float(same), float(other)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """150 training sources with an original and 2 views each; 100 unseen sources."""
+    rng = np.random.default_rng(0)
+    train = _signals(150, rng)
+    originals = _items(train, rng)
+    views = np.stack([_items(train, rng), _items(train, rng)], axis=1)
+    embeddings = cc.as_embeddings([f"i{i}" for i in range(150)], originals, "synthetic")
+    augmented = AugmentedViews(rows=np.arange(150), vectors=views, backbone="synthetic")
+    unseen = _signals(100, rng)
+    return embeddings, augmented, _items(unseen, rng), _items(unseen, rng)
+
+
+@pytest.fixture(scope="module")
+def head(synthetic):
+    embeddings, views, _, _ = synthetic
+    return fit_adaptation(embeddings, views, dim=16, hidden=64, epochs=40, seed=0)
+
+
+def test_views_head_brings_copies_of_one_source_together_on_unseen_sources(synthetic, head):
+    _, _, first, second = synthetic
+    same_before, other_before = _margin(first, second)
+    assert 0.3 < same_before < 0.55 and abs(other_before) < 0.05  # the hand estimate above
+    same_after, other_after = _margin(head.transform(first), head.transform(second))
+    assert same_after > 0.8
+    assert same_after - other_after > same_before - other_before + 0.3
+    assert head.method == "views"
+    assert head.info["n_classes"] == 150 and head.info["final_loss"] < head.info["first_loss"]
+
+
+def test_groups_head_learns_identities_and_applies_to_unknown_ones():
+    # 80 known groups of 4 images (no views at all), the rows of 40 more groups unknown
+    rng = np.random.default_rng(1)
+    signal = np.repeat(_signals(120, rng), 4, axis=0)
+    vectors = _items(signal, rng)
+    groups = np.repeat(np.arange(120).astype(str), 4).astype(object)
+    groups[320:] = None
+    embeddings = cc.as_embeddings([f"i{i}" for i in range(480)], vectors, "synthetic")
+    adapted, fitted = adapt_embeddings(embeddings, groups=groups, dim=16, hidden=0, epochs=40)
+    assert fitted.method == "groups" and fitted.info["n_groups"] == 80
+    assert len(fitted.weights) == 1  # hidden=0: a linear head
+    held_out = adapted.vectors[320:].reshape(40, 4, 16)
+    same_before, _ = _margin(vectors[320::4], vectors[321::4])
+    same_after, other_after = _margin(held_out[:, 0], held_out[:, 1])
+    assert same_after > 0.8 and same_after > same_before + 0.3 and other_after < 0.2
+    assert adapted.ids.tolist() == embeddings.ids.tolist()
+    assert adapted.backbone == "synthetic+adapt16"
+
+
+def test_same_seed_same_head_other_seed_other_head(synthetic, head):
+    embeddings, views, _, _ = synthetic
+    again = fit_adaptation(embeddings, views, dim=16, hidden=64, epochs=40, seed=0)
+    other = fit_adaptation(embeddings, views, dim=16, hidden=64, epochs=40, seed=1)
+    for a, b in zip(head.weights + head.biases, again.weights + again.biases, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(head.weights[0], other.weights[0])
+
+
+def test_transform_by_hand():
+    # u = (x - mu) / sigma = ([1, 0] - [0, 1]) / 2 = [0.5, -0.5]
+    # layer 1: W1 = I, b1 = [0, 0] -> [0.5, -0.5] -> relu -> [0.5, 0]
+    # layer 2: W2 = [[2, 0], [0, 1]], b2 = [0, 1] -> [1, 1] -> unit: [0.7071, 0.7071]
+    head = Adaptation(
+        mean=np.array([0.0, 1.0], np.float32),
+        scale=2.0,
+        weights=(np.eye(2, dtype=np.float32), np.array([[2, 0], [0, 1]], np.float32)),
+        biases=(np.zeros(2, np.float32), np.array([0, 1], np.float32)),
+        method="views",
+    )
+    np.testing.assert_allclose(head.transform(np.array([[1.0, 0.0]])), [[0.70710678] * 2])
+    assert head.dim_in == 2 and head.dim_out == 2 and head.summary()["hidden"] == 2
+    with pytest.raises(InvalidInputError, match="fitted on 2-dimensional embeddings; got shape"):
+        head.transform(np.ones((1, 3)))
+    with pytest.raises(InvalidTypeError, match="'embeddings' parameter of Adaptation.apply"):
+        head.apply(np.ones((1, 2)))
+
+
+def test_save_load_round_trip_and_apply_without_torch(tmp_path, synthetic, head):
+    _, _, first, _ = synthetic
+    path = head.save(tmp_path / "adaptation.npz")
+    loaded = load_adaptation(path)
+    assert loaded.summary() == head.summary()
+    np.testing.assert_array_equal(loaded.transform(first), head.transform(first))
+    np.save(tmp_path / "x.npy", first)
+    code = (
+        "import sys, numpy as np\n"
+        "from clusterclean.adapt import load_adaptation\n"
+        f"z = load_adaptation({str(path)!r}).transform(np.load({str(tmp_path / 'x.npy')!r}))\n"
+        f"np.save({str(tmp_path / 'z.npy')!r}, z)\n"
+        "assert 'torch' not in sys.modules, 'applying a head imported torch'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    np.testing.assert_array_equal(np.load(tmp_path / "z.npy"), head.transform(first))
+    (tmp_path / "bad.npz").write_bytes(b"not an npz")
+    with pytest.raises(InvalidInputError, match="not an adaptation file written by"):
+        load_adaptation(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"dim": 0},
+            InvalidInputError,
+            "The 'dim' parameter of fit_adaptation must be an int >= 1",
+        ),
+        ({"hidden": -1}, InvalidInputError, "'hidden' parameter of fit_adaptation"),
+        ({"epochs": 0}, InvalidInputError, "'epochs' parameter of fit_adaptation"),
+        ({"temperature": 0.0}, InvalidInputError, "'temperature' parameter of fit_adaptation"),
+        ({"batch_size": 4}, InvalidInputError, "'batch_size' parameter of fit_adaptation"),
+        ({"seed": "0"}, InvalidTypeError, "'seed' parameter of fit_adaptation"),
+        ({"groups": ["a"]}, InvalidInputError, "one label per embedding \\(150\\). Got 1"),
+        ({"groups": "a"}, InvalidTypeError, "'groups' parameter of fit_adaptation"),
+    ],
+)
+def test_bad_parameters(synthetic, kwargs, error, message):
+    embeddings, views, _, _ = synthetic
+    with pytest.raises(error, match=message):
+        fit_adaptation(embeddings, views, **kwargs)
+
+
+def test_bad_inputs(synthetic):
+    embeddings, views, _, _ = synthetic
+    with pytest.raises(InvalidTypeError, match="'embeddings' parameter of fit_adaptation"):
+        fit_adaptation(embeddings.vectors, views)
+    with pytest.raises(InvalidTypeError, match="'views' parameter of fit_adaptation"):
+        fit_adaptation(embeddings, views.vectors)
+    with pytest.raises(InvalidInputError, match="needs augmented views .* or known groups"):
+        fit_adaptation(embeddings)
+    narrow = AugmentedViews(views.rows, views.vectors[:, :, :8], "synthetic")
+    with pytest.raises(InvalidInputError, match="embed the views with the embeddings' backbone"):
+        fit_adaptation(embeddings, narrow)
+    foreign = AugmentedViews(views.rows + 1, views.vectors, "synthetic")
+    with pytest.raises(InvalidInputError, match="must index the 150 embeddings"):
+        fit_adaptation(embeddings, foreign)
+    one = AugmentedViews(views.rows[:1], views.vectors[:1], "synthetic")
+    with pytest.raises(InvalidInputError, match="at least 2 images with views or 2 groups"):
+        fit_adaptation(embeddings, one)
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+ADAPT = {
+    "backbone": "efficientnet_lite0",
+    "adapt": "views",
+    "adapt_epochs": 5,
+    "num_workers": 0,
+    "min_similarity": 0.5,
+    "progress": False,
+}
+
+
+def test_run_with_adapt_trains_saves_and_reuses_the_head(tmp_path):
+    labels = _write_views(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    report = cc.run(tmp_path / "images", tmp_path / "labels.csv", out=tmp_path / "out", **ADAPT)
+
+    info = report.run_info["adaptation"]
+    assert info["method"] == "views" and info["file"] == "adaptation.npz"
+    assert info["dim_in"] == 1280 and info["dim_out"] == 128
+    assert info["n_view_images"] == 12 and info["n_views"] == 2 and info["epochs"] == 5
+    assert "adapt" in report.run_info["timings"]
+    assert report.run_info["parameters"]["adapt"] == "views"
+    # the graph is built on the head's output; the saved vectors and the edges' similarity
+    # stay the plain cosine of the backbone's
+    assert report.embeddings.backbone == "efficientnet_lite0"
+    src, dst = report.edges["src"].to_numpy(), report.edges["dst"].to_numpy()
+    plain = (report.embeddings.vectors[src] * report.embeddings.vectors[dst]).sum(axis=1)
+    np.testing.assert_allclose(report.edges["similarity"], plain, atol=1e-5)
+
+    head = load_adaptation(tmp_path / "out" / "adaptation.npz")
+    assert head.summary() == {k: v for k, v in info.items() if k != "file"}
+    # a given head is applied, not trained again: same result from the embeddings alone
+    again = cc.run(labels=report.dataset, embeddings=report.embeddings, adaptation=head, **ADAPT)
+    assert again.run_info["adaptation"]["seconds"] == info["seconds"]
+    assert again.images["component_id"].tolist() == report.images["component_id"].tolist()
+
+
+def test_adapt_needs_images_and_the_right_backbone(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = pd.DataFrame({"image": [f"{i}.jpg" for i in range(6)], "hat": [0, 1] * 3})
+    vectors = cc.as_embeddings(labels["image"], rng.standard_normal((6, 8)), "efficientnet_lite0")
+    with pytest.raises(InvalidInputError, match="needs the image files: give --images DIR"):
+        cc.run(labels=labels, embeddings=vectors, **ADAPT)
+    with pytest.raises(InvalidInputError, match="'adapt' parameter of run must be one of 'none'"):
+        cc.RunConfig(adapt="yes")
+    with pytest.raises(InvalidInputError, match="'adapt_epochs' parameter of run"):
+        cc.RunConfig(adapt_epochs=0)
+    with pytest.raises(InvalidInputError, match="'adapt_max_images' parameter of run"):
+        cc.RunConfig(adapt_max_images=1)
+    images = _write_views(tmp_path / "images")
+    images[["image", "hat"]].to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(InvalidInputError, match="labels table has no 'group' values"):
+        cc.run(tmp_path / "images", tmp_path / "labels.csv", **{**ADAPT, "adapt": "groups"})
+    # vectors of another model, with the images present
+    other = cc.as_embeddings(images["image"], rng.standard_normal((12, 8)), "user")
+    with pytest.raises(InvalidInputError, match="but the embeddings come from 'user'"):
+        cc.run(tmp_path / "images", tmp_path / "labels.csv", embeddings=other, **ADAPT)
+    head = Adaptation(
+        np.zeros(8, np.float32),
+        1.0,
+        (np.eye(8, dtype=np.float32),),
+        (np.zeros(8, np.float32),),
+        "views",
+    )
+    with pytest.raises(InvalidInputError, match="fitted adaptation was given but adapt is 'none'"):
+        cc.run(labels=labels, embeddings=vectors, adaptation=head, progress=False)
