@@ -157,11 +157,13 @@ def plot_curves(embeddings, groups, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def measure(embeddings, labels, planted, config: RunConfig, noisy=None) -> dict:
-    """Run the whole pipeline once; grouping + detection scores and the wall time."""
+def measure(embeddings, labels, planted, config: RunConfig, noisy=None, **options) -> dict:
+    """Run the whole pipeline once; grouping + detection scores and the wall time.
+
+    ``options`` go to ``run`` (e.g. a fitted ``adaptation``)."""
     noisy = labels if noisy is None else noisy
     started = time.perf_counter()
-    report = run(labels=noisy, embeddings=embeddings, config=config, progress=False)
+    report = run(labels=noisy, embeddings=embeddings, config=config, progress=False, **options)
     seconds = time.perf_counter() - started
     truth = labels.set_index("image_id")["group"].reindex(report.images["image_id"]).to_numpy()
     grouping = grouping_scores(report.images["component_id"].to_numpy(), truth)

@@ -196,14 +196,21 @@ ADAPT = {
 
 
 def test_run_with_adapt_trains_saves_and_reuses_the_head(tmp_path):
-    labels = _write_views(tmp_path / "images")
-    labels.to_csv(tmp_path / "labels.csv", index=False)
-    report = cc.run(tmp_path / "images", tmp_path / "labels.csv", out=tmp_path / "out", **ADAPT)
+    import shutil
+
+    labels = _write_views(tmp_path / "all")
+    is_new = labels["image"].str.endswith("view 2.png")  # one view of each person added later
+    for name, part in (("images", labels[~is_new]), ("new", labels[is_new])):
+        (tmp_path / name).mkdir()
+        for file in part["image"]:
+            shutil.copy(tmp_path / "all" / file, tmp_path / name / file)
+        part.to_csv(tmp_path / f"{name}.csv", index=False)
+    report = cc.run(tmp_path / "images", tmp_path / "images.csv", out=tmp_path / "out", **ADAPT)
 
     info = report.run_info["adaptation"]
     assert info["method"] == "views" and info["file"] == "adaptation.npz"
     assert info["dim_in"] == 1280 and info["dim_out"] == 128
-    assert info["n_view_images"] == 12 and info["n_views"] == 2 and info["epochs"] == 5
+    assert info["n_view_images"] == 8 and info["n_views"] == 2 and info["epochs"] == 5
     assert "adapt" in report.run_info["timings"]
     assert report.run_info["parameters"]["adapt"] == "views"
     # the graph is built on the head's output; the saved vectors and the edges' similarity
@@ -219,6 +226,27 @@ def test_run_with_adapt_trains_saves_and_reuses_the_head(tmp_path):
     again = cc.run(labels=report.dataset, embeddings=report.embeddings, adaptation=head, **ADAPT)
     assert again.run_info["adaptation"]["seconds"] == info["seconds"]
     assert again.images["component_id"].tolist() == report.images["component_id"].tolist()
+
+    # run --add: the new images go through the base run's head, which is not trained again
+    added, _ = cc.add_images(
+        tmp_path / "out",
+        images=tmp_path / "new",
+        labels=tmp_path / "new.csv",
+        out=tmp_path / "added",
+        progress=False,
+    )
+    assert added.run_info["adaptation"] == info
+    assert load_adaptation(tmp_path / "added" / "adaptation.npz").summary() == head.summary()
+    base_refinement = cc.load_refinement(tmp_path / "out" / "refinement.npz")
+    union = cc.run(
+        labels=added.dataset,
+        embeddings=added.embeddings,
+        adaptation=head,
+        refinement=base_refinement,
+        **ADAPT,
+    )
+    assert added.edges[["src", "dst"]].equals(union.edges[["src", "dst"]])
+    assert added.images["component_id"].tolist() == union.images["component_id"].tolist()
 
 
 def test_adapt_needs_images_and_the_right_backbone(tmp_path):
