@@ -278,3 +278,26 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
     )
     with pytest.raises(InvalidInputError, match="fitted adaptation was given but adapt is 'none'"):
         cc.run(labels=labels, embeddings=vectors, adaptation=head, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {"adapt": "none", "adapt_views": 2, "adapt_epochs": 50, "adapt_dim": 128}),
+        (["--adapt"], {"adapt": "views"}),
+        (
+            ["--adapt", "groups", "--adapt-views", "3", "--adapt-dim", "64"],
+            {"adapt": "groups", "adapt_views": 3, "adapt_dim": 64},
+        ),
+        (
+            ["--adapt-epochs", "7", "--adapt-max-images", "500"],
+            {"adapt_epochs": 7, "adapt_max_images": 500},
+        ),
+    ],
+)
+def test_cli_flags_reach_the_config(tmp_path, flags, expected):
+    from clusterclean.cli import _config_from_args, build_parser
+
+    args = build_parser().parse_args(["run", "--images", str(tmp_path), "--out", "o", *flags])
+    config = _config_from_args(args, backbone="resnet50")
+    assert {name: getattr(config, name) for name in expected} == expected
