@@ -40,6 +40,8 @@ _EXPORTS = {
     "find_components": "components",
     "split_components": "components",
     "score_components": "scoring",
+    "find_mixed_components": "mixed",
+    "split_mixed_components": "mixed",
     "find_pairs": "duplicates",
     "Report": "report",
     "write_report": "report",

@@ -134,6 +134,26 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="score these attributes or tasks even when detected as varying",
     )
     graph.add_argument(
+        "--detect-mixed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="split components whose labels and embedding both say two look-alike people, "
+        "reported as possibly two people (on by default)",
+    )
+    graph.add_argument(
+        "--min-mixed-attributes",
+        type=int,
+        default=None,
+        help="attributes (a one-of-K task counts once) that must split a component the same "
+        "way (2)",
+    )
+    graph.add_argument(
+        "--min-mixed-gap",
+        type=float,
+        default=None,
+        help="smallest gap between the mean similarity inside the two sides and across them (0.1)",
+    )
+    graph.add_argument(
         "--min-duplicate-similarity",
         type=float,
         default=None,
@@ -236,6 +256,7 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         f"suspected wrong label cells: {s['label_issues']}",
         "attributes treated as per-image (not scored): "
         + (", ".join(s["per_image_attributes"]) or "none"),
+        f"components split as possibly two people: {s['possibly_two_people']}",
         "duplicate groups: "
         + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
         "most inconsistent attributes (components disagreeing): "

@@ -24,6 +24,7 @@ from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
+from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
 from .refine import Refinement, fit_refinement
 from .report import REFINEMENT_FILE, Report, check_output_folder, order_columns, write_report
 from .scoring import find_varying_attributes, parse_threshold, score_components
@@ -97,6 +98,17 @@ class RunConfig:
         ``run.json`` (:func:`clusterclean.scoring.find_varying_attributes`).
     consistent_attributes : tuple of str
         Attributes (or tasks) to score even when detected as varying.
+    detect_mixed : bool
+        Find components that mix two look-alike identities (labels split them
+        on ``min_mixed_attributes`` attributes the same way, and the refined
+        embedding agrees) and split them in two before scoring, reported as
+        "possibly two people" (:mod:`clusterclean.mixed`).
+    min_mixed_attributes : int
+        Attributes (a one-of-K task counts once) that must split a component
+        the same way.
+    min_mixed_gap : float
+        Smallest gap between the mean cosine similarity inside the two sides
+        and across them, on the refined vectors.
     tta : str
         ``"flip"`` averages each image's features with its mirror's.
     cache_dir : str or None
@@ -150,6 +162,8 @@ class RunConfig:
         check_int(self.n_reciprocal, "n_reciprocal", func, min_value=2)
         check_int(self.n_expansion, "n_expansion", func, min_value=1)
         check_int(self.n_local, "n_local", func, min_value=0)
+        check_int(self.min_mixed_attributes, "min_mixed_attributes", func, min_value=1)
+        check_float(self.min_mixed_gap, "min_mixed_gap", func, low=-2.0, high=2.0)
         if self.rerank and self.n_reciprocal > self.n_neighbors + 1:
             raise InvalidInputError(
                 f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
@@ -195,6 +209,9 @@ class RunConfig:
     on_error: str = "skip"
     detect_varying_attributes: bool = True
     consistent_attributes: tuple[str, ...] = ()
+    detect_mixed: bool = True
+    min_mixed_attributes: int = 2
+    min_mixed_gap: float = 0.1
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -390,6 +407,7 @@ def run(
         )
     with _timed(timings, "scores"):
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
+        component_ids, mixed = _split_mixed(component_ids, dataset, refined, excluded, config)
         scores = score_components(
             component_ids,
             dataset,
@@ -401,7 +419,14 @@ def run(
         )
         components = order_columns(
             "components",
-            pd.concat([scores.components, component_edge_stats(edges, component_ids)], axis=1),
+            pd.concat(
+                [
+                    scores.components,
+                    component_edge_stats(edges, component_ids),
+                    mixed_component_columns(mixed, len(scores.components)),
+                ],
+                axis=1,
+            ),
         )
         pairs = find_pairs(edges, dataset)
         images_table = _images_table(dataset, scores.images, neighbors)
@@ -433,6 +458,7 @@ def run(
         # attributes never scored, flagged or changed: the user's plus the detected ones
         "excluded_attributes": list(excluded),
         "varying_attributes": varying,
+        "mixed_components": _mixed_summary(mixed, config),
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
         "refinement": None
         if refinement is None
@@ -491,6 +517,50 @@ def _excluded_attributes(
                 ", ".join(a for a in proposed if a not in kept) or "none",
             )
     return figures, tuple(excluded)
+
+
+def _split_mixed(
+    component_ids: np.ndarray,
+    dataset: Dataset,
+    refined: Embeddings,
+    excluded: tuple[str, ...],
+    config: RunConfig,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Split the components that look like two people (``detect_mixed``); else unchanged.
+
+    Returns the component ids to score and the splits (:func:`split_mixed_components`).
+    """
+    if not config.detect_mixed:
+        return split_mixed_components(component_ids, None)
+    found = find_mixed_components(
+        component_ids,
+        dataset,
+        refined,
+        exclude_attributes=excluded,
+        min_attributes=config.min_mixed_attributes,
+        min_similarity_gap=config.min_mixed_gap,
+    )
+    new_ids, sides = split_mixed_components(component_ids, found)
+    sides.attrs["n_label_candidates"] = len(found)
+    if len(sides):
+        logger.warning(
+            "%d components look like two people (labels and embedding both split them); "
+            "each is split in two before scoring, see components.parquet "
+            "is_possibly_two_people; turn off with detect_mixed=False (--no-detect-mixed)",
+            len(sides),
+        )
+    return new_ids, sides
+
+
+def _mixed_summary(sides: pd.DataFrame, config: RunConfig) -> dict[str, Any]:
+    """``run.json``'s ``mixed_components``: whether it ran, the count and each split."""
+    return {
+        "detected": config.detect_mixed,
+        "count": len(sides),
+        # components the labels alone would split; the embedding vetoed the rest
+        "n_label_candidates": sides.attrs.get("n_label_candidates", 0),
+        "components": sides.drop(columns=["rows_b"]).round(4).to_dict(orient="records"),
+    }
 
 
 def _refine(
@@ -605,6 +675,7 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
         "label_issues": len(report.label_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
+        "possibly_two_people": int(report.run_info.get("mixed_components", {}).get("count", 0)),
         "duplicates": duplicate_counts(report.duplicates),
         "per_image_attributes": list(
             report.run_info.get("varying_attributes", {}).get("proposed", [])
