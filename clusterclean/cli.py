@@ -145,13 +145,13 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="attributes (a one-of-K task counts once) that must split a component the same "
-        "way (2)",
+        "way (3)",
     )
     graph.add_argument(
         "--min-mixed-gap",
         type=float,
         default=None,
-        help="smallest gap between the mean similarity inside the two sides and across them (0.1)",
+        help="smallest gap between the mean similarity inside the two sides and across them (0.05)",
     )
     graph.add_argument(
         "--min-duplicate-similarity",

@@ -210,8 +210,8 @@ class RunConfig:
     detect_varying_attributes: bool = True
     consistent_attributes: tuple[str, ...] = ()
     detect_mixed: bool = True
-    min_mixed_attributes: int = 2
-    min_mixed_gap: float = 0.1
+    min_mixed_attributes: int = 3
+    min_mixed_gap: float = 0.05
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:

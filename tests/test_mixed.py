@@ -81,16 +81,20 @@ def test_flipped_labels_of_one_person_are_not_two_people():
     }
     r2, r3, r4 = [0.8, 0.6, 0.0], [0.8, 0.0, 0.6], [0.8, -0.6, 0.0]
     vectors = [A1, A1, r2, r3, r4]
-    table = find_mixed_components(np.zeros(5, dtype=int), _dataset(labels), _embeddings(vectors))
+    table = find_mixed_components(
+        np.zeros(5, dtype=int), _dataset(labels), _embeddings(vectors), min_attributes=2
+    )
     row = table.iloc[0]
     assert row["n_attributes"] == 2  # the labels alone would split {0, 1, 2} from {3, 4}
     # within (1 + 0.8 + 0.8 + 0.64) / 4 = 0.81; across (4 * 0.8 + 0.64 + 0.28) / 6 = 0.68667
     assert row["similarity_gap"] == pytest.approx(0.81 - 4.12 / 6)
-    # the gap passes 0.1, but row 3 is closer to side a (0.74667) than to row 4 (0.64)
+    # the gap passes 0.05, but row 3 is closer to side a (0.74667) than to row 4 (0.64)
     assert row["min_margin"] == pytest.approx(0.64 - (0.8 + 0.8 + 0.64) / 3)
     assert not row["is_mixed"]
     # identical vectors: gap 0, never split
-    same = find_mixed_components(np.zeros(5, dtype=int), _dataset(labels), _embeddings([A1] * 5))
+    same = find_mixed_components(
+        np.zeros(5, dtype=int), _dataset(labels), _embeddings([A1] * 5), min_attributes=2
+    )
     assert same.iloc[0]["similarity_gap"] == pytest.approx(0.0, abs=1e-6)
     assert not same["is_mixed"].any()
     assert split_mixed_components(np.zeros(5, dtype=int), same)[0].tolist() == [0] * 5
@@ -113,7 +117,7 @@ def test_one_of_k_task_counts_once():
 
 def test_excluded_attributes_are_no_evidence_and_missing_labels_still_support():
     ds, emb = _dataset(_two_people_labels()), _embeddings(TWO_PEOPLE)
-    assert find_mixed_components(COMPONENTS, ds, emb, exclude_attributes=("x", "y")).empty
+    assert find_mixed_components(COMPONENTS, ds, emb, exclude_attributes=("x",)).empty
     labels = _two_people_labels()
     labels["x"] = [1, 1, np.nan, 0, np.nan, 1, 1, 1]  # still splits A from B where known
     row = find_mixed_components(COMPONENTS, _dataset(labels), emb).iloc[0]
@@ -192,7 +196,7 @@ def test_found_sides_lie_inside_their_component(n_images, n_attributes, seed):
         members = np.flatnonzero(component_ids == row.component_id)
         assert set(row.rows_b) < set(members.tolist()) and row.n_side_b == len(row.rows_b)
         assert row.n_side_a + row.n_side_b == row.size == len(members)
-        assert row.n_attributes >= 2 and members[0] not in row.rows_b
+        assert row.n_attributes >= 3 and members[0] not in row.rows_b
 
 
 @settings(max_examples=60, deadline=None)
