@@ -18,7 +18,7 @@ Notation, for a component C of n >= ``min_component_size`` images:
   it on every image where they are known (up to swapping A and B).
 
 The best candidate (highest support; ties: the larger smaller side, then the
-lowest 0/1 side pattern in row order) is tested against the embedding. With v_i the
+unit found first in column order) is tested against the embedding. With v_i the
 unit (refined) vectors and S_ij = v_i . v_j:
 
 * within = mean of S_ij over the pairs i < j on the same side;
@@ -89,49 +89,51 @@ def _units(dataset: Dataset, exclude_attributes: Sequence[str]) -> list[tuple[st
     return units
 
 
-def _unit_values(labels: np.ndarray, columns: list[int]) -> np.ndarray:
-    """Value of one unit per image: the label (0/1) or the task column holding 1; -1 = missing."""
-    if len(columns) == 1:
-        values = labels[:, columns[0]]
-        return np.where(np.isnan(values), -1, values).astype(np.int64)
-    block = labels[:, columns] == 1
-    return np.where(block.any(axis=1), block.argmax(axis=1), -1).astype(np.int64)
+def _unit_values(labels: np.ndarray, units: list[tuple[str, list[int]]]) -> np.ndarray:
+    """Value of every unit per image, shape (n_images, n_units), -1 = missing: the label
+    (0/1) of an attribute, the index of the column holding 1 for a task."""
+    values = np.full((len(labels), len(units)), -1, dtype=np.int64)
+    for j, (_, columns) in enumerate(units):
+        if len(columns) == 1:
+            known = ~np.isnan(labels[:, columns[0]])
+            values[known, j] = labels[known, columns[0]]
+        else:
+            block = labels[:, columns] == 1
+            values[:, j] = np.where(block.any(axis=1), block.argmax(axis=1), -1)
+    return values
 
 
-def _sides(values: np.ndarray) -> np.ndarray | None:
-    """0/1 side per image (-1 = missing), side 0 holding the first known image; None unless
-    exactly two values are known."""
-    known = values >= 0
-    distinct = np.unique(values[known])
-    if len(distinct) != 2:
-        return None
-    first = values[known][0]
-    return np.where(known, (values != first).astype(np.int64), -1)
-
-
-def _best_candidate(
-    values: list[tuple[str, np.ndarray]],
-) -> tuple[np.ndarray, list[str]] | None:
+def _best_candidate(values: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]] | None:
     """The bipartition supported by the most units, and those units' names.
 
-    A unit supports a candidate when its split equals it on the unit's known
+    ``values`` (n, n_units) are the units' values on the component's images.
+    A unit splits the component when its known values take exactly two values;
+    its sides are 0 for the value of its first known image, 1 for the other.
+    It supports a candidate when its sides equal the candidate's on its known
     images, up to swapping the sides.
     """
-    splits = [(name, s) for name, v in values if (s := _sides(v)) is not None]
-    if not splits:
+    known = values >= 0
+    first = values[known.argmax(axis=0), np.arange(values.shape[1])]
+    high = np.where(known, values, -1).max(axis=0)
+    low = np.where(known, values, high + 1).min(axis=0)
+    two_valued = (low < high) & np.where(known, (values == low) | (values == high), True).all(
+        axis=0
+    )
+    if not two_valued.any():
         return None
-    names = [name for name, _ in splits]
-    matrix = np.stack([s for _, s in splits])  # (n_splits, n)
-    candidates = np.unique(matrix[(matrix >= 0).all(axis=1)], axis=0)  # (n_candidates, n)
-    if not len(candidates):
+    sides = np.where(known, values != first, -1)[:, two_valued].T  # (n_splits, n)
+    full = sides[known[:, two_valued].all(axis=0)]
+    if not len(full):
         return None
-    known = (matrix >= 0)[:, None, :]
-    same = matrix[:, None, :] == candidates[None, :, :]
-    agrees = np.where(known, same, True).all(axis=2) | np.where(known, ~same, True).all(axis=2)
+    candidates = np.stack(list({row.tobytes(): row for row in full}.values()))  # first-seen order
+    same = sides[:, None, :] == candidates[None, :, :]
+    mask = (sides >= 0)[:, None, :]
+    agrees = np.where(mask, same, True).all(axis=2) | np.where(mask, ~same, True).all(axis=2)
     support = agrees.sum(axis=0)  # per candidate
     smaller = np.minimum(candidates.sum(axis=1), candidates.shape[1] - candidates.sum(axis=1))
     best = np.lexsort((-smaller, -support))[0]
-    return candidates[best], [names[i] for i in np.nonzero(agrees[:, best])[0]]
+    split_names = [name for name, keep in zip(names, two_valued, strict=True) if keep]
+    return candidates[best], [split_names[i] for i in np.nonzero(agrees[:, best])[0]]
 
 
 def _separation(vectors: np.ndarray, side: np.ndarray) -> tuple[float, float, float]:
@@ -229,11 +231,12 @@ def find_mixed_components(
     n_varying = np.zeros(len(sizes), dtype=np.int64)
     for _, columns in units:
         n_varying += varies[:, columns].any(axis=1)
+    values = _unit_values(dataset.labels, units)
+    names = [name for name, _ in units]
     rows = []
     for component in np.nonzero((sizes >= min_component_size) & (n_varying >= min_attributes))[0]:
         members = order[starts[component] : starts[component + 1]]
-        labels = dataset.labels[members]
-        found = _best_candidate([(name, _unit_values(labels, cols)) for name, cols in units])
+        found = _best_candidate(values[members], names)
         if found is None or len(found[1]) < min_attributes:
             continue
         side, support = found
