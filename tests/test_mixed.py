@@ -300,3 +300,66 @@ def test_run_splits_the_look_alike_and_keeps_finding_planted_errors(tmp_path):
     page = (tmp_path / "r" / "report.html").read_text()
     assert "Possibly two people" in page and "lookalike_v0" in page
     assert "Attributes treated as per-image" in page
+
+
+def _cli_files(tmp_path):
+    data, dataset, embeddings, _ = _planted_with_look_alike()
+    pd.DataFrame({"image_id": embeddings.ids, "embedding": list(embeddings.vectors)}).to_parquet(
+        tmp_path / "emb.parquet"
+    )
+    labels = pd.DataFrame(dataset.labels.astype(int), columns=dataset.attributes)
+    labels.insert(0, "image", dataset.ids)
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    return [
+        "run",
+        "--labels",
+        str(tmp_path / "labels.csv"),
+        "--embeddings",
+        str(tmp_path / "emb.parquet"),
+        "--no-progress",
+        "--no-refine",
+        "--no-rerank",
+        "--min-similarity",
+        "0.8",
+    ]
+
+
+def test_cli_reports_splits_turns_them_off_and_checks_its_options(tmp_path, capsys):
+    from clusterclean.cli import main
+
+    args = _cli_files(tmp_path)
+    assert main([*args, "--out", str(tmp_path / "on")]) == 0
+    assert "components split as possibly two people: 1" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "off"), "--no-detect-mixed"]) == 0
+    assert "components split as possibly two people: 0" in capsys.readouterr().out
+    page = (tmp_path / "off" / "report.html").read_text()
+    assert "Detection of components mixing two people was off." in page
+    code = main([*args, "--out", str(tmp_path / "bad"), "--min-mixed-attributes", "0"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "clusterclean: error: The 'min_mixed_attributes' parameter of run must be an int >= 1. "
+        "Got 0 instead."
+    )
+
+
+def test_html_lists_per_image_attributes_with_their_figures():
+    from clusterclean.html import render_html
+
+    data = make_planted(n_groups=60, max_size=5, n_flips=6, seed=3)
+    rng = np.random.default_rng(3)
+    pose = rng.integers(0, 2, size=data.dataset.n_images).astype(np.float32)
+    dataset = Dataset(
+        table=data.dataset.table,
+        labels=np.column_stack([data.dataset.labels, pose]),
+        attributes=(*data.dataset.attributes, "pose_left"),
+    )
+    report = run(
+        labels=dataset, embeddings=data.embeddings, progress=False, exclude_attributes=("attr_0",)
+    )
+    row = next(r for r in report.run_info["varying_attributes"]["table"] if r["is_per_image"])
+    page = render_html(report)
+    section = page[page.index('id="per-image"') : page.index('id="mixed-title"')]
+    assert "Given by the user (never scored): attr_0." in section
+    assert "<td>pose_left</td>" in section
+    assert f"<td>{row['n_components']}</td><td>{row['n_varying']}</td>" in section
+    assert f"<td>{row['varying_share']:.3f}</td>" in section
