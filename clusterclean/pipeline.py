@@ -544,7 +544,7 @@ def _split_mixed(
     sides.attrs["n_label_candidates"] = len(found)
     if len(sides):
         logger.warning(
-            "%d components look like two people (labels and embedding both split them); "
+            "%d component(s) look like two people (labels and embedding both split them); "
             "each is split in two before scoring, see components.parquet "
             "is_possibly_two_people; turn off with detect_mixed=False (--no-detect-mixed)",
             len(sides),
