@@ -407,7 +407,9 @@ def run(
         )
     with _timed(timings, "scores"):
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
-        component_ids, mixed = _split_mixed(component_ids, dataset, refined, excluded, config)
+        component_ids, mixed, mixed_info = _split_mixed(
+            component_ids, dataset, refined, excluded, config
+        )
         scores = score_components(
             component_ids,
             dataset,
@@ -458,7 +460,7 @@ def run(
         # attributes never scored, flagged or changed: the user's plus the detected ones
         "excluded_attributes": list(excluded),
         "varying_attributes": varying,
-        "mixed_components": _mixed_summary(mixed, config),
+        "mixed_components": mixed_info,
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
         "refinement": None
         if refinement is None
@@ -525,23 +527,24 @@ def _split_mixed(
     refined: Embeddings,
     excluded: tuple[str, ...],
     config: RunConfig,
-) -> tuple[np.ndarray, pd.DataFrame]:
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
     """Split the components that look like two people (``detect_mixed``); else unchanged.
 
-    Returns the component ids to score and the splits (:func:`split_mixed_components`).
+    Returns the component ids to score, the splits (:func:`split_mixed_components`)
+    and ``run.json``'s ``mixed_components``: whether it ran, the count, how many
+    components the labels alone would split (the embedding vetoed the rest), each split.
     """
-    if not config.detect_mixed:
-        return split_mixed_components(component_ids, None)
-    found = find_mixed_components(
-        component_ids,
-        dataset,
-        refined,
-        exclude_attributes=excluded,
-        min_attributes=config.min_mixed_attributes,
-        min_similarity_gap=config.min_mixed_gap,
-    )
+    found = None
+    if config.detect_mixed:
+        found = find_mixed_components(
+            component_ids,
+            dataset,
+            refined,
+            exclude_attributes=excluded,
+            min_attributes=config.min_mixed_attributes,
+            min_similarity_gap=config.min_mixed_gap,
+        )
     new_ids, sides = split_mixed_components(component_ids, found)
-    sides.attrs["n_label_candidates"] = len(found)
     if len(sides):
         logger.warning(
             "%d component(s) look like two people (labels and embedding both split them); "
@@ -549,18 +552,13 @@ def _split_mixed(
             "is_possibly_two_people; turn off with detect_mixed=False (--no-detect-mixed)",
             len(sides),
         )
-    return new_ids, sides
-
-
-def _mixed_summary(sides: pd.DataFrame, config: RunConfig) -> dict[str, Any]:
-    """``run.json``'s ``mixed_components``: whether it ran, the count and each split."""
-    return {
+    summary = {
         "detected": config.detect_mixed,
         "count": len(sides),
-        # components the labels alone would split; the embedding vetoed the rest
-        "n_label_candidates": sides.attrs.get("n_label_candidates", 0),
+        "n_label_candidates": 0 if found is None else len(found),
         "components": sides.drop(columns=["rows_b"]).round(4).to_dict(orient="records"),
     }
+    return new_ids, sides, summary
 
 
 def _refine(
