@@ -39,6 +39,8 @@ _EXPORTS = {
     "Refinement": "refine",
     "find_components": "components",
     "split_components": "components",
+    "calibrate_cut": "calibrate",
+    "Calibration": "calibrate",
     "score_components": "scoring",
     "find_pairs": "duplicates",
     "Report": "report",

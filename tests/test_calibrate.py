@@ -1,0 +1,151 @@
+"""The data-calibrated cut: estimates by hand, on planted groups, and every bad input."""
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from clusterclean import as_embeddings, calibrate_cut
+from clusterclean.calibrate import _choose, _inserted, estimate_precision
+from clusterclean.components import find_components
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.evaluate import grouping_scores
+from clusterclean.graph import edges_from_neighbors, search_neighbors
+
+
+def _views(rows, vectors):
+    """An AugmentedViews look-alike: the calibration reads rows and vectors only."""
+    return SimpleNamespace(rows=np.asarray(rows), vectors=np.asarray(vectors), backbone="user")
+
+
+def _unit(x):
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _planted(seed=0, n_groups=120, dim=24, noise=0.1):
+    """Groups of 1-4 noisy copies of random centres; views = fresh noisy copies of each image.
+
+    A view pair (x + e1, x + e2) is as far apart as two members of a group
+    (c + e1, c + e2): the known positives have the real positives' difficulty.
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    groups = np.repeat(np.arange(n_groups), rng.integers(1, 5, size=n_groups))
+    base = centres[groups]
+    vectors = _unit(base + noise * rng.normal(size=base.shape))
+    views = _unit(vectors[:, None, :] + noise * rng.normal(size=(len(vectors), 2, dim)))
+    ids = [f"img{i}" for i in range(len(vectors))]
+    return as_embeddings(ids, vectors), groups, _views(np.arange(len(vectors)), views)
+
+
+# --------------------------------------------------------------------------- by hand
+
+
+def test_estimate_precision_hand_computed():
+    # G/R = 1111.1, 200, 150 -> T = 150; P = 150 R / G = 0.135, 0.75, 1.0
+    precision, n_same = estimate_precision(
+        [0.9, 0.5, 0.2], [1000, 100, 30], n_view_pairs=100, min_recalled=20
+    )
+    assert n_same == pytest.approx(150.0)
+    np.testing.assert_allclose(precision, [0.135, 0.75, 1.0])
+
+
+def test_estimate_precision_skips_cuts_with_few_recalled_pairs():
+    # the last cut groups 10 < 20 view pairs: T comes from the first two (min 200)
+    precision, n_same = estimate_precision(
+        [0.9, 0.5, 0.1], [1000, 100, 10], n_view_pairs=100, min_recalled=20
+    )
+    assert n_same == pytest.approx(200.0)
+    np.testing.assert_allclose(precision, [0.18, 1.0, 1.0])
+
+
+def test_estimate_precision_needs_enough_recalled_pairs():
+    with pytest.raises(InvalidInputError, match=r"fewer than 20 \(or 10%\) of its 50 view pairs"):
+        estimate_precision([0.3, 0.1], [40, 5], n_view_pairs=50, min_recalled=20)
+    with pytest.raises(InvalidInputError, match="1-D arrays of one length"):
+        estimate_precision([0.3, 0.1], [40], n_view_pairs=50)
+
+
+def test_inserted_views_replace_their_image():
+    raw = np.eye(4, dtype=np.float32)[:3]
+    views = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    data, pairs = _inserted(raw, np.array([0, 2]), views)
+    # rows 0 and 2 become view 0; views 1 and 2 of row 0 -> rows 3, 4; of row 2 -> rows 5, 6
+    np.testing.assert_array_equal(data[[0, 2]], views[:, 0])
+    np.testing.assert_array_equal(data[1], raw[1])
+    np.testing.assert_array_equal(data[3:], views[:, 1:].reshape(-1, 4))
+    assert pairs.tolist() == [[0, 3], [0, 4], [3, 4], [2, 5], [2, 6], [5, 6]]
+    data, pairs = _inserted(raw, np.array([1]), views[:1, :1])  # one view: appended, paired
+    np.testing.assert_array_equal(data[:3], raw)
+    assert pairs.tolist() == [[1, 3]]
+
+
+def test_choose_best_f1_or_the_lowest_cut_holding_the_target(caplog):
+    cuts = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    precision = np.array([0.5, 0.92, 0.85, 0.95, 0.97])
+    recall = np.array([1.0, 0.9, 0.8, 0.6, 0.3])
+    # F1: 0.667, 0.910, 0.824, 0.735, 0.458
+    assert _choose(cuts, precision, recall, None) == 1
+    assert _choose(cuts, precision, recall, 0.9) == 3  # 0.2 reaches 0.9 but 0.3 falls back
+    assert _choose(cuts, precision, recall, 0.4) == 0
+    with caplog.at_level(logging.WARNING, logger="clusterclean.calibrate"):
+        assert _choose(cuts, precision, recall, 0.99) == 4
+    assert "no cut reaches the target precision 0.990" in caplog.text
+
+
+# --------------------------------------------------------------------------- planted groups
+
+
+def _true_curve(embeddings, groups, cuts):
+    neighbors = search_neighbors(embeddings, n_neighbors=10)
+    scores = []
+    for cut in cuts:
+        edges = edges_from_neighbors(neighbors, min_similarity=float(cut))
+        scores.append(grouping_scores(find_components(edges, len(embeddings)), groups))
+    return scores
+
+
+def test_planted_groups_estimates_track_the_truth():
+    embeddings, groups, views = _planted()
+    cuts = np.round(np.arange(0.5, 0.95, 0.02), 2)  # below 0.5 every cut merges everything
+    calibration = calibrate_cut(embeddings, views, cuts=cuts)
+    truth = _true_curve(embeddings, groups, calibration.cuts)
+    true_f1 = np.array([t["pair_f1"] for t in truth])
+    chosen = int(np.flatnonzero(calibration.cuts == calibration.min_similarity)[0])
+    assert true_f1[chosen] >= true_f1.max() - 0.03
+    assert calibration.precision[chosen] == pytest.approx(truth[chosen]["pair_precision"], abs=0.1)
+    assert calibration.recall[chosen] == pytest.approx(truth[chosen]["pair_recall"], abs=0.1)
+    # a precision target moves the cut up, and the estimate there reaches it
+    strict = calibrate_cut(embeddings, views, cuts=cuts, target_precision=0.99)
+    assert strict.min_similarity >= calibration.min_similarity
+    assert strict.at(strict.min_similarity)["precision"] >= 0.99
+    summary = calibration.summary()
+    assert summary["min_similarity"] == calibration.min_similarity
+    assert summary["n_images"] == len(embeddings) and summary["n_views"] == 2
+    assert summary["n_view_pairs"] == len(embeddings)
+    assert len(summary["curve"]["cut"]) == len(calibration.cuts)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_inputs_are_named():
+    embeddings, _, views = _planted(n_groups=10)
+    with pytest.raises(InvalidTypeError, match="'embeddings' parameter of calibrate_cut"):
+        calibrate_cut(embeddings.vectors, views)
+    with pytest.raises(InvalidTypeError, match="must be an AugmentedViews"):
+        calibrate_cut(embeddings, views.vectors)
+    with pytest.raises(InvalidInputError, match="have dimension 23 but the embeddings 24"):
+        calibrate_cut(embeddings, _views(views.rows, views.vectors[:, :, :23]))
+    with pytest.raises(InvalidInputError, match="distinct rows of the"):
+        calibrate_cut(embeddings, _views(views.rows + 1, views.vectors))
+    with pytest.raises(InvalidInputError, match=r"shape \(n_rows, n_views, dim\)"):
+        calibrate_cut(embeddings, _views(views.rows, views.vectors[:, 0]))
+    with pytest.raises(InvalidInputError, match="holds no views"):
+        calibrate_cut(embeddings, _views([], np.zeros((0, 2, 24))))
+    with pytest.raises(InvalidInputError, match="'target_precision' parameter of calibrate_cut"):
+        calibrate_cut(embeddings, views, target_precision=1.5)
+    with pytest.raises(InvalidInputError, match="non-empty increasing sequence"):
+        calibrate_cut(embeddings, views, cuts=[0.5, 0.3])
