@@ -37,6 +37,8 @@ _EXPORTS = {
     "fit_refinement": "refine",
     "load_refinement": "refine",
     "Refinement": "refine",
+    "AugmentedViews": "views",
+    "embed_views": "views",
     "find_components": "components",
     "split_components": "components",
     "calibrate_cut": "calibrate",
