@@ -41,7 +41,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,9 +52,7 @@ from .components import find_components, split_components
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import cosine_of_pairs, edges_from_neighbors, score_links, search_neighbors
 from .refine import Refinement
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .views import AugmentedViews
+from .views import AugmentedViews
 
 __all__ = ["Calibration", "calibrate_cut", "estimate_precision", "DEFAULT_CUTS"]
 
@@ -275,15 +273,13 @@ def _grouped_pairs(component_ids: np.ndarray) -> int:
 
 
 def _view_rows(views: AugmentedViews, n_images: int, func: str) -> tuple[np.ndarray, np.ndarray]:
-    rows = getattr(views, "rows", None)
-    vectors = getattr(views, "vectors", None)
-    if rows is None or vectors is None:
+    if not isinstance(views, AugmentedViews):
         raise InvalidTypeError(
             f"The 'views' parameter of {func} must be an AugmentedViews (see "
             f"clusterclean.views.embed_views). Got {type(views).__name__} instead."
         )
-    rows = np.asarray(rows, dtype=np.int64)
-    vectors = np.asarray(vectors, dtype=np.float32)
+    rows = np.asarray(views.rows, dtype=np.int64)
+    vectors = np.asarray(views.vectors, dtype=np.float32)
     if vectors.ndim != 3 or len(vectors) != len(rows) or vectors.shape[1] < 1:
         raise InvalidInputError(
             f"The views of {func} must hold vectors of shape (n_rows, n_views, dim) with one "

@@ -1,13 +1,18 @@
 """The data-calibrated cut: estimates by hand, on planted groups, and every bad input."""
 
+import json
 import logging
-from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
+from PIL import Image
+from planted import make_planted
 
-from clusterclean import as_embeddings, calibrate_cut
+from clusterclean import AugmentedViews, RunConfig, as_embeddings, calibrate_cut, run
 from clusterclean.calibrate import _choose, _inserted, estimate_precision
+from clusterclean.cli import main
 from clusterclean.components import find_components
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.evaluate import grouping_scores
@@ -15,8 +20,11 @@ from clusterclean.graph import edges_from_neighbors, search_neighbors
 
 
 def _views(rows, vectors):
-    """An AugmentedViews look-alike: the calibration reads rows and vectors only."""
-    return SimpleNamespace(rows=np.asarray(rows), vectors=np.asarray(vectors), backbone="user")
+    return AugmentedViews(
+        rows=np.asarray(rows, dtype=np.int64),
+        vectors=np.asarray(vectors, dtype=np.float32),
+        backbone="user",
+    )
 
 
 def _unit(x):
@@ -149,3 +157,86 @@ def test_bad_inputs_are_named():
         calibrate_cut(embeddings, views, target_precision=1.5)
     with pytest.raises(InvalidInputError, match="non-empty increasing sequence"):
         calibrate_cut(embeddings, views, cuts=[0.5, 0.3])
+
+
+# --------------------------------------------------------------------------- pipeline and CLI
+
+
+class _Pooled(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, kernel_size=5, stride=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x)).mean(dim=(2, 3)) + 0.01
+
+
+def _image_folder(folder, n_persons=28, n_views=2):
+    """Persons = random colour patterns, each photographed in shifted crops."""
+    rng = np.random.default_rng(3)
+    folder.mkdir()
+    rows = []
+    for p in range(n_persons):
+        pattern = (rng.random((12, 12, 3)) * 255).astype(np.uint8)
+        photo = Image.fromarray(pattern).resize((96, 96), Image.Resampling.NEAREST)
+        for v in range(n_views):
+            photo.crop((4 * v, 2 * v, 80 + 4 * v, 88 + 2 * v)).save(folder / f"p{p}_v{v}.png")
+            rows.append({"image": f"p{p}_v{v}.png", "group": str(p), "hat": p % 2})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_run_auto_calibrates_records_and_summarises(tmp_path, capsys):
+    torch.manual_seed(0)
+    weights = tmp_path / "tiny.pt"
+    torch.jit.script(_Pooled().eval()).save(str(weights))
+    labels = _image_folder(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    code = main(
+        [
+            "run",
+            "--images",
+            str(tmp_path / "images"),
+            "--labels",
+            str(tmp_path / "labels.csv"),
+            "--out",
+            str(tmp_path / "report"),
+            "--backbone",
+            "torchscript",
+            "--weights",
+            str(weights),
+            "--min-similarity",
+            "auto",
+            "--max-calibration-images",
+            "50",
+            "--workers",
+            "0",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    info = json.loads((tmp_path / "report" / "run.json").read_text())
+    assert info["parameters"]["min_similarity"] == "auto"
+    calibration = info["calibration"]
+    assert calibration["n_images"] == 50 and calibration["n_views"] == 2
+    assert calibration["n_view_pairs"] == 50
+    assert calibration["min_similarity"] in calibration["curve"]["cut"]
+    out = capsys.readouterr().out
+    assert f"calibrated cut (--min-similarity auto): {calibration['min_similarity']:.2f}" in out
+
+
+def test_auto_needs_the_images():
+    data = make_planted(n_groups=6)
+    with pytest.raises(InvalidInputError, match="this run has no images: the embeddings were"):
+        run(labels=data.dataset, embeddings=data.embeddings, min_similarity="auto", progress=False)
+
+
+def test_auto_is_the_only_word_min_similarity_takes(capsys):
+    with pytest.raises(InvalidInputError, match=r"must be a float in \[-1, 1\] or 'auto'. Got"):
+        RunConfig(min_similarity="sometimes")
+    with pytest.raises(InvalidInputError, match="'target_precision' parameter of run"):
+        RunConfig(min_similarity="auto", target_precision=2.0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--labels", "x.csv", "--out", "r", "--min-similarity", "often"])
+    assert exit_info.value.code == 2
+    assert "must be a number in [-1, 1] or 'auto', got 'often'" in capsys.readouterr().err
