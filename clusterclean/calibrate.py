@@ -24,15 +24,17 @@ but precision is at most 1 at every cut, so ``T <= G(t) / R(t)`` for all
     T_hat = min_t G(t) / R(t)
 
 over the cuts where at least ``min_recalled`` view pairs and a share
-``MIN_RECALL`` of them are grouped (in the far tail, a few pairs decide
-``R(t)``, and augmented views differ most from real ones). ``T_hat``
-is exact when some cut groups without a false pair, and too large (the
-estimated precision too high) by the best cut's share of false pairs
-otherwise. The estimated F1 is ``2 P R / (P + R)``.
+``MIN_RECALL`` (one half) of them are grouped. The tail is left out: there
+two views of one photo, which share its framing and pose, stay linked at cuts
+where two real photos of one subject no longer do, ``R(t)`` is too high and
+``T_hat`` would come out too small. ``T_hat`` is too large (the estimated
+precision too high) by the share of false pairs at the cut that gives it,
+and exact when that cut groups none. The estimated F1 is ``2 P R / (P + R)``.
 
-What the estimate cannot see: views of one photo are easier positives than two
-real photos of one subject when the real views differ more than the
-augmentations (another camera, another day), and then ``R(t)`` is too high.
+What the estimate cannot see: where real views of a subject differ more
+than the augmentations (another camera, another day), ``R(t)`` is too high
+and the precision too low, at every cut. ``MIN_RECALL`` was chosen on the
+benchmark's selection seed (docs/grouping), among 0.1, 0.5 and 0.9.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_CUTS = np.round(np.arange(0.10, 0.99, 0.02), 2)
 #: Largest share of the data set whose images are replaced by views at a time.
 INSERTED_FRACTION = 0.1
-#: Smallest recall R(t) of a cut that bounds the number of same-subject pairs.
-MIN_RECALL = 0.1
+#: Smallest recall R(t) of a cut that bounds the number of same-subject pairs
+#: (chosen on the benchmark's selection seed among 0.1, 0.5 and 0.9).
+MIN_RECALL = 0.5
 
 
 def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:

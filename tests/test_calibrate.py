@@ -52,25 +52,31 @@ def _planted(seed=0, n_groups=120, dim=24, noise=0.1):
 
 
 def test_estimate_precision_hand_computed():
-    # G/R = 1111.1, 200, 150 -> T = 150; P = 150 R / G = 0.135, 0.75, 1.0
+    # G/R = 1111.1, 250, 160 -> T = 160; P = 160 R / G = 0.144, 0.64, 1.0
     precision, n_same = estimate_precision(
-        [0.9, 0.5, 0.2], [1000, 100, 30], n_view_pairs=100, min_recalled=20
+        [0.9, 0.6, 0.5], [1000, 150, 80], n_view_pairs=100, min_recalled=20
     )
-    assert n_same == pytest.approx(150.0)
-    np.testing.assert_allclose(precision, [0.135, 0.75, 1.0])
+    assert n_same == pytest.approx(160.0)
+    np.testing.assert_allclose(precision, [0.144, 0.64, 1.0])
 
 
 def test_estimate_precision_skips_cuts_with_few_recalled_pairs():
-    # the last cut groups 10 < 20 view pairs: T comes from the first two (min 200)
+    # R = 0.4 < MIN_RECALL = 0.5: T comes from the first two cuts (min 250)
     precision, n_same = estimate_precision(
-        [0.9, 0.5, 0.1], [1000, 100, 10], n_view_pairs=100, min_recalled=20
+        [0.9, 0.6, 0.4], [1000, 150, 20], n_view_pairs=100, min_recalled=20
     )
-    assert n_same == pytest.approx(200.0)
-    np.testing.assert_allclose(precision, [0.18, 1.0, 1.0])
+    assert n_same == pytest.approx(250.0)
+    np.testing.assert_allclose(precision, [0.225, 1.0, 1.0])
+    # 30 pairs: R = 0.6 groups 18 < 20 of them, so only the first cut counts (T = 1111.1)
+    precision, n_same = estimate_precision(
+        [0.9, 0.6], [1000, 150], n_view_pairs=30, min_recalled=20
+    )
+    assert n_same == pytest.approx(1000 / 0.9)
+    np.testing.assert_allclose(precision, [1.0, 1.0])
 
 
 def test_estimate_precision_needs_enough_recalled_pairs():
-    with pytest.raises(InvalidInputError, match=r"fewer than 20 \(or 10%\) of its 50 view pairs"):
+    with pytest.raises(InvalidInputError, match=r"fewer than 20 \(or 50%\) of its 50 view pairs"):
         estimate_precision([0.3, 0.1], [40, 5], n_view_pairs=50, min_recalled=20)
     with pytest.raises(InvalidInputError, match="1-D arrays of one length"):
         estimate_precision([0.3, 0.1], [40], n_view_pairs=50)
