@@ -56,7 +56,13 @@ from .graph import cosine_of_pairs, edges_from_neighbors, score_links, search_ne
 from .refine import Refinement
 from .views import AugmentedViews
 
-__all__ = ["Calibration", "calibrate_cut", "estimate_precision", "DEFAULT_CUTS"]
+__all__ = [
+    "Calibration",
+    "calibrate_cut",
+    "components_per_cut",
+    "estimate_precision",
+    "DEFAULT_CUTS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +164,8 @@ def estimate_precision(
     """Pair precision from the recall of known positives and the grouped pair counts.
 
     ``T_hat = min_t G(t) / R(t)`` over the cuts where ``R(t) * n_view_pairs >=
-    min_recalled``, ``R(t) >= MIN_RECALL`` and ``G(t) > 0``; ``P(t) = min(1, T_hat R(t) / G(t))``, and
-    1 where nothing is grouped (``G(t) = 0``).
+    min_recalled``, ``R(t) >= MIN_RECALL`` and ``G(t) > 0``;
+    ``P(t) = min(1, T_hat R(t) / G(t))``, and 1 where nothing is grouped (``G(t) = 0``).
 
     Parameters
     ----------
@@ -192,9 +198,9 @@ def estimate_precision(
     if not usable.any():
         raise InvalidInputError(
             f"The calibration grouped fewer than {min_recalled} (or {MIN_RECALL:.0%}) of its "
-            f"{n_view_pairs} view pairs at every cut, too few to estimate the precision. Calibrate on more images "
-            "(max_calibration_images, --max-calibration-images) or give a fixed cut "
-            "(min_similarity, --min-similarity 0.5)."
+            f"{n_view_pairs} view pairs at every cut, too few to estimate the precision. "
+            "Calibrate on more images (max_calibration_images, --max-calibration-images) or "
+            "give a fixed cut (min_similarity, --min-similarity 0.5)."
         )
     n_same = float(np.min(grouped[usable] / recall[usable]))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -204,6 +210,8 @@ def estimate_precision(
 
 @dataclass(frozen=True)
 class _LinkOptions:
+    """The link and split options of a run, as :func:`calibrate_cut` takes them."""
+
     n_neighbors: int
     mutual: bool
     rerank: bool
@@ -214,6 +222,42 @@ class _LinkOptions:
     max_component_size: int | None
     communities: bool
     seed: int
+
+    @classmethod
+    def checked(cls, func: str, **options: Any) -> _LinkOptions:
+        for name in ("n_neighbors", "n_reciprocal", "n_expansion"):
+            check_int(options[name], name, func, min_value=1)
+        check_int(options["n_local"], "n_local", func, min_value=0)
+        check_int(options["seed"], "seed", func, min_value=0)
+        check_float(options["min_cosine"], "min_cosine", func, low=-1.0, high=1.0)
+        if options["max_component_size"] is not None:
+            check_int(options["max_component_size"], "max_component_size", func, min_value=1)
+        return cls(**options)
+
+
+def _check_embeddings(embeddings: object, func: str) -> None:
+    if not isinstance(embeddings, Embeddings):
+        raise InvalidTypeError(
+            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
+            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
+        )
+
+
+def _check_cuts(cuts: Sequence[float] | None, func: str) -> np.ndarray:
+    cuts = np.asarray(DEFAULT_CUTS if cuts is None else cuts, dtype=np.float64)
+    if cuts.ndim != 1 or len(cuts) == 0 or np.any(np.diff(cuts) <= 0):
+        raise InvalidInputError(
+            f"The 'cuts' parameter of {func} must be a non-empty increasing sequence of "
+            f"floats. Got {cuts.tolist()} instead."
+        )
+    return cuts
+
+
+def _refined(raw: np.ndarray, refinement: Refinement | None) -> Embeddings:
+    """Unit rows of ``raw`` (ids = row numbers), refined when a refinement is given."""
+    unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    plain = Embeddings(np.arange(len(raw)).astype(str).astype(object), unit.astype(np.float32))
+    return plain if refinement is None else refinement.apply(plain)
 
 
 def _candidates(
@@ -268,6 +312,57 @@ def _components_per_cut(
             communities=options.communities,
             seed=options.seed,
         )
+
+
+def components_per_cut(
+    embeddings: Embeddings,
+    *,
+    refinement: Refinement | None = None,
+    neighbors: Neighbors | None = None,
+    cuts: Sequence[float] | None = None,
+    n_neighbors: int = 10,
+    mutual: bool = False,
+    rerank: bool = False,
+    n_reciprocal: int = 6,
+    n_expansion: int = 2,
+    n_local: int = 0,
+    min_cosine: float = -1.0,
+    max_component_size: int | None = None,
+    communities: bool = False,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """The grouping of the pipeline at every cut, with the kNN lists scored once.
+
+    Same partition as ``run(..., min_similarity=cut)`` with these options
+    (:func:`clusterclean.graph.link_neighbors`, then
+    :func:`~clusterclean.components.find_components` and
+    :func:`~clusterclean.components.split_components`), for each cut; the ids
+    are not renumbered.
+
+    Returns
+    -------
+    list of ndarray of shape (n_images,)
+        A component id per image, one array per cut (default :data:`DEFAULT_CUTS`).
+    """
+    func = "components_per_cut"
+    _check_embeddings(embeddings, func)
+    options = _LinkOptions.checked(
+        func,
+        n_neighbors=n_neighbors,
+        mutual=mutual,
+        rerank=rerank,
+        n_reciprocal=n_reciprocal,
+        n_expansion=n_expansion,
+        n_local=n_local,
+        min_cosine=min_cosine,
+        max_component_size=max_component_size,
+        communities=communities,
+        seed=seed,
+    )
+    candidates = _candidates(
+        embeddings, _refined(embeddings.vectors, refinement), neighbors, options
+    )
+    return list(_components_per_cut(candidates, len(embeddings), _check_cuts(cuts, func), options))
 
 
 def _grouped_pairs(component_ids: np.ndarray) -> int:
@@ -375,11 +470,7 @@ def calibrate_cut(
     Calibration
     """
     func = "calibrate_cut"
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
+    _check_embeddings(embeddings, func)
     rows, vectors = _view_rows(views, len(embeddings), func)
     if len(rows) == 0:
         raise InvalidInputError(f"The 'views' parameter of {func} holds no views; embed some.")
@@ -391,33 +482,23 @@ def calibrate_cut(
         )
     if target_precision is not None:
         target_precision = check_float(target_precision, "target_precision", func, low=0, high=1)
-    cuts = np.asarray(DEFAULT_CUTS if cuts is None else cuts, dtype=np.float64)
-    if cuts.ndim != 1 or len(cuts) == 0 or np.any(np.diff(cuts) <= 0):
-        raise InvalidInputError(
-            f"The 'cuts' parameter of {func} must be a non-empty increasing sequence of "
-            f"floats. Got {cuts.tolist()} instead."
-        )
-    options = _LinkOptions(
-        n_neighbors=check_int(n_neighbors, "n_neighbors", func, min_value=1),
-        mutual=bool(mutual),
-        rerank=bool(rerank),
+    cuts = _check_cuts(cuts, func)
+    options = _LinkOptions.checked(
+        func,
+        n_neighbors=n_neighbors,
+        mutual=mutual,
+        rerank=rerank,
         n_reciprocal=n_reciprocal,
         n_expansion=n_expansion,
-        n_local=check_int(n_local, "n_local", func, min_value=0),
-        min_cosine=check_float(min_cosine, "min_cosine", func, low=-1.0, high=1.0),
+        n_local=n_local,
+        min_cosine=min_cosine,
         max_component_size=max_component_size,
-        communities=bool(communities),
-        seed=check_int(seed, "seed", func, min_value=0),
+        communities=communities,
+        seed=seed,
     )
     started = time.perf_counter()
     n_images = len(embeddings)
-
-    def refine(raw: np.ndarray) -> Embeddings:
-        unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-        plain = Embeddings(np.arange(len(raw)).astype(str).astype(object), unit.astype(np.float32))
-        return plain if refinement is None else refinement.apply(plain)
-
-    real = _candidates(embeddings, refine(embeddings.vectors), neighbors, options)
+    real = _candidates(embeddings, _refined(embeddings.vectors, refinement), neighbors, options)
     grouped = np.array(
         [_grouped_pairs(c) for c in _components_per_cut(real, n_images, cuts, options)]
     )
@@ -430,7 +511,7 @@ def calibrate_cut(
         chunk = np.sort(order[start : start + per_round])
         data, pairs = _inserted(embeddings.vectors, rows[chunk], vectors[chunk])
         raw = Embeddings(np.arange(len(data)).astype(str).astype(object), data)
-        candidates = _candidates(raw, refine(data), None, options)
+        candidates = _candidates(raw, _refined(data, refinement), None, options)
         for i, component_ids in enumerate(
             _components_per_cut(candidates, len(data), cuts, options)
         ):
