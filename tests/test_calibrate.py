@@ -246,3 +246,14 @@ def test_auto_is_the_only_word_min_similarity_takes(capsys):
         main(["run", "--labels", "x.csv", "--out", "r", "--min-similarity", "often"])
     assert exit_info.value.code == 2
     assert "must be a number in [-1, 1] or 'auto', got 'often'" in capsys.readouterr().err
+
+
+def test_images_added_to_an_auto_run_use_its_calibrated_cut():
+    from types import SimpleNamespace
+
+    from clusterclean.incremental import _config_of
+
+    base = SimpleNamespace(
+        run_info={"parameters": {"min_similarity": "auto"}, "calibration": {"min_similarity": 0.42}}
+    )
+    assert _config_of(base, {}).min_similarity == 0.42
