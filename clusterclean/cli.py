@@ -77,10 +77,31 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     graph.add_argument("--n-neighbors", type=int, default=None, help="neighbours per image (10)")
     graph.add_argument(
         "--min-similarity",
-        type=float,
+        type=_cut,
         default=None,
         help="cut on the link similarity of an edge (default 0.5, measured for the default "
-        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9)",
+        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9), "
+        "or 'auto': calibrated on augmented views of the images, with estimated pair "
+        "precision and recall in run.json",
+    )
+    graph.add_argument(
+        "--target-precision",
+        type=float,
+        default=None,
+        help="with --min-similarity auto: the lowest cut of at least this estimated pair "
+        "precision (default: the cut of best estimated F1)",
+    )
+    graph.add_argument(
+        "--n-calibration-views",
+        type=int,
+        default=None,
+        help="with --min-similarity auto: augmented views per sampled image (2)",
+    )
+    graph.add_argument(
+        "--max-calibration-images",
+        type=int,
+        default=None,
+        help="with --min-similarity auto: images sampled for their views (2000)",
     )
     graph.add_argument(
         "--min-cosine",
@@ -237,6 +258,29 @@ def _config_from_args(args: argparse.Namespace, **defaults):
     return RunConfig(**values)
 
 
+def _cut(text: str) -> float | str:
+    """``--min-similarity``: a float, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [-1, 1] or 'auto', got {text!r}"
+        ) from None
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    if not calibration:
+        return []
+    return [
+        f"calibrated cut (--min-similarity auto): {calibration['min_similarity']:.2f}, "
+        f"estimated pair precision {calibration['estimated_precision']:.3f}, recall "
+        f"{calibration['estimated_recall']:.3f} ({calibration['n_images']} images x "
+        f"{calibration['n_views']} views; see run.json)"
+    ]
+
+
 def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
     from .pipeline import summarize
 
@@ -261,6 +305,7 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
         "most inconsistent attributes (components disagreeing): "
         + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none"),
+        *_calibration_lines(s["calibration"]),
         *extra_lines,
     ]
     if s["folder"]:

@@ -116,13 +116,18 @@ class _ImageFiles:
     """Map-style dataset: index -> ``(index, tensor or None, reason)``.
 
     A file that cannot be read yields ``None`` and the reason instead of
-    raising, so one bad image never kills a worker or the run.
+    raising, so one bad image never kills a worker or the run. With
+    ``indexed``, the transform is called as ``transform(image, index)`` (a
+    per-item seeded augmentation, see :mod:`clusterclean.views`).
     """
 
-    def __init__(self, paths: Sequence[str], transform, min_size: int) -> None:
+    def __init__(
+        self, paths: Sequence[str], transform, min_size: int, *, indexed: bool = False
+    ) -> None:
         self.paths = paths
         self.transform = transform
         self.min_size = min_size
+        self.indexed = indexed
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -130,7 +135,9 @@ class _ImageFiles:
     def __getitem__(self, index: int):
         path = self.paths[index]
         try:
-            return index, self.transform(read_image(path, min_size=self.min_size)), ""
+            image = read_image(path, min_size=self.min_size)
+            tensor = self.transform(image, index) if self.indexed else self.transform(image)
+            return index, tensor, ""
         except Exception as exc:  # any decoder failure becomes a skip with its reason
             return index, None, _skip_reason(path, exc)
 
@@ -235,10 +242,15 @@ def _run_model(
     num_workers: int,
     tta: str,
     progress: bool,
+    view_transform: Callable[[PIL.Image.Image, int], object] | None = None,
+    desc: str = "Embedding",
 ) -> dict[int, str]:
     """Embed ``paths``, handing each batch's raw features to ``on_batch(indices, features)``.
 
-    Returns the reasons of the unreadable images, by index into ``paths``.
+    ``view_transform(image, index)``, when given, replaces the backbone's
+    transform (it must end with it): a picklable callable that knows the item's
+    index into ``paths``. Returns the reasons of the unreadable images, by
+    index into ``paths``.
     """
     import torch
     from tqdm.auto import tqdm
@@ -248,7 +260,12 @@ def _run_model(
     # every transform shrinks the shorter side to at most 8/7 of the largest input side
     min_size = math.ceil(max(backbone.input_size) * 8 / 7)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(paths, backbone.transform, min_size),
+        _ImageFiles(
+            paths,
+            backbone.transform if view_transform is None else view_transform,
+            min_size,
+            indexed=view_transform is not None,
+        ),
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
@@ -259,7 +276,7 @@ def _run_model(
     with (
         torch.inference_mode(),
         torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu),
-        tqdm(total=len(paths), disable=not progress, unit="img", desc="Embedding") as bar,
+        tqdm(total=len(paths), disable=not progress, unit="img", desc=desc) as bar,
     ):
         for indices, batch, failed in loader:
             reasons.update(failed)

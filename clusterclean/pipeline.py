@@ -48,14 +48,24 @@ class RunConfig:
         Local weights file for the backbone.
     n_neighbors : int
         Neighbours searched per image.
-    min_similarity : float
+    min_similarity : float or "auto"
         Cut on the link similarity of an edge: the cosine of the (refined)
         embeddings, or the re-ranked similarity with ``rerank``. The default
         0.5 is the cut measured for the default ``refine=True, rerank=True``
         (docs/grouping); with both off, a plain cosine cut (0.9 is a sane start).
+        ``"auto"``: calibrated on augmented views of the images
+        (:mod:`clusterclean.calibrate`; needs the images), the estimates go
+        to ``run.json["calibration"]``.
     min_cosine : float
         Floor on the plain cosine of every edge, whatever the link similarity
         (0.5: keeps unrelated images apart where re-ranking alone would not).
+    target_precision : float or None
+        With ``min_similarity="auto"``: the lowest cut whose estimated pair
+        precision reaches this (None: the cut of best estimated F1).
+    n_calibration_views : int
+        With ``"auto"``: augmented views per sampled image.
+    max_calibration_images : int
+        With ``"auto"``: images sampled for their views.
     mutual : bool
         Keep only mutual-kNN edges.
     thresholds : tuple of str
@@ -126,7 +136,7 @@ class RunConfig:
     num_workers: int | None = None
     device: str | None = None
     n_neighbors: int = 10
-    min_similarity: float = 0.5
+    min_similarity: float | str = 0.5
     mutual: bool = False
     thresholds: tuple[str, ...] = ("p80",)
     min_label_agreement: float = 0.5
@@ -144,7 +154,17 @@ class RunConfig:
         check_int(self.min_component_size, "min_component_size", func, min_value=1)
         if self.num_workers is not None:
             check_int(self.num_workers, "num_workers", func, min_value=0)
-        check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+        if isinstance(self.min_similarity, str) and self.min_similarity != "auto":
+            raise InvalidInputError(
+                "The 'min_similarity' parameter of run must be a float in [-1, 1] or 'auto'. "
+                f"Got {self.min_similarity!r} instead."
+            )
+        if self.min_similarity != "auto":
+            check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+        if self.target_precision is not None:
+            check_float(self.target_precision, "target_precision", func, low=0.0, high=1.0)
+        check_int(self.n_calibration_views, "n_calibration_views", func, min_value=1)
+        check_int(self.max_calibration_images, "max_calibration_images", func, min_value=1)
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
         check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
         check_int(self.seed, "seed", func, min_value=0)
@@ -198,6 +218,9 @@ class RunConfig:
     refine_power: float = 1.0
     rerank: bool = True
     min_cosine: float = 0.5
+    target_precision: float | None = None
+    n_calibration_views: int = 2
+    max_calibration_images: int = 2000
     n_reciprocal: int = 6
     n_expansion: int = 2
     n_local: int = 0
@@ -385,11 +408,16 @@ def run(
                 n_components=index_spec.n_components,
             )
         searched = neighbors  # saved as neighbors.parquet: what new images merge into
+        calibration = None
+        min_similarity = config.min_similarity
+        if min_similarity == "auto":
+            calibration = _calibrate(dataset, vectors, refinement, searched, config, progress)
+            min_similarity = calibration.min_similarity
         neighbors, edges = link_neighbors(
             neighbors,
             refined,
             cosine_of=vectors,
-            min_similarity=config.min_similarity,
+            min_similarity=min_similarity,
             mutual=config.mutual,
             rerank=config.rerank,
             n_reciprocal=config.n_reciprocal,
@@ -466,6 +494,7 @@ def run(
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
         "index": index_spec.as_dict(),
+        "calibration": None if calibration is None else calibration.summary(),
     }
     report = Report(
         dataset=dataset,
@@ -582,6 +611,57 @@ def _refine(
     return refinement.apply(vectors), refinement
 
 
+def _calibrate(
+    dataset: Dataset,
+    vectors: Embeddings,
+    refinement: Refinement | None,
+    neighbors: Neighbors,
+    config: RunConfig,
+    progress: bool,
+):
+    """``min_similarity="auto"``: the cut chosen on augmented views (:mod:`.calibrate`)."""
+    paths = dataset.table["path"] if "path" in dataset.table.columns else pd.Series([None])
+    if paths.isna().all():
+        raise InvalidInputError(
+            "min_similarity='auto' (--min-similarity auto) calibrates the cut on augmented "
+            "views of the images, and this run has no images: the embeddings were given "
+            "without an images folder. Give the images too (--images DIR) or a fixed cut "
+            "(--min-similarity 0.5)."
+        )
+    from .calibrate import calibrate_cut
+    from .views import embed_views
+
+    views = embed_views(
+        dataset,
+        backbone=config.backbone,
+        weights=config.weights,
+        n_views=config.n_calibration_views,
+        max_images=config.max_calibration_images,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
+    return calibrate_cut(
+        vectors,
+        views,
+        refinement=refinement,
+        neighbors=neighbors,
+        n_neighbors=config.n_neighbors,
+        mutual=config.mutual,
+        rerank=config.rerank,
+        n_reciprocal=config.n_reciprocal,
+        n_expansion=config.n_expansion,
+        n_local=config.n_local,
+        min_cosine=config.min_cosine,
+        max_component_size=config.max_component_size,
+        communities=config.communities,
+        seed=config.seed,
+        target_precision=config.target_precision,
+    )
+
+
 def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
     from .dataset import load_dataset
 
@@ -679,5 +759,6 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
             report.run_info.get("varying_attributes", {}).get("proposed", [])
         )
         + [a for a in report.run_info.get("parameters", {}).get("exclude_attributes", [])],
+        "calibration": report.run_info.get("calibration"),
         "folder": str(report.folder) if report.folder else None,
     }

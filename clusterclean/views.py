@@ -1,0 +1,253 @@
+"""Augmented views of images, embedded with the backbone: known positives without labels.
+
+Two random, camera-like views of one photo show the same subject; two different
+photos usually do not. The views' backbone features are what
+:mod:`clusterclean.adapt` trains its projection head on (positives = the views
+of one image), and what a calibration compares with random pairs.
+
+The augmentations are generic, not a model of any benchmark: for each view,
+drawn independently with a generator seeded by ``(seed, row, view)``
+
+- a random resized crop keeping 60-100% of the area, aspect ratio changed by a
+  factor in [3/4, 4/3], resized back to the image's own size;
+- a left-right mirror with probability 1/2;
+- colour jitter: brightness, contrast and saturation factors in [0.7, 1.3],
+  hue shifted by up to 0.03 of the colour circle;
+- a degradation: Gaussian blur (sigma in [0.2, 1.2] pixels) or JPEG
+  re-compression (quality 40-90), one of the two with probability 1/2 each;
+
+then the backbone's own transform (resize, crop, normalise). The result does
+not depend on the batch size, the number of worker processes or the order of
+the rows. Reading, batching, the device and unreadable images are handled by
+:mod:`clusterclean.embed`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._contracts import Dataset
+from ._validation import check_int
+from .embed import _default_workers, _inputs, _resolve_backbone, _run_model
+from .errors import InvalidInputError, InvalidTypeError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import PIL.Image
+
+    from .backbones import Backbone
+
+__all__ = ["AugmentedViews", "augment_image", "embed_views"]
+
+logger = logging.getLogger(__name__)
+
+#: Share of the image area a crop keeps, and its aspect-ratio change (low, high).
+CROP_AREA = (0.6, 1.0)
+CROP_ASPECT = (3 / 4, 4 / 3)
+#: Brightness, contrast and saturation factors; largest hue shift (fraction of the circle).
+JITTER = (0.7, 1.3)
+MAX_HUE = 0.03
+#: Gaussian blur sigma (pixels) and JPEG quality ranges of the degradation.
+BLUR_SIGMA = (0.2, 1.2)
+JPEG_QUALITY = (40, 90)
+
+
+@dataclass(frozen=True)
+class AugmentedViews:
+    """Backbone features of augmented views of dataset images.
+
+    Attributes
+    ----------
+    rows : ndarray of shape (m,), dtype int64
+        Rows of the dataset (and of its embeddings) whose views these are,
+        increasing.
+    vectors : ndarray of shape (m, n_views, d), dtype float32
+        L2-normalised backbone features; ``vectors[i, v]`` is view ``v`` of row
+        ``rows[i]``.
+    backbone : str
+        Backbone name (the same backbone as the embeddings they go with).
+    """
+
+    rows: np.ndarray
+    vectors: np.ndarray
+    backbone: str
+
+    @property
+    def n_views(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image.Image:
+    """One random camera-like view of an RGB image (same size), drawn from ``rng``.
+
+    See the module docstring for the distribution of every change.
+    """
+    import torchvision.transforms.functional as TF
+    from PIL import Image, ImageFilter
+
+    width, height = image.size
+    area = rng.uniform(*CROP_AREA)
+    aspect = np.exp(rng.uniform(np.log(CROP_ASPECT[0]), np.log(CROP_ASPECT[1])))
+    crop_w = int(round(min(width, width * np.sqrt(area * aspect))))
+    crop_h = int(round(min(height, height * np.sqrt(area / aspect))))
+    crop_w, crop_h = max(crop_w, 1), max(crop_h, 1)
+    left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    image = image.resize(
+        (width, height), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h)
+    )
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    image = TF.adjust_brightness(image, rng.uniform(*JITTER))
+    image = TF.adjust_contrast(image, rng.uniform(*JITTER))
+    image = TF.adjust_saturation(image, rng.uniform(*JITTER))
+    image = TF.adjust_hue(image, rng.uniform(-MAX_HUE, MAX_HUE))
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_SIGMA)))
+    else:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(*JPEG_QUALITY, endpoint=True)))
+        buffer.seek(0)
+        with Image.open(buffer) as decoded:
+            image = decoded.convert("RGB")
+    return image
+
+
+class _ViewTransform:
+    """``(image, index) -> tensor``; item ``index`` is view ``index // m`` of ``rows[index % m]``.
+
+    Picklable (DataLoader workers run it); the generator of each item is seeded
+    by ``(seed, row, view)`` alone.
+    """
+
+    def __init__(self, transform, rows: np.ndarray, seed: int) -> None:
+        self.transform = transform
+        self.rows = rows
+        self.seed = seed
+
+    def __call__(self, image, index: int):
+        view, position = divmod(index, len(self.rows))
+        rng = np.random.default_rng([self.seed, int(self.rows[position]), view])
+        return self.transform(augment_image(image, rng))
+
+
+def embed_views(
+    dataset: Dataset,
+    *,
+    backbone: str | Backbone = "resnet50",
+    weights: str | Path | None = None,
+    n_views: int = 2,
+    max_images: int | None = 2000,
+    seed: int = 0,
+    batch_size: int = 32,
+    num_workers: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> AugmentedViews:
+    """Embed ``n_views`` random augmented views of (a sample of) the dataset's images.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Images with a ``path`` column.
+    backbone : str or Backbone, default "resnet50"
+        As in :func:`clusterclean.embed_images`; use the backbone of the
+        embeddings the views go with.
+    weights : str or Path, optional
+        Local weights for a backbone given by name.
+    n_views : int, default 2
+        Views per image (>= 1).
+    max_images : int or None, default 2000
+        Embed the views of a random sample (seeded by ``seed``) of this many
+        rows when the dataset is larger; None = every row.
+    seed : int, default 0
+        Seed of the sample and of every augmentation.
+    batch_size, num_workers, device, progress
+        As in :func:`clusterclean.embed_images`.
+
+    Returns
+    -------
+    AugmentedViews
+        ``rows`` (m,) of the readable sampled images (an image that cannot be
+        read is left out, with a warning), ``vectors`` (m, n_views, d) with
+        ``vectors[i, v] = f(a_v(x)) / ||f(a_v(x))||_2``, ``f`` the backbone and
+        ``a_v`` the view's augmentation.
+
+    Raises
+    ------
+    InvalidInputError
+        Bad parameter, a dataset without image paths, or no readable image.
+    """
+    func = "embed_views"
+    if not isinstance(dataset, Dataset):
+        raise InvalidTypeError(
+            f"The 'dataset' parameter of {func} must be a Dataset (see "
+            f"clusterclean.load_dataset). Got {type(dataset).__name__} instead."
+        )
+    n_views = check_int(n_views, "n_views", func, min_value=1)
+    if max_images is not None:
+        max_images = check_int(max_images, "max_images", func, min_value=1)
+    seed = check_int(seed, "seed", func, min_value=0)
+    batch_size = check_int(batch_size, "batch_size", func, min_value=1)
+    if num_workers is not None:
+        num_workers = check_int(num_workers, "num_workers", func, min_value=0)
+    _, paths = _inputs(dataset, func)
+    if not paths:
+        raise InvalidInputError(f"{func} got a dataset with no images.")
+    model = _resolve_backbone(backbone, weights, device, func)
+
+    rows = np.arange(len(paths), dtype=np.int64)
+    if max_images is not None and len(rows) > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
+    items = [paths[r] for r in rows] * n_views
+    started = time.perf_counter()
+    features = np.zeros((n_views * len(rows), model.dim), dtype=np.float32)
+
+    def store(indices: list[int], batch: np.ndarray) -> None:
+        features[indices] = batch
+
+    reasons = _run_model(
+        model,
+        items,
+        store,
+        batch_size=batch_size,
+        num_workers=_default_workers(len(items)) if num_workers is None else num_workers,
+        tta="none",
+        progress=progress,
+        view_transform=_ViewTransform(model.transform, rows, seed),
+        desc="Embedding views",
+    )
+    readable = np.ones(len(rows), dtype=bool)
+    readable[[i % len(rows) for i in reasons]] = False
+    if not readable.any():
+        first = min(reasons)
+        raise InvalidInputError(
+            f"None of the {len(rows)} sampled images could be read (first: "
+            f"{items[first]!r}: {reasons[first]}). Fix or remove these files."
+        )
+    if not readable.all():
+        first = min(reasons)
+        logger.warning(
+            "views: skipped %d of %d images that could not be read (first: %s: %s)",
+            int((~readable).sum()),
+            len(rows),
+            items[first],
+            reasons[first],
+        )
+    vectors = features.reshape(n_views, len(rows), model.dim).transpose(1, 0, 2)[readable]
+    norms = np.linalg.norm(vectors, axis=2, keepdims=True)
+    vectors = np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
+    logger.info(
+        "views: embedded %d views of %d images with %s in %.1f s",
+        n_views,
+        int(readable.sum()),
+        model.name,
+        time.perf_counter() - started,
+    )
+    return AugmentedViews(rows=rows[readable], vectors=vectors, backbone=model.name)

@@ -1,0 +1,171 @@
+"""Augmented views: real images through the real EfficientNet-Lite0, seeded augmentations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from clusterclean._contracts import Dataset
+from clusterclean.backbones import load_backbone
+from clusterclean.embed import read_image
+from clusterclean.errors import InvalidInputError, InvalidTypeError
+from clusterclean.views import AugmentedViews, augment_image, embed_views
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+
+
+def _photo(name: str) -> Image.Image:
+    array = getattr(skimage.data, name)()
+    image = Image.fromarray(array).convert("RGB")
+    return image.resize((96, 80))
+
+
+def make_dataset(folder, names=PHOTOS) -> Dataset:
+    paths = []
+    for name in names:
+        path = folder / f"{name}.jpg"
+        _photo(name).save(path, quality=95)
+        paths.append(str(path))
+    table = pd.DataFrame({"image_id": list(names), "path": paths})
+    return Dataset(table=table, labels=np.zeros((len(names), 0)), attributes=())
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return load_backbone("efficientnet_lite0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Dataset:
+    return make_dataset(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="module")
+def views(dataset, lite0) -> AugmentedViews:
+    """Two views of every photo, seed 5, one batch, no worker process."""
+    return embed_views(dataset, backbone=lite0, n_views=2, seed=5, num_workers=0, progress=False)
+
+
+# --------------------------------------------------------------------------- augment_image
+
+
+def test_augment_image_is_seeded_and_keeps_the_size():
+    image = _photo("astronaut")
+    first = augment_image(image, np.random.default_rng(3))
+    again = augment_image(image, np.random.default_rng(3))
+    other = augment_image(image, np.random.default_rng(4))
+    assert first.size == image.size and first.mode == "RGB"
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+    assert not np.array_equal(np.asarray(first), np.asarray(image))
+
+
+def test_augment_image_keeps_a_flat_grey_image_grey():
+    # crop, mirror, contrast (around the mean), saturation, hue and blur leave a flat grey
+    # image flat grey; only brightness (x 0.7 .. 1.3) and JPEG rounding change its value
+    image = Image.new("RGB", (40, 30), (100, 100, 100))
+    for seed in range(10):
+        values = np.asarray(augment_image(image, np.random.default_rng(seed)), dtype=float)
+        assert values.std() < 2.0
+        assert 70 - 2 <= values.mean() <= 130 + 2
+
+
+# --------------------------------------------------------------------------- embed_views
+
+
+def test_views_are_the_backbone_features_of_the_seeded_augmentations(dataset, lite0, views):
+    assert isinstance(views, AugmentedViews)
+    assert views.backbone == "efficientnet_lite0"
+    assert views.rows.tolist() == [0, 1, 2, 3] and views.rows.dtype == np.int64
+    assert views.vectors.shape == (4, 2, 1280) and views.vectors.dtype == np.float32
+    assert views.n_views == 2
+    # by hand: read, augment with the generator seeded (seed, row, view), transform, forward
+    min_size = math.ceil(max(lite0.input_size) * 8 / 7)
+    with torch.inference_mode():
+        for row in (0, 3):
+            for view in (0, 1):
+                image = read_image(dataset.table["path"][row], min_size=min_size)
+                augmented = augment_image(image, np.random.default_rng([5, row, view]))
+                out = lite0.model(lite0.transform(augmented)[None])[0].numpy()
+                np.testing.assert_allclose(
+                    views.vectors[row, view], out / np.linalg.norm(out), atol=1e-5
+                )
+
+
+def test_views_of_one_photo_are_closer_than_other_photos(views):
+    first, second = views.vectors[:, 0], views.vectors[:, 1]
+    cross = first @ second.T
+    same = np.diag(cross)
+    other = cross[~np.eye(len(cross), dtype=bool)].reshape(len(cross), -1).max(axis=1)
+    assert (same > other).all()
+
+
+def test_batching_and_workers_do_not_change_the_views(dataset, lite0, views):
+    other = embed_views(
+        dataset, backbone=lite0, seed=5, batch_size=3, num_workers=1, progress=False
+    )
+    np.testing.assert_allclose(other.vectors, views.vectors, atol=1e-5)
+
+
+def test_sample_of_max_images_is_seeded_and_keeps_each_rows_views(dataset, lite0, views):
+    sample = embed_views(
+        dataset, backbone=lite0, seed=5, max_images=2, num_workers=0, progress=False
+    )
+    expected_rows = np.sort(np.random.default_rng(5).choice(4, 2, replace=False))
+    assert sample.rows.tolist() == expected_rows.tolist()
+    # a row's views depend on (seed, row, view) only, not on which rows are sampled
+    np.testing.assert_allclose(sample.vectors, views.vectors[sample.rows], atol=1e-5)
+
+
+def test_unreadable_images_are_left_out(dataset, lite0, tmp_path, caplog):
+    # one view, a seed of its own: the fixture's rows are not what is checked here
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    table = pd.concat(
+        [dataset.table, pd.DataFrame({"image_id": ["broken"], "path": [str(broken)]})],
+        ignore_index=True,
+    )
+    with_broken = Dataset(table=table, labels=np.zeros((5, 0)), attributes=())
+    found = embed_views(with_broken, backbone=lite0, n_views=1, progress=False)
+    assert found.rows.tolist() == [0, 1, 2, 3]
+    assert found.vectors.shape == (4, 1, 1280)
+    assert "skipped 1 of 5 images" in caplog.text
+
+    only_broken = Dataset(
+        table=table.iloc[[4]].reset_index(drop=True), labels=np.zeros((1, 0)), attributes=()
+    )
+    with pytest.raises(InvalidInputError, match="None of the 1 sampled images could be read"):
+        embed_views(only_broken, backbone=lite0, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (
+            {"n_views": 0},
+            InvalidInputError,
+            "'n_views' parameter of embed_views must be an int >= 1",
+        ),
+        ({"max_images": 0}, InvalidInputError, "'max_images' parameter of embed_views"),
+        ({"seed": -1}, InvalidInputError, "'seed' parameter of embed_views"),
+        ({"batch_size": 1.5}, InvalidTypeError, "'batch_size' parameter of embed_views"),
+        ({"backbone": 3}, InvalidTypeError, "'backbone' parameter of embed_views"),
+    ],
+)
+def test_bad_parameters(dataset, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        embed_views(dataset, progress=False, **kwargs)
+
+
+def test_bad_data(lite0):
+    with pytest.raises(InvalidTypeError, match="'dataset' parameter of embed_views"):
+        embed_views(["a.jpg"], backbone=lite0)
+    no_paths = Dataset(pd.DataFrame({"image_id": ["a"]}), np.zeros((1, 0)), ())
+    with pytest.raises(InvalidInputError, match="no 'path' column"):
+        embed_views(no_paths, backbone=lite0)
