@@ -77,10 +77,31 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     graph.add_argument("--n-neighbors", type=int, default=None, help="neighbours per image (10)")
     graph.add_argument(
         "--min-similarity",
-        type=float,
+        type=_cut,
         default=None,
         help="cut on the link similarity of an edge (default 0.5, measured for the default "
-        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9)",
+        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9), "
+        "or 'auto': calibrated on augmented views of the images, with estimated pair "
+        "precision and recall in run.json",
+    )
+    graph.add_argument(
+        "--target-precision",
+        type=float,
+        default=None,
+        help="with --min-similarity auto: the lowest cut of at least this estimated pair "
+        "precision (default: the cut of best estimated F1)",
+    )
+    graph.add_argument(
+        "--n-calibration-views",
+        type=int,
+        default=None,
+        help="with --min-similarity auto: augmented views per sampled image (2)",
+    )
+    graph.add_argument(
+        "--max-calibration-images",
+        type=int,
+        default=None,
+        help="with --min-similarity auto: images sampled for their views (2000)",
     )
     graph.add_argument(
         "--min-cosine",
@@ -132,6 +153,26 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         type=_csv_list,
         default=None,
         help="score these attributes or tasks even when detected as varying",
+    )
+    graph.add_argument(
+        "--detect-mixed",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="split components whose labels and embedding both say two look-alike people, "
+        "reported as possibly two people (on by default)",
+    )
+    graph.add_argument(
+        "--min-mixed-attributes",
+        type=int,
+        default=None,
+        help="attributes (a one-of-K task counts once) that must split a component the same "
+        "way (3)",
+    )
+    graph.add_argument(
+        "--min-mixed-gap",
+        type=float,
+        default=None,
+        help="smallest gap between the mean similarity inside the two sides and across them (0.05)",
     )
     graph.add_argument(
         "--min-duplicate-similarity",
@@ -238,6 +279,29 @@ def _config_from_args(args: argparse.Namespace, **defaults):
     return RunConfig(**values)
 
 
+def _cut(text: str) -> float | str:
+    """``--min-similarity``: a float, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number in [-1, 1] or 'auto', got {text!r}"
+        ) from None
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    if not calibration:
+        return []
+    return [
+        f"calibrated cut (--min-similarity auto): {calibration['min_similarity']:.2f}, "
+        f"estimated pair precision {calibration['estimated_precision']:.3f}, recall "
+        f"{calibration['estimated_recall']:.3f} ({calibration['n_images']} images x "
+        f"{calibration['n_views']} views; see run.json)"
+    ]
+
+
 def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
     from .pipeline import summarize
 
@@ -257,10 +321,12 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         f"suspected wrong label cells: {s['label_issues']}",
         "attributes treated as per-image (not scored): "
         + (", ".join(s["per_image_attributes"]) or "none"),
+        f"components split as possibly two people: {s['possibly_two_people']}",
         "duplicate groups: "
         + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
         "most inconsistent attributes (components disagreeing): "
         + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none"),
+        *_calibration_lines(s["calibration"]),
         *extra_lines,
     ]
     if s["folder"]:

@@ -86,8 +86,9 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
     pandas.DataFrame
         One row per component id (all of them, singletons included):
         ``n_edges`` (int64), ``mean_similarity`` and ``min_similarity``
-        (float32, the weakest edge; NaN for a component without edges).
-        See :func:`component_hops` for the chain length of each component.
+        (float32, the weakest edge; NaN for a component without edges) and
+        ``n_hops`` (int32, the diameter in edges of :func:`component_hops`:
+        a long chain of weak links is the mark of a merge of two subjects).
     """
     component_ids = np.asarray(component_ids)
     n_components = int(component_ids.max()) + 1 if len(component_ids) else 0
@@ -106,6 +107,7 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
             "n_edges": n_edges.astype(np.int64),
             "mean_similarity": mean.astype(np.float32),
             "min_similarity": weakest.astype(np.float32),
+            "n_hops": component_hops(edges, component_ids),
         }
     )
 

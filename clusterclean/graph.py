@@ -25,6 +25,7 @@ __all__ = [
     "rerank_neighbors",
     "scale_locally",
     "link_neighbors",
+    "score_links",
     "cosine_of_pairs",
     "EDGE_COLUMNS",
 ]
@@ -286,18 +287,51 @@ def link_neighbors(
         )
     n_local = check_int(n_local, "n_local", func, min_value=0)
     min_cosine = check_float(min_cosine, "min_cosine", func, low=-1.0, high=1.0)
-    if rerank:
-        neighbors = rerank_neighbors(
-            neighbors, embeddings, n_reciprocal=n_reciprocal, n_expansion=n_expansion
-        )
-    if n_local:
-        neighbors = scale_locally(neighbors, n_local=n_local)
+    neighbors = score_links(
+        neighbors,
+        embeddings,
+        rerank=rerank,
+        n_reciprocal=n_reciprocal,
+        n_expansion=n_expansion,
+        n_local=n_local,
+    )
     edges = edges_from_neighbors(neighbors, min_similarity=min_similarity, mutual=mutual)
     edges["similarity"] = cosine_of_pairs(reference, edges["src"], edges["dst"])
     edges = edges[edges["similarity"] >= min_cosine].reset_index(drop=True)
     rows = np.repeat(np.arange(len(embeddings)), neighbors.indices.shape[1])
     cosines = cosine_of_pairs(reference, rows, neighbors.indices.ravel())
     return Neighbors(neighbors.indices, cosines.reshape(neighbors.indices.shape)), edges
+
+
+def score_links(
+    neighbors: Neighbors,
+    embeddings: Embeddings,
+    *,
+    rerank: bool = False,
+    n_reciprocal: int = 6,
+    n_expansion: int = 2,
+    n_local: int = 0,
+) -> Neighbors:
+    """The link similarity of every listed pair, the score ``min_similarity`` cuts.
+
+    The cosine of ``embeddings`` as listed, re-ranked by :func:`rerank_neighbors`
+    when ``rerank=True``, then made relative by :func:`scale_locally` when
+    ``n_local > 0`` (the order :func:`link_neighbors` applies them in).
+
+    Returns
+    -------
+    Neighbors
+        The same candidate pairs, shape (n_images, n_neighbors), holding link
+        similarities, each row sorted by them.
+    """
+    n_local = check_int(n_local, "n_local", "score_links", min_value=0)
+    if rerank:
+        neighbors = rerank_neighbors(
+            neighbors, embeddings, n_reciprocal=n_reciprocal, n_expansion=n_expansion
+        )
+    if n_local:
+        neighbors = scale_locally(neighbors, n_local=n_local)
+    return neighbors
 
 
 def _neighbor_table(neighbors: Neighbors, width: int) -> tuple[np.ndarray, np.ndarray]:

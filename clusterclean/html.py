@@ -564,6 +564,71 @@ def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
     )
 
 
+def _per_image_section(report: Report) -> str:
+    """The attributes left unscored: the user's, and those detected as varying with figures."""
+    info = report.run_info
+    user = list(info.get("parameters", {}).get("exclude_attributes", []))
+    varying = info.get("varying_attributes", {})
+    text = "Given by the user (never scored): " + (_e(", ".join(user)) or "none") + ". "
+    if not varying.get("detected"):
+        return f'<p id="per-image">{text}Automatic detection was off.</p>'
+    kept = set(varying.get("kept_by_user", []))
+    rows = [
+        (
+            r["attribute"],
+            _num(r["n_components"]),
+            _num(r["n_varying"]),
+            _num(r["varying_share"]),
+            _num(r["ratio_to_median"]),
+            "kept consistent by the user" if r["attribute"] in kept else "not scored",
+        )
+        for r in varying.get("table", [])
+        if r["is_per_image"]
+    ]
+    header = ("attribute", "components", "varying in", "share", "share / median", "treated as")
+    return (
+        f'<div id="per-image"><p>{text}Detected: attributes that vary inside components far '
+        "more often than the others (share of the components where they vary, against the "
+        "median share).</p>"
+        + (_table(header, rows) if rows else "<p>None detected.</p>")
+        + "</div>"
+    )
+
+
+def _mixed_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
+    """Components split because their labels and embedding both said two people."""
+    mixed = report.run_info.get("mixed_components", {})
+    if not mixed.get("detected"):
+        return '<p id="mixed">Detection of components mixing two people was off.</p>'
+    splits = pd.DataFrame(mixed.get("components", []))
+    if splits.empty:
+        return '<p id="mixed">No component looks like two people.</p>'
+    splits, note = _capped(splits, max_rows, "splits")
+    first = report.images.drop_duplicates("component_id").set_index("component_id")
+    rows = [
+        (
+            _image_cell(first.at[s.component_id_a, "image_id"], None, lookup, thumbs)
+            + f"<div>component {s.component_id_a}: {s.n_side_a} images</div>",
+            _image_cell(first.at[s.component_id_b, "image_id"], None, lookup, thumbs)
+            + f"<div>component {s.component_id_b}: {s.n_side_b} images</div>",
+            _e(", ".join(s.attributes)),
+            _num(s.within_similarity),
+            _num(s.between_similarity),
+        )
+        for s in splits.itertuples()
+    ]
+    header = ("side a", "side b", "labels that split them", "similarity within", "across")
+    return (
+        '<div id="mixed"><p>Each component below was one graph component whose labels split '
+        "it in two on several attributes the same way, and whose embedding agrees (each "
+        "side closer to itself than to the other). It was split in two before scoring, so "
+        "the two people's differences are not reported as label errors.</p>"
+        + note
+        + _table(header, rows, raw=True)
+        + "</div>"
+    )
+
+
 def _image_cell(image_id: str, split: Any, lookup: _Lookup, thumbs: _Thumbnails) -> str:
     path = lookup.paths.get(image_id)
     split_text = f"<br>{_e(split)}" if _known(split) else ""
@@ -640,7 +705,7 @@ def render_html(
         Images shown per component (those with the most suspected wrong
         labels first).
     max_rows : int, default=200
-        Rows shown in the pairs and leaks tables.
+        Rows shown in the pairs, leaks and possibly-two-people tables.
 
     Returns
     -------
@@ -684,6 +749,10 @@ def render_html(
         '<h2 id="summary">Summary</h2>'
         + _summary(report)
         + _plots(report, sort_by)
+        + '<h2 id="per-image-title">Attributes treated as per-image</h2>'
+        + _per_image_section(report)
+        + '<h2 id="mixed-title">Possibly two people</h2>'
+        + _mixed_section(report, lookup, thumbs, max_rows)
         + '<h2 id="gallery-title">Worst components</h2>'
         + _gallery(
             report, lookup, thumbs, sort_by=sort_by, n_gallery=n_gallery, max_images=max_images

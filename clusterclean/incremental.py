@@ -103,6 +103,8 @@ def _config_of(report: Report, options: dict[str, Any]):
     for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
         if name in known:
             known[name] = tuple(known[name])
+    if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
+        known["min_similarity"] = report.run_info["calibration"]["min_similarity"]
     return RunConfig(**{**known, **options})
 
 

@@ -24,6 +24,7 @@ from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
+from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
 from .refine import Refinement, fit_refinement
 from .report import (
     ADAPTATION_FILE,
@@ -59,14 +60,24 @@ class RunConfig:
         Local weights file for the backbone.
     n_neighbors : int
         Neighbours searched per image.
-    min_similarity : float
+    min_similarity : float or "auto"
         Cut on the link similarity of an edge: the cosine of the (refined)
         embeddings, or the re-ranked similarity with ``rerank``. The default
         0.5 is the cut measured for the default ``refine=True, rerank=True``
         (docs/grouping); with both off, a plain cosine cut (0.9 is a sane start).
+        ``"auto"``: calibrated on augmented views of the images
+        (:mod:`clusterclean.calibrate`; needs the images), the estimates go
+        to ``run.json["calibration"]``.
     min_cosine : float
         Floor on the plain cosine of every edge, whatever the link similarity
         (0.5: keeps unrelated images apart where re-ranking alone would not).
+    target_precision : float or None
+        With ``min_similarity="auto"``: the lowest cut whose estimated pair
+        precision reaches this (None: the cut of best estimated F1).
+    n_calibration_views : int
+        With ``"auto"``: augmented views per sampled image.
+    max_calibration_images : int
+        With ``"auto"``: images sampled for their views.
     mutual : bool
         Keep only mutual-kNN edges.
     thresholds : tuple of str
@@ -123,6 +134,17 @@ class RunConfig:
         ``run.json`` (:func:`clusterclean.scoring.find_varying_attributes`).
     consistent_attributes : tuple of str
         Attributes (or tasks) to score even when detected as varying.
+    detect_mixed : bool
+        Find components that mix two look-alike identities (labels split them
+        on ``min_mixed_attributes`` attributes the same way, and the refined
+        embedding agrees) and split them in two before scoring, reported as
+        "possibly two people" (:mod:`clusterclean.mixed`).
+    min_mixed_attributes : int
+        Attributes (a one-of-K task counts once) that must split a component
+        the same way.
+    min_mixed_gap : float
+        Smallest gap between the mean cosine similarity inside the two sides
+        and across them, on the refined vectors.
     tta : str
         ``"flip"`` averages each image's features with its mirror's.
     cache_dir : str or None
@@ -140,7 +162,7 @@ class RunConfig:
     num_workers: int | None = None
     device: str | None = None
     n_neighbors: int = 10
-    min_similarity: float = 0.5
+    min_similarity: float | str = 0.5
     mutual: bool = False
     thresholds: tuple[str, ...] = ("p80",)
     min_label_agreement: float = 0.5
@@ -158,7 +180,17 @@ class RunConfig:
         check_int(self.min_component_size, "min_component_size", func, min_value=1)
         if self.num_workers is not None:
             check_int(self.num_workers, "num_workers", func, min_value=0)
-        check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+        if isinstance(self.min_similarity, str) and self.min_similarity != "auto":
+            raise InvalidInputError(
+                "The 'min_similarity' parameter of run must be a float in [-1, 1] or 'auto'. "
+                f"Got {self.min_similarity!r} instead."
+            )
+        if self.min_similarity != "auto":
+            check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+        if self.target_precision is not None:
+            check_float(self.target_precision, "target_precision", func, low=0.0, high=1.0)
+        check_int(self.n_calibration_views, "n_calibration_views", func, min_value=1)
+        check_int(self.max_calibration_images, "max_calibration_images", func, min_value=1)
         check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
         check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
         check_int(self.seed, "seed", func, min_value=0)
@@ -178,9 +210,18 @@ class RunConfig:
             check_int(getattr(self, name), name, func, min_value=1)
         if self.adapt_max_images is not None:
             check_int(self.adapt_max_images, "adapt_max_images", func, min_value=2)
+        if self.adapt != "none" and self.min_similarity == "auto":
+            raise InvalidInputError(
+                "min_similarity='auto' cannot be combined with adapt yet: the calibration "
+                "estimates the cut in the backbone's space, not the head's. Give a fixed cut "
+                "with --adapt (the default 0.5 was measured with it, docs/grouping/"
+                "bench_adapt.json) or calibrate without --adapt."
+            )
         check_int(self.n_reciprocal, "n_reciprocal", func, min_value=2)
         check_int(self.n_expansion, "n_expansion", func, min_value=1)
         check_int(self.n_local, "n_local", func, min_value=0)
+        check_int(self.min_mixed_attributes, "min_mixed_attributes", func, min_value=1)
+        check_float(self.min_mixed_gap, "min_mixed_gap", func, low=-2.0, high=2.0)
         if self.rerank and self.n_reciprocal > self.n_neighbors + 1:
             raise InvalidInputError(
                 f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
@@ -220,6 +261,9 @@ class RunConfig:
     adapt_max_images: int | None = 2000
     rerank: bool = True
     min_cosine: float = 0.5
+    target_precision: float | None = None
+    n_calibration_views: int = 2
+    max_calibration_images: int = 2000
     n_reciprocal: int = 6
     n_expansion: int = 2
     n_local: int = 0
@@ -231,6 +275,9 @@ class RunConfig:
     on_error: str = "skip"
     detect_varying_attributes: bool = True
     consistent_attributes: tuple[str, ...] = ()
+    detect_mixed: bool = True
+    min_mixed_attributes: int = 3
+    min_mixed_gap: float = 0.05
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
@@ -410,11 +457,16 @@ def run(
                 n_components=index_spec.n_components,
             )
         searched = neighbors  # saved as neighbors.parquet: what new images merge into
+        calibration = None
+        min_similarity = config.min_similarity
+        if min_similarity == "auto":
+            calibration = _calibrate(dataset, vectors, refinement, searched, config, progress)
+            min_similarity = calibration.min_similarity
         neighbors, edges = link_neighbors(
             neighbors,
             refined,
             cosine_of=vectors,
-            min_similarity=config.min_similarity,
+            min_similarity=min_similarity,
             mutual=config.mutual,
             rerank=config.rerank,
             n_reciprocal=config.n_reciprocal,
@@ -432,6 +484,9 @@ def run(
         )
     with _timed(timings, "scores"):
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
+        component_ids, mixed, mixed_info = _split_mixed(
+            component_ids, dataset, refined, excluded, config
+        )
         scores = score_components(
             component_ids,
             dataset,
@@ -443,7 +498,14 @@ def run(
         )
         components = order_columns(
             "components",
-            pd.concat([scores.components, component_edge_stats(edges, component_ids)], axis=1),
+            pd.concat(
+                [
+                    scores.components,
+                    component_edge_stats(edges, component_ids),
+                    mixed_component_columns(mixed, len(scores.components)),
+                ],
+                axis=1,
+            ),
         )
         pairs = find_pairs(edges, dataset)
         images_table = _images_table(dataset, scores.images, neighbors)
@@ -475,6 +537,7 @@ def run(
         # attributes never scored, flagged or changed: the user's plus the detected ones
         "excluded_attributes": list(excluded),
         "varying_attributes": varying,
+        "mixed_components": mixed_info,
         "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
         "refinement": None
         if refinement is None
@@ -483,6 +546,7 @@ def run(
         if adaptation is None
         else {**adaptation.summary(), "file": ADAPTATION_FILE},
         "index": index_spec.as_dict(),
+        "calibration": None if calibration is None else calibration.summary(),
     }
     report = Report(
         dataset=dataset,
@@ -605,6 +669,46 @@ def _adapt(
     return adaptation.apply(vectors), adaptation
 
 
+def _split_mixed(
+    component_ids: np.ndarray,
+    dataset: Dataset,
+    refined: Embeddings,
+    excluded: tuple[str, ...],
+    config: RunConfig,
+) -> tuple[np.ndarray, pd.DataFrame, dict[str, Any]]:
+    """Split the components that look like two people (``detect_mixed``); else unchanged.
+
+    Returns the component ids to score, the splits (:func:`split_mixed_components`)
+    and ``run.json``'s ``mixed_components``: whether it ran, the count, how many
+    components the labels alone would split (the embedding vetoed the rest), each split.
+    """
+    found = None
+    if config.detect_mixed:
+        found = find_mixed_components(
+            component_ids,
+            dataset,
+            refined,
+            exclude_attributes=excluded,
+            min_attributes=config.min_mixed_attributes,
+            min_similarity_gap=config.min_mixed_gap,
+        )
+    new_ids, sides = split_mixed_components(component_ids, found)
+    if len(sides):
+        logger.warning(
+            "%d component(s) look like two people (labels and embedding both split them); "
+            "each is split in two before scoring, see components.parquet "
+            "is_possibly_two_people; turn off with detect_mixed=False (--no-detect-mixed)",
+            len(sides),
+        )
+    summary = {
+        "detected": config.detect_mixed,
+        "count": len(sides),
+        "n_label_candidates": 0 if found is None else len(found),
+        "components": sides.drop(columns=["rows_b"]).round(4).to_dict(orient="records"),
+    }
+    return new_ids, sides, summary
+
+
 def _refine(
     vectors: Embeddings, config: RunConfig, fitted: Refinement | None = None
 ) -> tuple[Embeddings, Refinement | None]:
@@ -624,6 +728,57 @@ def _refine(
         vectors, dim=config.refine_dim, power=config.refine_power, seed=config.seed
     )
     return refinement.apply(vectors), refinement
+
+
+def _calibrate(
+    dataset: Dataset,
+    vectors: Embeddings,
+    refinement: Refinement | None,
+    neighbors: Neighbors,
+    config: RunConfig,
+    progress: bool,
+):
+    """``min_similarity="auto"``: the cut chosen on augmented views (:mod:`.calibrate`)."""
+    paths = dataset.table["path"] if "path" in dataset.table.columns else pd.Series([None])
+    if paths.isna().all():
+        raise InvalidInputError(
+            "min_similarity='auto' (--min-similarity auto) calibrates the cut on augmented "
+            "views of the images, and this run has no images: the embeddings were given "
+            "without an images folder. Give the images too (--images DIR) or a fixed cut "
+            "(--min-similarity 0.5)."
+        )
+    from .calibrate import calibrate_cut
+    from .views import embed_views
+
+    views = embed_views(
+        dataset,
+        backbone=config.backbone,
+        weights=config.weights,
+        n_views=config.n_calibration_views,
+        max_images=config.max_calibration_images,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
+    return calibrate_cut(
+        vectors,
+        views,
+        refinement=refinement,
+        neighbors=neighbors,
+        n_neighbors=config.n_neighbors,
+        mutual=config.mutual,
+        rerank=config.rerank,
+        n_reciprocal=config.n_reciprocal,
+        n_expansion=config.n_expansion,
+        n_local=config.n_local,
+        min_cosine=config.min_cosine,
+        max_component_size=config.max_component_size,
+        communities=config.communities,
+        seed=config.seed,
+        target_precision=config.target_precision,
+    )
 
 
 def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
@@ -717,10 +872,12 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
         "label_issues": len(report.label_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
+        "possibly_two_people": int(report.run_info.get("mixed_components", {}).get("count", 0)),
         "duplicates": duplicate_counts(report.duplicates),
         "per_image_attributes": list(
             report.run_info.get("varying_attributes", {}).get("proposed", [])
         )
         + [a for a in report.run_info.get("parameters", {}).get("exclude_attributes", [])],
+        "calibration": report.run_info.get("calibration"),
         "folder": str(report.folder) if report.folder else None,
     }

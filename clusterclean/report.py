@@ -92,6 +92,17 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "n_edges": ("int64", "graph edges inside the component"),
         "mean_similarity": ("float32", "mean similarity of those edges"),
         "min_similarity": ("float32", "the weakest edge holding the component together"),
+        "n_hops": (
+            "int32",
+            "diameter in edges (longest shortest path; exact on chains and trees, a lower "
+            "bound otherwise): a long chain hints at two subjects merged",
+        ),
+        "is_possibly_two_people": (
+            "bool",
+            "one side of a graph component split in two because its labels and embedding "
+            "both said two people (clusterclean.mixed; run.json mixed_components)",
+        ),
+        "mixed_with": ("int32", "the other side's component_id; null when not split"),
     },
     "component_attributes": {
         "component_id": ("int32", "component (>= 2 images)"),

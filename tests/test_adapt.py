@@ -261,6 +261,8 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
         cc.RunConfig(adapt_epochs=0)
     with pytest.raises(InvalidInputError, match="'adapt_max_images' parameter of run"):
         cc.RunConfig(adapt_max_images=1)
+    with pytest.raises(InvalidInputError, match="min_similarity='auto' cannot be combined"):
+        cc.RunConfig(adapt="views", min_similarity="auto")
     images = _write_views(tmp_path / "images")
     images[["image", "hat"]].to_csv(tmp_path / "labels.csv", index=False)
     with pytest.raises(InvalidInputError, match="labels table has no 'group' values"):

@@ -44,6 +44,15 @@ def test_edge_stats_hand_computed():
     np.testing.assert_allclose(stats["mean_similarity"][:2], [0.8, 0.95], rtol=1e-6)
     np.testing.assert_allclose(stats["min_similarity"][:2], [0.7, 0.95], rtol=1e-6)
     assert np.isnan(stats["mean_similarity"][2]) and np.isnan(stats["min_similarity"][2])
+    assert stats["n_hops"].tolist() == [2, 1, 0]  # chain 0-1-2, pair 3-4, singleton 5
+
+
+def test_edge_stats_hops_of_a_chain_and_a_star():
+    # chain 0-1-2-3-4: 4 hops; star 5-(6, 7, 8, 9): 2 hops (leaf - centre - leaf)
+    edges = _edges([(0, 1), (1, 2), (2, 3), (3, 4), (5, 6), (5, 7), (5, 8), (5, 9)], [0.8] * 8)
+    stats = component_edge_stats(edges, np.array([0] * 5 + [1] * 5))
+    assert stats["n_hops"].dtype == np.int32
+    assert stats["n_hops"].tolist() == [4, 2]
 
 
 @settings(max_examples=60, deadline=None)
