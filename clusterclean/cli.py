@@ -219,16 +219,17 @@ def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
         "--adapt",
         nargs="?",
         const="views",
-        choices=("none", "views", "groups"),
+        choices=("auto", "none", "views", "groups"),
         default=None,
         help="train a projection head on augmented views of the images before the graph "
         "(label-free; 'groups' also learns the known identities of the group column; needs "
-        "the images; saved as adaptation.npz; --adapt alone = views; default none)",
+        "the images; saved as adaptation.npz; --adapt alone = views; default auto = views "
+        "when the run has the images and >= 100 of them and a fixed cut, else none)",
     )
     group.add_argument(
         "--adapt-views", type=int, default=None, help="augmented views per image (2)"
     )
-    group.add_argument("--adapt-epochs", type=int, default=None, help="head training epochs (50)")
+    group.add_argument("--adapt-epochs", type=int, default=None, help="head training epochs (30)")
     group.add_argument("--adapt-dim", type=int, default=None, help="head output dimension (128)")
     group.add_argument(
         "--adapt-max-images",

@@ -224,6 +224,14 @@ def run_distributed(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**options)
+    if config.adapt in ("views", "groups"):
+        raise InvalidInputError(
+            f"run_distributed does not train a projection head yet (adapt={config.adapt!r}); "
+            "pass adapt='none', or run clusterclean.run on one machine to use --adapt."
+        )
+    if config.adapt == "auto":
+        logger.info("adapt='auto': run_distributed trains no projection head (not supported yet)")
+        config = replace(config, adapt="none")
     started = time.perf_counter()
     if not ray.is_initialized():
         ray.init()

@@ -100,6 +100,9 @@ def _config_of(report: Report, options: dict[str, Any]):
 
     recorded = dict(report.run_info.get("parameters", {}))
     known = {k: v for k, v in recorded.items() if k in RunConfig.__dataclass_fields__}
+    # the head the base run actually trained (adapt="auto" may have trained none)
+    used = report.run_info.get("adaptation")
+    known["adapt"] = "none" if used is None else used["method"]
     for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
         if name in known:
             known[name] = tuple(known[name])

@@ -44,8 +44,13 @@ __all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
 logger = logging.getLogger(__name__)
 
 #: The fitted refinement in a report folder (see :func:`clusterclean.refine.load_refinement`).
-#: ``adapt`` values: no head, a label-free head, a head that also learns known groups.
-ADAPT_METHODS = ("none", "views", "groups")
+#: ``adapt`` values: a label-free head when the images are there, no head, a label-free
+#: head, a head that also learns known groups.
+ADAPT_METHODS = ("auto", "none", "views", "groups")
+
+#: ``adapt="auto"`` trains no head below this many images: too few classes for the
+#: contrastive loss to learn more than noise.
+MIN_ADAPT_IMAGES = 100
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,14 @@ class RunConfig:
     refine_power : float
         Whitening power in [0, 1] (1 = full whitening).
     adapt : str
-        ``"none"``; ``"views"``: train a projection head on augmented views of
-        the images (label-free, :mod:`clusterclean.adapt`) and build the graph
-        on its output (refined after, when ``refine``); ``"groups"``: the head
-        also learns the identities of the ``group`` column where it is known.
+        ``"auto"`` (default): ``"views"`` when the run has the image files (its
+        own backbone's embeddings, at least ``MIN_ADAPT_IMAGES`` images, a fixed
+        cut), else ``"none"``, logged; ``run.json``'s ``adaptation`` says which
+        head, if any, was trained. ``"none"``: no head. ``"views"``: train a
+        projection head on augmented views of the images (label-free,
+        :mod:`clusterclean.adapt`) and build the graph on its output (refined
+        after, when ``refine``). ``"groups"``: the head also learns the
+        identities of the ``group`` column where it is known.
         Needs the image files.
     adapt_views : int
         Augmented views embedded per image.
@@ -210,7 +219,7 @@ class RunConfig:
             check_int(getattr(self, name), name, func, min_value=1)
         if self.adapt_max_images is not None:
             check_int(self.adapt_max_images, "adapt_max_images", func, min_value=2)
-        if self.adapt != "none" and self.min_similarity == "auto":
+        if self.adapt in ("views", "groups") and self.min_similarity == "auto":
             raise InvalidInputError(
                 "min_similarity='auto' cannot be combined with adapt yet: the calibration "
                 "estimates the cut in the backbone's space, not the head's. Give a fixed cut "
@@ -254,9 +263,9 @@ class RunConfig:
     refine: bool = True
     refine_dim: int | None = None
     refine_power: float = 1.0
-    adapt: str = "none"
+    adapt: str = "auto"
     adapt_views: int = 2
-    adapt_epochs: int = 50
+    adapt_epochs: int = 30
     adapt_dim: int = 128
     adapt_max_images: int | None = 2000
     rerank: bool = True
@@ -610,16 +619,19 @@ def _adapt(
     fitted: Adaptation | None,
     progress: bool,
 ) -> tuple[Embeddings, Adaptation | None]:
-    """Train (or take ``fitted``) and apply the projection head; unchanged when off."""
-    if config.adapt == "none":
-        if fitted is not None:
+    """Train (or take ``fitted``) and apply the projection head; unchanged when off.
+
+    Returns the vectors for the graph and the head (None when off).
+    """
+    if fitted is not None:
+        if config.adapt == "none":
             raise InvalidInputError(
                 "A fitted adaptation was given but adapt is 'none'; pass adapt='views' or "
                 "'groups' (the method it was trained with) to apply it."
             )
-        return vectors, None
-    if fitted is not None:
         return fitted.apply(vectors), fitted
+    if _adapt_method(dataset, vectors, config) == "none":
+        return vectors, None
     from .adapt import fit_adaptation
     from .views import embed_views
 
@@ -662,11 +674,55 @@ def _adapt(
         vectors,
         views,
         groups=groups,
+        related=_plain_components(vectors, config),
         dim=config.adapt_dim,
         epochs=config.adapt_epochs,
         seed=config.seed,
     )
     return adaptation.apply(vectors), adaptation
+
+
+def _plain_components(vectors: Embeddings, config: RunConfig) -> np.ndarray:
+    """The run's grouping without a head: images it already joins are likely one subject,
+    so the head's training does not push them apart (``fit_adaptation``'s ``related``)."""
+    from .calibrate import components_per_cut
+
+    _, refinement = _refine(vectors, config)
+    return components_per_cut(
+        vectors,
+        refinement=refinement,
+        cuts=[config.min_similarity],
+        n_neighbors=config.n_neighbors,
+        mutual=config.mutual,
+        rerank=config.rerank,
+        n_reciprocal=config.n_reciprocal,
+        n_expansion=config.n_expansion,
+        n_local=config.n_local,
+        min_cosine=config.min_cosine,
+        max_component_size=config.max_component_size,
+        communities=config.communities,
+        seed=config.seed,
+    )[0]
+
+
+def _adapt_method(dataset: Dataset, vectors: Embeddings, config: RunConfig) -> str:
+    """``config.adapt``, with ``"auto"`` resolved to ``"views"`` or ``"none"`` (logged)."""
+    if config.adapt != "auto":
+        return config.adapt
+    paths = dataset.table["path"] if "path" in dataset.table.columns else None
+    reason = None
+    if config.min_similarity == "auto":
+        reason = "min_similarity='auto' calibrates the cut in the backbone's space"
+    elif paths is None or paths.isna().any():
+        reason = "it trains on augmented views of the image files, and the run has none"
+    elif vectors.backbone != config.backbone:
+        reason = f"the embeddings come from {vectors.backbone!r}, not from --backbone"
+    elif len(vectors) < MIN_ADAPT_IMAGES:
+        reason = f"{len(vectors)} images, fewer than the {MIN_ADAPT_IMAGES} it needs"
+    if reason is not None:
+        logger.info("adapt='auto': no projection head (%s)", reason)
+        return "none"
+    return "views"
 
 
 def _split_mixed(

@@ -255,7 +255,9 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
     vectors = cc.as_embeddings(labels["image"], rng.standard_normal((6, 8)), "efficientnet_lite0")
     with pytest.raises(InvalidInputError, match="needs the image files: give --images DIR"):
         cc.run(labels=labels, embeddings=vectors, **ADAPT)
-    with pytest.raises(InvalidInputError, match="'adapt' parameter of run must be one of 'none'"):
+    with pytest.raises(
+        InvalidInputError, match="'adapt' parameter of run must be one of 'auto', 'none'"
+    ):
         cc.RunConfig(adapt="yes")
     with pytest.raises(InvalidInputError, match="'adapt_epochs' parameter of run"):
         cc.RunConfig(adapt_epochs=0)
@@ -279,14 +281,15 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
         "views",
     )
     with pytest.raises(InvalidInputError, match="fitted adaptation was given but adapt is 'none'"):
-        cc.run(labels=labels, embeddings=vectors, adaptation=head, progress=False)
+        cc.run(labels=labels, embeddings=vectors, adaptation=head, adapt="none", progress=False)
 
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ([], {"adapt": "none", "adapt_views": 2, "adapt_epochs": 50, "adapt_dim": 128}),
+        ([], {"adapt": "auto", "adapt_views": 2, "adapt_epochs": 30, "adapt_dim": 128}),
         (["--adapt"], {"adapt": "views"}),
+        (["--adapt", "none"], {"adapt": "none"}),
         (
             ["--adapt", "groups", "--adapt-views", "3", "--adapt-dim", "64"],
             {"adapt": "groups", "adapt_views": 3, "adapt_dim": 64},
@@ -303,3 +306,64 @@ def test_cli_flags_reach_the_config(tmp_path, flags, expected):
     args = build_parser().parse_args(["run", "--images", str(tmp_path), "--out", "o", *flags])
     config = _config_from_args(args, backbone="resnet50")
     assert {name: getattr(config, name) for name in expected} == expected
+
+
+def test_adapt_auto_trains_a_head_only_when_it_can(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from clusterclean import pipeline
+
+    images = _write_views(tmp_path / "images")  # 12 images
+    images[["image", "hat"]].to_csv(tmp_path / "labels.csv", index=False)
+    auto = {**ADAPT, "adapt": "auto"}
+    with caplog.at_level(logging.INFO, logger="clusterclean.pipeline"):
+        small = cc.run(tmp_path / "images", tmp_path / "labels.csv", **auto)
+    assert small.run_info["adaptation"] is None
+    assert "12 images, fewer than the 100 it needs" in caplog.text
+    assert small.run_info["parameters"]["adapt"] == "auto"  # what the user asked for
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="clusterclean.pipeline"):
+        vectors_only = cc.run(
+            labels=small.dataset.table.drop(columns="path"), embeddings=small.embeddings, **auto
+        )
+    assert vectors_only.run_info["adaptation"] is None
+    assert "the run has none" in caplog.text
+
+    caplog.clear()
+    calibrated = cc.RunConfig(backbone="efficientnet_lite0", min_similarity="auto")
+    with caplog.at_level(logging.INFO, logger="clusterclean.pipeline"):
+        method = pipeline._adapt_method(small.dataset, small.embeddings, calibrated)
+    assert method == "none"
+    assert "calibrates the cut in the backbone's space" in caplog.text
+
+    monkeypatch.setattr(pipeline, "MIN_ADAPT_IMAGES", 12)  # the threshold, not the head
+    report = cc.run(tmp_path / "images", tmp_path / "labels.csv", out=tmp_path / "r", **auto)
+    assert report.run_info["adaptation"]["method"] == "views"
+    # run --add replays the head the base run trained, even though it asked for "auto"
+    assert cc.incremental._config_of(report, {}).adapt == "views"
+    assert cc.incremental._config_of(small, {}).adapt == "none"
+
+
+def test_related_items_are_left_out_of_the_negatives_by_hand():
+    import torch
+
+    from clusterclean.adapt import _supcon_loss
+
+    z = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # a0, a1 (class 0), b (class 1)
+    labels = torch.tensor([0, 0, 1])
+    # anchors a0, a1: -log(e^1 / (e^1 + e^0)) = log(1 + 1/e); b has no positive
+    plain = _supcon_loss(z, labels, 1.0)
+    assert float(plain) == pytest.approx(np.log(1 + np.exp(-1)), abs=1e-6)
+    # b related to a0 and a1: left out of their denominators, -log(e / e) = 0
+    masked = _supcon_loss(z, labels, 1.0, related=torch.tensor([7, 7, 7]))
+    assert float(masked) == pytest.approx(0.0, abs=1e-6)
+    # -1 = no code: nothing is left out
+    none = _supcon_loss(z, labels, 1.0, related=torch.tensor([-1, -1, -1]))
+    assert float(none) == pytest.approx(float(plain), abs=1e-6)
+
+
+def test_related_codes_are_checked(synthetic):
+    embeddings, views = synthetic[:2]
+    with pytest.raises(InvalidInputError, match="'related' parameter of fit_adaptation"):
+        fit_adaptation(embeddings, views, related=[0, 1])
