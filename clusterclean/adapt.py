@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -142,28 +140,22 @@ class Adaptation:
 
     def save(self, path: str | Path) -> Path:
         """Write the head to an ``.npz`` file atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        from .report import _save_npz
+
         arrays = {f"weight{i}": w for i, w in enumerate(self.weights)}
         arrays |= {f"bias{i}": b for i, b in enumerate(self.biases)}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=self.mean,
-                    scale=np.float64(self.scale),
-                    n_layers=np.int64(len(self.weights)),
-                    method=np.str_(self.method),
-                    backbone=np.str_(self.backbone),
-                    info=np.str_(json.dumps(self.info)),
-                    **arrays,
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return _save_npz(
+            path,
+            {
+                "mean": self.mean,
+                "scale": np.float64(self.scale),
+                "n_layers": np.int64(len(self.weights)),
+                "method": np.str_(self.method),
+                "backbone": np.str_(self.backbone),
+                "info": np.str_(json.dumps(self.info)),
+                **arrays,
+            },
+        )
 
 
 def load_adaptation(path: str | Path) -> Adaptation:

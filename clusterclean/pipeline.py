@@ -633,7 +633,6 @@ def _adapt(
     if _adapt_method(dataset, vectors, config) == "none":
         return vectors, None
     from .adapt import fit_adaptation
-    from .views import embed_views
 
     paths = dataset.table["path"] if "path" in dataset.table.columns else None
     if paths is None or paths.isna().any():
@@ -658,18 +657,7 @@ def _adapt(
                 "adapt='views'."
             )
         groups = dataset.table["group"].to_numpy(dtype=object)
-    views = embed_views(
-        dataset,
-        backbone=config.backbone,
-        weights=config.weights,
-        n_views=config.adapt_views,
-        max_images=config.adapt_max_images,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        device=config.device,
-        progress=progress,
-    )
+    views = _embed_views(dataset, config, config.adapt_views, config.adapt_max_images, progress)
     adaptation = fit_adaptation(
         vectors,
         views,
@@ -682,6 +670,31 @@ def _adapt(
     return adaptation.apply(vectors), adaptation
 
 
+def _link_options(config: RunConfig) -> dict[str, Any]:
+    """The grouping options of ``config``, by the names :mod:`.calibrate` takes."""
+    names = ("n_neighbors", "mutual", "rerank", "n_reciprocal", "n_expansion", "n_local")
+    names += ("min_cosine", "max_component_size", "communities", "seed")
+    return {name: getattr(config, name) for name in names}
+
+
+def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, progress: bool):
+    """Augmented views of the images with the run's backbone and embedding options."""
+    from .views import embed_views
+
+    return embed_views(
+        dataset,
+        backbone=config.backbone,
+        weights=config.weights,
+        n_views=n_views,
+        max_images=max_images,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        num_workers=config.num_workers,
+        device=config.device,
+        progress=progress,
+    )
+
+
 def _plain_components(vectors: Embeddings, config: RunConfig) -> np.ndarray:
     """The run's grouping without a head: images it already joins are likely one subject,
     so the head's training does not push them apart (``fit_adaptation``'s ``related``)."""
@@ -692,16 +705,7 @@ def _plain_components(vectors: Embeddings, config: RunConfig) -> np.ndarray:
         vectors,
         refinement=refinement,
         cuts=[config.min_similarity],
-        n_neighbors=config.n_neighbors,
-        mutual=config.mutual,
-        rerank=config.rerank,
-        n_reciprocal=config.n_reciprocal,
-        n_expansion=config.n_expansion,
-        n_local=config.n_local,
-        min_cosine=config.min_cosine,
-        max_component_size=config.max_component_size,
-        communities=config.communities,
-        seed=config.seed,
+        **_link_options(config),
     )[0]
 
 
@@ -804,36 +808,17 @@ def _calibrate(
             "(--min-similarity 0.5)."
         )
     from .calibrate import calibrate_cut
-    from .views import embed_views
 
-    views = embed_views(
-        dataset,
-        backbone=config.backbone,
-        weights=config.weights,
-        n_views=config.n_calibration_views,
-        max_images=config.max_calibration_images,
-        seed=config.seed,
-        batch_size=config.batch_size,
-        num_workers=config.num_workers,
-        device=config.device,
-        progress=progress,
+    views = _embed_views(
+        dataset, config, config.n_calibration_views, config.max_calibration_images, progress
     )
     return calibrate_cut(
         vectors,
         views,
         refinement=refinement,
         neighbors=neighbors,
-        n_neighbors=config.n_neighbors,
-        mutual=config.mutual,
-        rerank=config.rerank,
-        n_reciprocal=config.n_reciprocal,
-        n_expansion=config.n_expansion,
-        n_local=config.n_local,
-        min_cosine=config.min_cosine,
-        max_component_size=config.max_component_size,
-        communities=config.communities,
-        seed=config.seed,
         target_precision=config.target_precision,
+        **_link_options(config),
     )
 
 

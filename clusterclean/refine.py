@@ -21,8 +21,6 @@ get the very same treatment (``Refinement.apply``), and can be saved (``.npz``).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,25 +132,19 @@ class Refinement:
 
     def save(self, path: str | Path) -> Path:
         """Write the transform to an ``.npz`` file atomically; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    mean=self.mean,
-                    projection=self.projection,
-                    scales=self.scales,
-                    power=np.float64(self.power),
-                    explained_variance=np.float64(self.explained_variance),
-                    backbone=np.str_(self.backbone),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from .report import _save_npz
+
+        return _save_npz(
+            path,
+            {
+                "mean": self.mean,
+                "projection": self.projection,
+                "scales": self.scales,
+                "power": np.float64(self.power),
+                "explained_variance": np.float64(self.explained_variance),
+                "backbone": np.str_(self.backbone),
+            },
+        )
 
 
 def load_refinement(path: str | Path) -> Refinement:

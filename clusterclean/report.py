@@ -334,6 +334,19 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def _save_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
+    """Write ``arrays`` to an ``.npz`` file atomically (folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
+            np.savez(fh, **arrays)
+
+    _atomic_write(path, write)
+    return path
+
+
 def write_table(
     name: str, frame: pd.DataFrame, path: str | Path, *, metadata: dict | None = None
 ) -> Path:
