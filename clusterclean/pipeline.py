@@ -662,7 +662,7 @@ def _adapt(
         vectors,
         views,
         groups=groups,
-        related=_plain_components(vectors, config),
+        related=_related(vectors, views.rows, config),
         dim=config.adapt_dim,
         epochs=config.adapt_epochs,
         seed=config.seed,
@@ -695,18 +695,28 @@ def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, 
     )
 
 
-def _plain_components(vectors: Embeddings, config: RunConfig) -> np.ndarray:
-    """The run's grouping without a head: images it already joins are likely one subject,
-    so the head's training does not push them apart (``fit_adaptation``'s ``related``)."""
+def _related(vectors: Embeddings, rows: np.ndarray, config: RunConfig) -> np.ndarray:
+    """The run's grouping without a head, over the images with views (None elsewhere).
+
+    Images it already joins are likely one subject, so the head's training does not
+    push them apart (``fit_adaptation``'s ``related``). Only images with views are
+    trained on, so only they are grouped: the cost stays that of the sample
+    (``adapt_max_images``) whatever the dataset's size.
+    """
     from .calibrate import components_per_cut
 
-    _, refinement = _refine(vectors, config)
-    return components_per_cut(
-        vectors,
+    sample = Embeddings(
+        ids=vectors.ids[rows], vectors=vectors.vectors[rows], backbone=vectors.backbone
+    )
+    _, refinement = _refine(sample, config)
+    related = np.full(len(vectors), None, dtype=object)
+    related[rows] = components_per_cut(
+        sample,
         refinement=refinement,
         cuts=[config.min_similarity],
         **_link_options(config),
     )[0]
+    return related
 
 
 def _adapt_method(dataset: Dataset, vectors: Embeddings, config: RunConfig) -> str:

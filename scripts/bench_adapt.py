@@ -46,7 +46,7 @@ from bench_grouping import _load, _load_views, _write_atomic  # noqa: E402
 
 from clusterclean.adapt import fit_adaptation  # noqa: E402
 from clusterclean.evaluate import detection_scores, grouping_scores  # noqa: E402
-from clusterclean.pipeline import RunConfig, _plain_components, run  # noqa: E402
+from clusterclean.pipeline import RunConfig, _related, run  # noqa: E402
 from clusterclean.synth import inject_noise  # noqa: E402
 
 DEFAULT = RunConfig(backbone="efficientnet_lite0")
@@ -120,7 +120,7 @@ def evaluate(folder: Path, views_dir: Path, cut_views: float | None) -> tuple[li
     def fitted(groups=None, seed=0):
         started = time.perf_counter()
         # as the pipeline trains it: images the plain graph joins are not pushed apart
-        related = _plain_components(embeddings, DEFAULT)
+        related = _related(embeddings, views.rows, DEFAULT)
         head = fit_adaptation(embeddings, views, groups=groups, related=related, seed=seed)
         return head, time.perf_counter() - started
 

@@ -367,3 +367,17 @@ def test_related_codes_are_checked(synthetic):
     embeddings, views = synthetic[:2]
     with pytest.raises(InvalidInputError, match="'related' parameter of fit_adaptation"):
         fit_adaptation(embeddings, views, related=[0, 1])
+
+
+def test_related_groups_only_the_images_with_views():
+    from clusterclean.pipeline import _related
+
+    # rows 0, 1 are one subject (cosine 0.995), row 2 another, rows 3, 4 (no views) copy row 0
+    vectors = np.array(
+        [[1.0, 0.0, 0.0], [0.995, 0.0998749, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [1, 0, 0]]
+    )
+    embeddings = cc.as_embeddings([f"i{i}" for i in range(5)], vectors, "synthetic")
+    config = cc.RunConfig(refine=False, rerank=False, min_similarity=0.9, min_cosine=-1.0)
+    related = _related(embeddings, np.array([0, 1, 2]), config)
+    assert related[3] is None and related[4] is None  # not trained on: not grouped
+    assert related[0] == related[1] != related[2]
