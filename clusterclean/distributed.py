@@ -10,6 +10,9 @@ functions as :func:`clusterclean.pipeline.run`:
    are written as Parquet shards (``SHARDS/embeddings/*.parquet``, by the
    actors themselves). Vectors a user brings skip this and are written as
    shards directly.
+   The projection head (``adapt``) and the whitening are then fitted on the
+   driver, as ``run`` fits them (the head's augmented views, at most
+   ``adapt_views x adapt_max_images``, are embedded there).
 2. **index** -- the driver trains the index :func:`clusterclean.index.choose_index`
    picks (IVF above 100k images) on a seeded sample of the shards, fills it,
    and puts it in the object store once.
@@ -122,12 +125,12 @@ class _Embedder:
 class _Searcher:
     """Ray actor: fetches the index from the object store once; writes each block's kNN lists."""
 
-    def __init__(self, index_ref, refinement, n_results: int, folder: str):
+    def __init__(self, index_ref, transforms, n_results: int, folder: str):
         import faiss
         import ray
 
         self.index = faiss.deserialize_index(ray.get(index_ref))
-        self.refinement = refinement
+        self.transforms = transforms
         self.n_results = n_results
         self.folder = folder
 
@@ -143,8 +146,8 @@ class _Searcher:
             rows = table.column("row").to_numpy()
             flat = table.column("embedding").combine_chunks().flatten().to_numpy()
             queries = flat.reshape(len(rows), -1).astype(np.float32)
-            if self.refinement is not None:  # search where the driver built the index
-                queries = self.refinement.transform(queries)
+            for transform in self.transforms:  # search where the driver built the index
+                queries = transform.transform(queries)
             sims, idx = search_index(self.index, queries, self.n_results)
             idx, sims = _drop_self(idx, sims, rows)
             frames.append(_write_shard(self.folder, rows, indices=idx, similarities=sims))
@@ -212,7 +215,7 @@ def run_distributed(
         Same tables as the local path; ``run.json`` adds ``distributed``.
     """
     from .index import build_index, choose_index
-    from .pipeline import RunConfig, _embed, _load, _refine, run
+    from .pipeline import RunConfig, _adapt, _embed, _load, _refine, run
 
     ray = _require_ray()
     import faiss
@@ -224,14 +227,6 @@ def run_distributed(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**options)
-    if config.adapt in ("views", "groups"):
-        raise InvalidInputError(
-            f"run_distributed does not train a projection head yet (adapt={config.adapt!r}); "
-            "pass adapt='none', or run clusterclean.run on one machine to use --adapt."
-        )
-    if config.adapt == "auto":
-        logger.info("adapt='auto': run_distributed trains no projection head (not supported yet)")
-        config = replace(config, adapt="none")
     started = time.perf_counter()
     if not ray.is_initialized():
         ray.init()
@@ -292,10 +287,16 @@ def run_distributed(
             f"{dataset.table['path'].iloc[lost[0]]!r}); remove them from the labels table or "
             "fix the files."
         )
-    # the refinement (when on) is fitted on the driver, as run() would fit it
-    refined, refinement = _refine(
-        Embeddings(ids=dataset.ids, vectors=matrix, backbone=backbone), config
+    # the head and the refinement (when on) are fitted on the driver, as run() would fit
+    # them; the head's views (at most adapt_views x adapt_max_images) are embedded here
+    adapted, adaptation = _adapt(
+        dataset,
+        Embeddings(ids=dataset.ids, vectors=matrix, backbone=backbone),
+        config,
+        None,
+        progress,
     )
+    refined, refinement = _refine(adapted, config)
     spec = choose_index(
         n_images,
         refined.dim,
@@ -322,7 +323,7 @@ def run_distributed(
         0,
         n_blocks=len(vector_paths),
         index_ref=index_ref,
-        refinement=refinement,
+        transforms=[t for t in (adaptation, refinement) if t is not None],
         n_results=min(config.n_neighbors + 1, n_images),
         folder=str(shards / "neighbors"),
     )
@@ -338,6 +339,7 @@ def run_distributed(
         neighbors=neighbors,
         progress=progress,
         **({} if refinement is None else {"refinement": refinement}),
+        **({} if adaptation is None else {"adaptation": adaptation}),
     )
     run_info = dict(report.run_info, index=spec.as_dict())
     run_info["timings"] = dict(run_info["timings"], **{f"ray_{k}": v for k, v in timings.items()})

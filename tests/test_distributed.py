@@ -84,3 +84,33 @@ def test_ray_embedding_actors_match_local_embedding(local_ray, tmp_path):
     local = embed_images(dataset, backbone="efficientnet_lite0", num_workers=0, progress=False)
     np.testing.assert_allclose(spread.embeddings.vectors, local.vectors, atol=1e-4)
     assert spread.images["component_id"].nunique() == 4
+
+
+def test_ray_path_trains_the_same_head_as_the_local_path(local_ray, tmp_path):
+    from test_cli import _write_views
+
+    from clusterclean.dataset import load_dataset
+    from clusterclean.distributed import run_distributed
+
+    labels = _write_views(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    dataset = load_dataset(tmp_path / "labels.csv", images=tmp_path / "images")
+    vectors = cc.embed_images(dataset, backbone="efficientnet_lite0", num_workers=0, progress=False)
+    options = {
+        "backbone": "efficientnet_lite0",
+        "adapt": "views",
+        "adapt_epochs": 5,
+        "num_workers": 0,
+        "n_neighbors": 5,
+        "min_similarity": 0.5,
+    }
+    local = cc.run(labels=dataset, embeddings=vectors, progress=False, **options)
+    spread = run_distributed(
+        labels=dataset, embeddings=vectors, shards=tmp_path / "shards", rows_per_block=4, **options
+    )
+    head = {k: v for k, v in local.run_info["adaptation"].items() if k != "seconds"}
+    assert head["method"] == "views" and head["n_view_images"] == len(labels)
+    assert {k: v for k, v in spread.run_info["adaptation"].items() if k != "seconds"} == head
+    # the actors searched in the head's (then whitened) space, as run() does
+    np.testing.assert_array_equal(spread.neighbors.indices, local.neighbors.indices)
+    assert _partition(spread.images["component_id"]) == _partition(local.images["component_id"])
