@@ -672,9 +672,9 @@ def _adapt(
 
 def _link_options(config: RunConfig) -> dict[str, Any]:
     """The grouping options of ``config``, by the names :mod:`.calibrate` takes."""
-    names = ("n_neighbors", "mutual", "rerank", "n_reciprocal", "n_expansion", "n_local")
-    names += ("min_cosine", "max_component_size", "communities", "seed")
-    return {name: getattr(config, name) for name in names}
+    from .calibrate import _LinkOptions
+
+    return {name: getattr(config, name) for name in _LinkOptions.__dataclass_fields__}
 
 
 def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, progress: bool):
