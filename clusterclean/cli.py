@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .errors import ClustercleanError, InvalidInputError
+from .errors import ClustercleanError, InvalidInputError, printable
 
 __all__ = ["main", "build_parser"]
 
@@ -455,6 +455,12 @@ def _add_run_parser(sub) -> None:
         action="store_true",
         help="keep images that have no labels row (their labels are missing)",
     )
+    data.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        default=None,
+        help="read symbolic links in the images folder that point outside it (refused by default)",
+    )
     _add_pipeline_options(parser)
     # demo and evaluate have their own --seed, which seeds the pipeline too
     parser.add_argument("--seed", type=int, default=None, help="seed of every random choice (0)")
@@ -507,7 +513,7 @@ def _add_demo_parser(sub) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .errors import InvalidInputError
     from .html import write_html
-    from .report import HTML_FILE, read_report
+    from .report import HTML_FILE, read_report, refresh_manifest
 
     if not args.max_mb >= 0:
         raise InvalidInputError(f"--max-mb must be a number of MiB >= 0; got {args.max_mb}.")
@@ -519,6 +525,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         sort_by=args.sort_by,
         max_bytes=int(args.max_mb * 2**20),
     )
+    refresh_manifest(args.report_dir, (HTML_FILE,))
     print(f"report: {path}")
     return 0
 
@@ -623,7 +630,7 @@ def _cmd_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     if args.dry_run:
         print("dry run: nothing written")
         return 0
-    written = write_cleaned(results, args.out)
+    written = write_cleaned(results, args.out, overwrite=args.overwrite)
     print("wrote: " + ", ".join(str(p) for p in written))
     return 0
 
@@ -687,6 +694,12 @@ def _add_clean_parser(sub) -> None:
         "--dry-run",
         action="store_true",
         help="print what would change (per strategy, split and attribute); write nothing",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files (the cleaned tables, changes.parquet, "
+        "dropped.parquet); without it, a file already there stops the command",
     )
     parser.set_defaults(handler=lambda args: _cmd_clean(args, parser))
 
@@ -884,7 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # OSError: unreadable input, full disk, permissions -- the user's to fix
     except (ClustercleanError, OSError) as error:
         # one line, whatever the message: scripts read stderr line by line
-        print(f"clusterclean: error: {' '.join(str(error).split())}", file=sys.stderr)
+        message = printable(" ".join(str(error).split()))
+        print(f"clusterclean: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("clusterclean: interrupted", file=sys.stderr)

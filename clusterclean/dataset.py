@@ -155,9 +155,16 @@ def _find_image_column(table: _Table, image_column: str | None) -> str:
                 f"its columns are: {_list(columns)}."
             )
         return image_column
-    for candidate in IMAGE_COLUMN_CANDIDATES:
-        if candidate in columns:
-            return candidate
+    found = [c for c in IMAGE_COLUMN_CANDIDATES if c in columns]
+    if len(found) > 1:
+        # guessing could pair every label with the wrong file: the user says which one
+        raise InvalidInputError(
+            f"{table.title} has {len(found)} columns that could name the image "
+            f"({_list(found)}); say which one with image_column=... (CLI: --image-column "
+            "COLUMN), or drop the others."
+        )
+    if found:
+        return found[0]
     raise InvalidInputError(
         f"{table.title} has no image column: none of "
         f"{_list(IMAGE_COLUMN_CANDIDATES)} is among its columns ({_list(columns)}). Name the "
@@ -323,7 +330,8 @@ def _categorical_hint(table: _Table, column: str) -> str:
             "the image column."
         )
     return (
-        f"The column looks categorical ({len(strings)} distinct values); if it is a "
+        f"The column looks categorical ({len(strings)} distinct "
+        f"value{'s' if len(strings) != 1 else ''}); if it is a "
         f"multi-class attribute, declare it with --multiclass {column} "
         f"(multiclass_columns=[{column!r}] in Python)."
     )
@@ -500,13 +508,17 @@ def _images_root(root: str | Path) -> Path:
     return path.resolve()
 
 
-def list_images(root: str | Path) -> list[str]:
+def list_images(root: str | Path, *, follow_symlinks: bool = False) -> list[str]:
     """List the image files under a folder, recursively.
 
     Parameters
     ----------
     root : str or Path
         The images folder.
+    follow_symlinks : bool, default=False
+        Accept symbolic links to files outside ``root``. Without it they are
+        refused, like a ``../`` path in a labels table: a folder handed to
+        clusterclean is read, not whatever its links point to.
 
     Returns
     -------
@@ -519,18 +531,32 @@ def list_images(root: str | Path) -> list[str]:
     Raises
     ------
     InvalidInputError
-        When the folder does not exist, is not a folder, or holds no image.
+        When the folder does not exist, is not a folder, holds no image, or
+        holds links to files outside it (without ``follow_symlinks``).
     """
     base = _images_root(root)
     _check_utf8(str(base), f"The images folder path '{base}'")
     found: list[str] = []
+    outside: list[str] = []
     for folder, dirs, files in os.walk(base):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         rel = Path(folder).relative_to(base).as_posix()
         for name in files:
             if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
                 path = name if rel == "." else f"{rel}/{name}"
+                full = os.path.join(folder, name)
+                if not follow_symlinks and os.path.islink(full):
+                    real = os.path.realpath(full)
+                    if os.path.commonpath([str(base), real]) != str(base):
+                        outside.append(f"{path} -> {real}")
+                        continue
                 found.append(_check_utf8(path, f"The file name of {path!r} in '{base}'"))
+    if outside:
+        raise InvalidInputError(
+            f"{len(outside)} image file(s) in '{base}' are symbolic links to files outside it: "
+            f"{_list(outside, _MAX_LISTED)}. Pass --follow-symlinks (API: "
+            "follow_symlinks=True) to read them, or copy the files into the folder."
+        )
     if not found:
         raise InvalidInputError(
             f"The images folder '{base}' holds no image files (looked recursively for "
@@ -698,6 +724,7 @@ def load_dataset(
     split_column: str | None = "split",
     group_column: str | None = "group",
     allow_unlabeled_images: bool = False,
+    follow_symlinks: bool = False,
 ) -> Dataset:
     """Load a labels table and/or an images folder into a :class:`Dataset`.
 
@@ -766,7 +793,12 @@ def load_dataset(
         allow_unlabeled_images,
     )
     root = _images_root(images) if images is not None else None
-    files = list_images(root) if root is not None else []
+    if not isinstance(follow_symlinks, bool):
+        raise InvalidTypeError(
+            "The 'follow_symlinks' parameter of load_dataset must be a bool. Got "
+            f"{follow_symlinks!r} instead."
+        )
+    files = list_images(root, follow_symlinks=follow_symlinks) if root is not None else []
     table: _Table | None = None
     if labels is None:
         if multiclass_columns or image_column is not None:

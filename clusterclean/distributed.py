@@ -215,7 +215,17 @@ def run_distributed(
         Same tables as the local path; ``run.json`` adds ``distributed``.
     """
     from .index import build_index, choose_index
-    from .pipeline import RunConfig, _adapt, _embed, _load, _refine, run
+    from .pipeline import (
+        RunConfig,
+        _adapt,
+        _embed,
+        _load,
+        _refine,
+        check_run_arguments,
+        run,
+        run_inputs,
+    )
+    from .report import check_output_folder, write_report
 
     ray = _require_ray()
     import faiss
@@ -227,6 +237,10 @@ def run_distributed(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**options)
+    check_run_arguments(images, labels, out, embeddings, embedding_ids, "run_distributed")
+    inputs = run_inputs(images, labels, embeddings, embedding_ids, config)
+    if out is not None:
+        out = check_output_folder(out, inputs=inputs)
     started = time.perf_counter()
     if not ray.is_initialized():
         ray.init()
@@ -353,9 +367,7 @@ def run_distributed(
     }
     report = replace(report, run_info=run_info)
     if out is not None:
-        from .report import write_report
-
-        report = replace(report, folder=write_report(report, out))
+        report = replace(report, folder=write_report(report, out, inputs=inputs))
     return report
 
 

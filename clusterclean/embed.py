@@ -9,11 +9,13 @@ torch is imported inside the functions, so ``import clusterclean`` stays light.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -65,18 +67,31 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
       over white;
     - CMYK, YCbCr, palette and grayscale are converted to RGB.
 
-    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is kept:
-    an image above twice the limit raises ``PIL.Image.DecompressionBombError``.
+    Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is applied
+    as written: an image of more pixels raises ``PIL.Image.DecompressionBombError``
+    before its pixels are decoded (Pillow alone only warns up to twice the limit).
+    A path that is not a regular file (a named pipe, a socket, a device) is refused
+    before it is opened, so it cannot block the run.
 
     Raises
     ------
     OSError
         Missing, empty, truncated or unreadable file (``PIL.UnidentifiedImageError``
-        is an ``OSError``).
+        is an ``OSError``), a symbolic-link loop, or not a regular file
+        (:class:`NotARegularFile`).
     """
     from PIL import Image, ImageOps
 
+    mode = os.stat(path).st_mode  # follows links; ELOOP on a link loop
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(path, mode)
     with Image.open(path) as opened:
+        width, height = opened.size
+        if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
+            raise Image.DecompressionBombError(
+                f"Image size ({width * height} pixels) exceeds limit of "
+                f"{Image.MAX_IMAGE_PIXELS} pixels (PIL.Image.MAX_IMAGE_PIXELS)"
+            )
         if min_size is not None and opened.format == "JPEG":
             opened.draft(None, (min_size, min_size))
         image = ImageOps.exif_transpose(opened)  # loads the pixels; a copy, file closed after
@@ -92,12 +107,33 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
     return image.convert("RGB")
 
 
+class NotARegularFile(OSError):
+    """An image path that names a named pipe, socket or device: never opened."""
+
+    _KINDS = (
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
+    )
+
+    def __init__(self, path: str | Path, mode: int) -> None:
+        kind = next((name for test, name in self._KINDS if test(mode)), "not a regular file")
+        super().__init__(f"{path} is {kind}, not an image file; it was not opened")
+        self.kind = kind
+
+
 def _skip_reason(path: str, exc: BaseException) -> str:
     """A short, user-facing reason for an image that could not be read."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(exc, FileNotFoundError):
         return "file not found"
+    if isinstance(exc, NotARegularFile):
+        return f"{exc.kind}, not a regular file (skipped without opening it)"
+    if isinstance(exc, OSError) and exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link points back to itself)"
     if isinstance(exc, Image.DecompressionBombError):
         return f"decompression bomb refused by Pillow's MAX_IMAGE_PIXELS limit: {exc}"
     if isinstance(exc, UnidentifiedImageError):
@@ -751,7 +787,16 @@ def load_embeddings(
     InvalidInputError
         Missing file or column, several candidate columns, id / row count
         mismatch, duplicate ids, or a zero / NaN vector (its id is named).
+    InvalidTypeError
+        ``path`` or ``ids_path`` is not a file path.
     """
+    for name, value in (("path", path), ("ids_path", ids_path)):
+        if not isinstance(value, (str, os.PathLike)) and not (name == "ids_path" and value is None):
+            raise InvalidTypeError(
+                f"The {name!r} parameter of load_embeddings must be a file path (str or "
+                f"os.PathLike). Got {type(value).__name__} instead; in-memory vectors go in "
+                "as clusterclean.as_embeddings(ids, vectors)."
+            )
     path = Path(path)
     if not path.is_file():
         raise InvalidInputError(f"The embeddings file {str(path)!r} does not exist.")
@@ -786,6 +831,8 @@ def load_embeddings(
         raise InvalidInputError(
             f"The embeddings file {str(path)!r} must be .parquet or .npy; got {suffix or 'none'}."
         )
+    # ids are stripped like the labels table's, so " a.jpg" matches "a.jpg" in both
+    ids = [i.strip() if isinstance(i, str) else i for i in ids]
     embeddings = as_embeddings(ids, vectors, backbone="user")
     logger.info("Loaded %d embeddings of dim %d from %s", len(embeddings), embeddings.dim, path)
     return embeddings

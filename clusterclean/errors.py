@@ -14,6 +14,7 @@ __all__ = [
     "MissingDependencyError",
     "WeightsUnavailableError",
     "ReportSchemaError",
+    "printable",
 ]
 
 
@@ -39,3 +40,28 @@ class WeightsUnavailableError(ClustercleanError, RuntimeError):
 
 class ReportSchemaError(ClustercleanError, ValueError):
     """A report folder was written by an unknown schema version or is incomplete."""
+
+
+def _is_bidi_control(char: str) -> bool:
+    """The marks, embeddings, overrides and isolates that reorder the text around them."""
+    return (
+        char in "\u200e\u200f\u061c"
+        or "\u202a" <= char <= "\u202e"
+        or ("\u2066" <= char <= "\u2069")
+    )
+
+
+def printable(text: object, *, bidi_only: bool = False) -> str:
+    """``text`` with control and bidi characters written as escapes (``\\x1b``, ``\\u202e``).
+
+    A file or column name is the user's text: printed raw, an escape character
+    can rewrite the terminal and U+202E can reverse what a reader sees. With
+    ``bidi_only`` only the bidi characters are escaped (for HTML, where other
+    control characters cannot act).
+    """
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if _is_bidi_control(c) or (not bidi_only and not c.isprintable())
+        else c
+        for c in str(text)
+    )

@@ -44,6 +44,26 @@ def _check_embeddings(embeddings: object, func: str) -> Embeddings:
     return embeddings
 
 
+#: The default number of neighbours, accepted (and padded) on datasets smaller than it.
+_PADDED_NEIGHBORS = 10
+
+
+def check_n_neighbors(n_neighbors: int, n_images: int, func: str) -> int:
+    """``n_neighbors`` checked against the dataset: at most N (or the default 10).
+
+    (n_images, n_neighbors) lists are allocated, so an absurd value must fail
+    with a message, not with an allocation error.
+    """
+    n_neighbors = check_int(n_neighbors, "n_neighbors", func, min_value=1)
+    if n_neighbors > max(n_images, _PADDED_NEIGHBORS):
+        raise InvalidInputError(
+            f"The 'n_neighbors' parameter of {func} must be at most the number of images, "
+            f"{n_images} (the default {_PADDED_NEIGHBORS} is always accepted; missing "
+            f"neighbours are padded). Got {n_neighbors} instead."
+        )
+    return n_neighbors
+
+
 def search_neighbors(
     embeddings: Embeddings,
     *,
@@ -90,7 +110,7 @@ def search_neighbors(
 
     func = "search_neighbors"
     embeddings = _check_embeddings(embeddings, func)
-    n_neighbors = check_int(n_neighbors, "n_neighbors", func, min_value=1)
+    n_neighbors = check_n_neighbors(n_neighbors, len(embeddings.ids), func)
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     vectors = embeddings.vectors
     n_images = len(vectors)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ._validation import check_choice, check_int
-from .errors import InvalidTypeError
+from .errors import InvalidTypeError, printable
 
 if TYPE_CHECKING:
     from .report import Report
@@ -83,8 +83,12 @@ word-break:break-all;padding:4px}
 
 
 def _e(value: Any) -> str:
-    """Escape any value for HTML text or a quoted attribute."""
-    return html.escape(str(value), quote=True)
+    """Escape any value for HTML text or a quoted attribute.
+
+    Bidi control characters (U+202E reverses the text after it) are shown as
+    escapes first, so a file or column name reads as it is.
+    """
+    return html.escape(printable(value, bidi_only=True), quote=True)
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -39,7 +39,7 @@ import pandas as pd
 
 from ._contracts import Dataset, Embeddings, Neighbors
 from .errors import InvalidInputError
-from .report import Report, read_report, write_report, write_table
+from .report import Report, check_output_folder, read_report, write_report
 
 __all__ = ["add_images", "merge_neighbors"]
 
@@ -307,11 +307,16 @@ def add_images(
     additions : pandas.DataFrame
         One row per new image, columns ``TABLES["additions"]`` in :mod:`clusterclean.report`.
     """
-    from .pipeline import _embed, _load, run
+    from .pipeline import _embed, _load, check_run_arguments, run
 
+    check_run_arguments(images, labels, out, embeddings, embedding_ids, "add_images")
     started = time.perf_counter()
     base_report = _read_base(base)
     config = _config_of(base_report, {})
+    # the base folder itself may be --out (replaced as a whole); the new inputs may not
+    inputs = (images, labels, embeddings, embedding_ids)
+    if out is not None:
+        out = check_output_folder(out, inputs=inputs)
     new_dataset = _load(images, labels, embeddings, config)
     new_dataset, new_vectors, _ = _embed(new_dataset, embeddings, embedding_ids, config, progress)
     base_vectors = base_report.embeddings
@@ -370,13 +375,9 @@ def add_images(
         "n_contradicting": int((additions["n_contradicting_pairs"] > 0).sum()),
         "seconds": round(time.perf_counter() - started, 4),
     }
-    report = replace(report, run_info=run_info)
-    if out is not None:
-        folder = write_report(report, out)
-        write_table("additions", additions, folder / ADDITIONS_FILE)
-        if refinement is not None:
-            refinement.save(folder / report.run_info["refinement"]["file"])
-        report = replace(report, folder=folder)
+    report = replace(report, run_info=run_info, additions=additions)
+    if out is not None:  # additions.parquet inside the atomic swap, listed in the manifest
+        report = replace(report, folder=write_report(report, out, inputs=inputs))
     logger.info(
         "added %d images to %d: %d duplicate, %d contradict base images",
         len(additions),

@@ -6,6 +6,7 @@ No printing and no exiting here: the CLI formats what :func:`summarize` returns.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from ._validation import check_choice, check_float, check_int
 from .components import component_edge_stats, find_components, split_components
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
-from .graph import link_neighbors, search_neighbors
+from .graph import check_n_neighbors, link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
 from .refine import Refinement, fit_refinement
@@ -63,6 +64,9 @@ class RunConfig:
         Embedding model name (``clusterclean.available_backbones()``).
     weights : str or None
         Local weights file for the backbone.
+    follow_symlinks : bool
+        Read symbolic links in the images folder that point outside it
+        (refused by default, like ``../`` paths in the labels).
     n_neighbors : int
         Neighbours searched per image.
     min_similarity : float or "auto"
@@ -180,10 +184,19 @@ class RunConfig:
     image_column: str | None = None
     multiclass_columns: tuple[str, ...] = ()
     allow_unlabeled_images: bool = False
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         # Checked here, before any long work starts, with the wording of run().
         func = "run"
+        if isinstance(self.thresholds, str):  # one threshold, not its characters
+            object.__setattr__(self, "thresholds", (self.thresholds,))
+        for name in ("follow_symlinks", "allow_unlabeled_images"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidTypeError(
+                    f"The {name!r} parameter of run must be a bool. Got "
+                    f"{getattr(self, name)!r} instead."
+                )
         check_int(self.n_neighbors, "n_neighbors", func, min_value=1)
         check_int(self.batch_size, "batch_size", func, min_value=1)
         check_int(self.min_component_size, "min_component_size", func, min_value=1)
@@ -426,13 +439,16 @@ def run(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**{**asdict(config), **options})
-    if out is not None:
-        check_output_folder(out)  # a read-only or foreign --out fails now, not after the work
+    check_run_arguments(images, labels, out, embeddings, embedding_ids, "run")
+    inputs = run_inputs(images, labels, embeddings, embedding_ids, config)
+    if out is not None:  # a read-only or foreign --out fails now, not after the work
+        out = check_output_folder(out, inputs=inputs)
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
     with _timed(timings, "load"):
         dataset = _load(images, labels, embeddings, config)
+        check_n_neighbors(config.n_neighbors, dataset.n_images, "run")  # before the long work
     with _timed(timings, "embed"):
         dataset, vectors, skipped = _embed(dataset, embeddings, embedding_ids, config, progress)
     with _timed(timings, "adapt"):
@@ -575,8 +591,48 @@ def run(
     )
     timings["total"] = round(time.perf_counter() - started, 4)
     if out is not None:
-        report = replace(report, folder=write_report(report, out))
+        report = replace(report, folder=write_report(report, out, inputs=inputs))
     return report
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and bool(str(value))
+
+
+def check_run_arguments(images, labels, out, embeddings, embedding_ids, func: str) -> None:
+    """The data arguments of a run checked for type at the door, with the library's errors."""
+    expected = {
+        "images": ("a folder path (str or os.PathLike)", _is_path(images)),
+        "labels": (
+            "a table path, a pandas DataFrame or a Dataset",
+            _is_path(labels) or isinstance(labels, (pd.DataFrame, Dataset)),
+        ),
+        "out": ("a folder path (str or os.PathLike)", _is_path(out)),
+        "embeddings": (
+            "a file path or an Embeddings (clusterclean.as_embeddings(ids, vectors) makes one "
+            "from an array)",
+            _is_path(embeddings) or isinstance(embeddings, Embeddings),
+        ),
+        "embedding_ids": ("a file path", _is_path(embedding_ids)),
+    }
+    given = {
+        "images": images,
+        "labels": labels,
+        "out": out,
+        "embeddings": embeddings,
+        "embedding_ids": embedding_ids,
+    }
+    for name, (what, ok) in expected.items():
+        if given[name] is not None and not ok:
+            raise InvalidTypeError(
+                f"The {name!r} parameter of {func} must be {what}. Got "
+                f"{type(given[name]).__name__} {given[name]!r:.60} instead."
+            )
+
+
+def run_inputs(images, labels, embeddings, embedding_ids, config: RunConfig) -> tuple:
+    """The files and folders a run reads (or keeps, the cache): ``--out`` may touch none."""
+    return (images, labels, embeddings, embedding_ids, config.weights, config.cache_dir)
 
 
 def _excluded_attributes(
@@ -850,6 +906,7 @@ def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
         image_column=config.image_column,
         multiclass_columns=config.multiclass_columns,
         allow_unlabeled_images=config.allow_unlabeled_images,
+        follow_symlinks=config.follow_symlinks,
     )
 
 

@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 
 from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
-from .errors import InvalidInputError, ReportSchemaError
+from .errors import InvalidInputError, InvalidTypeError, ReportSchemaError, printable
 from .html import write_html
 
 __all__ = [
@@ -39,6 +40,11 @@ __all__ = [
     "write_table",
     "read_table",
     "order_columns",
+    "refresh_manifest",
+    "report_ownership_problem",
+    "staged_writes",
+    "written_table",
+    "metadata_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -227,6 +233,8 @@ class Report:
         The kNN lists the graph was cut from (``neighbors.parquet``).
     skipped : DataFrame or None
         Images that could not be read and were left out (``skipped.parquet``).
+    additions : DataFrame or None
+        New images against a base report (``additions.parquet``, ``run --add``).
     refinement : clusterclean.refine.Refinement or None
         The whitening fitted on the run's embeddings (``refinement.npz``).
     adaptation : clusterclean.adapt.Adaptation or None
@@ -248,6 +256,7 @@ class Report:
     duplicates: pd.DataFrame | None = None
     neighbors: Neighbors | None = None
     skipped: pd.DataFrame | None = None
+    additions: pd.DataFrame | None = None
     refinement: Any = None
     adaptation: Any = None
     run_info: dict[str, Any] = field(default_factory=dict)
@@ -288,6 +297,9 @@ def _metadata(table: str, extra: dict[str, Any] | None) -> dict[bytes, bytes]:
     }
     payload.update(extra or {})
     return {METADATA_KEY: json.dumps(payload).encode()}
+
+
+metadata_for = _metadata  # the schema metadata of a table other modules write (cleaned tables)
 
 
 def _to_arrow(name: str, frame: pd.DataFrame):
@@ -334,6 +346,28 @@ def _atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
+def staged_writes(writers: list[tuple[Path, Callable[[Path], Any]]]) -> list[Path]:
+    """Write a set of files: every ``write(tmp)`` first, then all renamed into place.
+
+    A failure while writing leaves every destination as it was (the temporary
+    files are removed); only the renames, which cannot fail half-way on one
+    file system, come after. Returns the destinations.
+    """
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for path, write in writers:
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+            staged.append((tmp, path))
+            write(tmp)
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+    return [path for _, path in staged]
+
+
 def _save_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
     """Write ``arrays`` to an ``.npz`` file atomically (folders created); returns the path."""
     path = Path(path)
@@ -351,13 +385,29 @@ def write_table(
     name: str, frame: pd.DataFrame, path: str | Path, *, metadata: dict | None = None
 ) -> Path:
     """Write one report table as Parquet, atomically, with the schema metadata."""
+    return _write_arrow(name, _to_arrow(name, frame), Path(path), metadata)
+
+
+def _write_arrow(name: str, table, path: Path, metadata: dict | None) -> Path:
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    table = _to_arrow(name, frame)
     table = table.replace_schema_metadata(_metadata(name, metadata))
     _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
+
+
+def written_table(path: str | Path) -> str | None:
+    """The table name in a Parquet file's clusterclean metadata; None for any other file."""
+    import pyarrow.parquet as pq
+
+    try:
+        if Path(path).is_symlink() or not Path(path).is_file():
+            return None
+        raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+        meta = json.loads(raw) if raw else None
+    except (OSError, ValueError):
+        return None
+    return meta.get("table") if isinstance(meta, dict) else None
 
 
 def read_table(path: str | Path, *, expected: str | None = None) -> tuple[pd.DataFrame, dict]:
@@ -372,13 +422,21 @@ def read_table(path: str | Path, *, expected: str | None = None) -> tuple[pd.Dat
         raise ReportSchemaError(
             f"{path} is missing; re-run `clusterclean run` to rebuild the report."
         )
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    try:
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        meta = json.loads(raw) if raw is not None else None
+    except (OSError, ValueError) as error:  # ArrowInvalid is a ValueError: truncated, not Parquet
+        raise ReportSchemaError(
+            f"{path} is not a readable Parquet table ({' '.join(str(error).split())}); "
+            "re-run `clusterclean run` to rebuild the report."
+        ) from error
     if raw is None:
         raise ReportSchemaError(
             f"{path} was not written by clusterclean (no {METADATA_KEY.decode()!r} metadata)."
         )
-    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ReportSchemaError(f"{path} has damaged clusterclean metadata; re-run it.")
     if meta.get("version") != SCHEMA_VERSION:
         raise ReportSchemaError(
             f"{path} has report schema version {meta.get('version')!r}; this clusterclean "
@@ -440,17 +498,84 @@ def _neighbors_from_frame(frame: pd.DataFrame, meta: dict) -> Neighbors:
     )
 
 
-def _prepare_folder(out: Path) -> Path:
+def _describe(entries: list[Path]) -> str:
+    names = sorted(f"{e.name}/" if e.is_dir() and not e.is_symlink() else e.name for e in entries)
+    shown = ", ".join(printable(n) for n in names[:5])
+    return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _file_entry(path: Path, rows: int | None = None, columns: list[str] | None = None) -> dict:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    entry: dict[str, Any] = {"bytes": path.stat().st_size, "blake2b": digest.hexdigest()}
+    if rows is not None:
+        entry["rows"] = rows
+        entry["columns"] = columns
+    return entry
+
+
+def report_ownership_problem(out: Path) -> str | None:
+    """Why clusterclean may not replace the existing folder ``out``; None when it may.
+
+    It may when ``out`` is empty, or is a report it wrote whose ``run.json`` manifest
+    lists every file in it with the size and BLAKE2b digest they still have, and the
+    folder holds nothing else. Anything else (a user's file or sub-folder, a changed
+    or missing report file, a ``run.json`` clusterclean did not write) is a reason.
+    """
+    entries = sorted(out.iterdir())
+    if not entries:
+        return None
+    try:
+        info = json.loads((out / RUN_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        info = None
+    manifest = info.get("manifest") if isinstance(info, dict) else None
+    if not isinstance(manifest, dict) or not all(isinstance(v, dict) for v in manifest.values()):
+        return f"is not empty and holds no clusterclean report ({_describe(entries)})"
+    foreign = [e for e in entries if e.name != RUN_FILE and e.name not in manifest]
+    if foreign:
+        return f"holds files that are not part of its report ({_describe(foreign)})"
+    for name, recorded in sorted(manifest.items()):
+        path = out / name
+        if "/" in name or not path.is_file() or path.is_symlink():
+            return f"is missing the report file {printable(name)} its run.json lists"
+        if path.stat().st_size != recorded.get("bytes") or (
+            _file_entry(path)["blake2b"] != recorded.get("blake2b")
+        ):
+            return f"holds {printable(name)}, changed since clusterclean wrote it"
+    return None
+
+
+def _same_or_nested(a: Path, b: Path) -> bool:
+    return a == b or a in b.parents or b in a.parents
+
+
+def _prepare_folder(out: Path, inputs: tuple[Any, ...] = ()) -> Path:
     """Check that ``out`` may be (re)placed, and return the staging folder next to it."""
+    for given in inputs:
+        if isinstance(given, (str, os.PathLike)) and str(given):
+            path = Path(given).resolve()
+            if _same_or_nested(out, path):
+                raise InvalidInputError(
+                    f"The output folder {out} is, holds or lies inside the input {path}; "
+                    "choose an --out outside every input so nothing of yours is replaced."
+                )
     if out.exists() and not out.is_dir():
         raise InvalidInputError(
             f"The output {out} exists and is not a folder; choose another --out."
         )
-    if out.is_dir() and any(out.iterdir()) and not (out / RUN_FILE).is_file():
-        raise InvalidInputError(
-            f"The output folder {out} is not empty and holds no clusterclean report "
-            f"({RUN_FILE}); choose a new or empty folder so nothing of yours is overwritten."
-        )
+    if out.is_dir():
+        problem = report_ownership_problem(out)
+        if problem is not None:
+            raise InvalidInputError(
+                f"The output folder {out} {problem}; clusterclean replaces only a folder that "
+                "is empty or holds exactly a report it wrote. Move those files away or choose "
+                "a new --out."
+            )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(out.parent, os.W_OK):
@@ -466,20 +591,41 @@ def _prepare_folder(out: Path) -> Path:
     return staging
 
 
-def check_output_folder(out: str | Path) -> Path:
+def output_folder(out: Any, *, func: str = "run") -> Path:
+    """``out`` as an absolute path, a symlink resolved to the folder it names."""
+    if not isinstance(out, (str, os.PathLike)) or not str(out):
+        raise InvalidTypeError(
+            f"The 'out' parameter of {func} must be a folder path (str or os.PathLike). "
+            f"Got {out!r} instead."
+        )
+    out = Path(out).absolute()
+    return out.resolve() if out.is_symlink() else out
+
+
+def check_output_folder(out: str | Path, *, inputs: tuple[Any, ...] = ()) -> Path:
     """Make :func:`write_report`'s checks on ``out`` now, before any long work.
 
     The folder itself is not created; its parent is, and a staging folder is
-    made and removed there to prove it is writable. Returns ``out`` as absolute.
+    made and removed there to prove it is writable. Returns ``out`` as absolute
+    (a symlink resolved: the report replaces the folder it points to).
+
+    Parameters
+    ----------
+    out : str or Path
+        The report folder.
+    inputs : tuple of paths, optional
+        The run's input files and folders: ``out`` may be none of them, and may
+        neither hold one nor lie inside one.
 
     Raises
     ------
     InvalidInputError
-        ``out`` is a file, a non-empty folder holding no report, or cannot be
-        written (read-only, no permission, full disk).
+        ``out`` is a file, a folder holding anything but a report clusterclean
+        wrote (see :func:`report_ownership_problem`), an input or near one, or
+        cannot be written (read-only, no permission, full disk).
     """
-    out = Path(out).absolute()
-    _prepare_folder(out).rmdir()
+    out = output_folder(out)
+    _prepare_folder(out, inputs).rmdir()
     return out
 
 
@@ -510,7 +656,58 @@ def _remove_stale_siblings(out: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def write_report(report: Report, out: str | Path) -> Path:
+#: Parquet tables of a report: always written, then written when present on the Report.
+_REQUIRED_TABLES = (
+    "dataset",
+    "images",
+    "components",
+    "component_attributes",
+    "label_issues",
+    "pairs",
+    "edges",
+)
+_OPTIONAL_TABLES = ("duplicates", "skipped", "additions")
+#: Columns a reader relies on, checked on read (the manifest records the full list).
+_KEY_COLUMNS = {
+    "dataset": ("image_id", "labels"),
+    "images": ("image_id", "component_id", "component_size"),
+    "components": ("component_id", "size"),
+    "component_attributes": ("component_id", "attribute"),
+    "label_issues": ("image_id", "component_id", "attribute"),
+    "pairs": ("image_id_a", "image_id_b"),
+    "edges": ("src", "dst", "similarity"),
+    "embeddings": ("image_id", "embedding"),
+    "neighbors": ("src", "dst", "similarity"),
+}
+
+
+def _run_id(tables: dict[str, Any]) -> str:
+    """A digest of what identifies a run: its labels, its grouping and its findings.
+
+    Derived from content (not drawn at random), so identical runs write identical
+    bytes; the tables it covers are the ones identical across thread counts.
+    """
+    import hashlib
+
+    import pyarrow as pa
+
+    digest = hashlib.blake2b(digest_size=12)
+    parts = {
+        "dataset": tables["dataset"],
+        "component_attributes": tables["component_attributes"],
+        "label_issues": tables["label_issues"],
+        "images": tables["images"].select(["image_id", "component_id"]),
+    }
+    for name, table in parts.items():
+        table = table.replace_schema_metadata(None)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        digest.update(name.encode() + sink.getvalue().to_pybytes())
+    return digest.hexdigest()
+
+
+def write_report(report: Report, out: str | Path, *, inputs: tuple[Any, ...] = ()) -> Path:
     """Write the report folder atomically and return its path.
 
     Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
@@ -519,59 +716,66 @@ def write_report(report: Report, out: str | Path) -> Path:
     ``embeddings.parquet`` (when there are embeddings), ``neighbors.parquet``
     (the kNN lists, when given), ``duplicates.parquet``
     (when duplicates were computed), ``run.json`` and ``report.html``.
+
+    ``run.json`` carries the run's id (also in every table's Parquet metadata)
+    and a manifest of every other file with its size and BLAKE2b digest: the
+    proof that the folder is clusterclean's to replace on a later run (see
+    :func:`report_ownership_problem`) and what :func:`read_report` checks.
+    An existing ``out`` is replaced only when it is such a report holding
+    nothing else; ``inputs`` (the run's input paths) may not be, hold or lie
+    inside ``out``.
     """
+    import pyarrow as pa
+
     started = time.perf_counter()
-    out = Path(out).absolute()
-    staging = _prepare_folder(out)
+    out = output_folder(out, func="write_report")
+    staging = _prepare_folder(out, inputs)
     try:
         dataset_meta = {
             "attributes": list(report.dataset.attributes),
             "tasks": {k: list(v) for k, v in report.dataset.tasks.items()},
             "root": str(report.dataset.root) if report.dataset.root else None,
         }
-        write_table(
-            "dataset",
-            _dataset_frame(report.dataset),
-            staging / "dataset.parquet",
-            metadata=dataset_meta,
-        )
-        for name in (
-            "images",
-            "components",
-            "component_attributes",
-            "label_issues",
-            "pairs",
-            "edges",
-        ):
-            write_table(name, getattr(report, name), staging / f"{name}.parquet")
-        for name in ("duplicates", "skipped"):
+        frames: dict[str, tuple[pd.DataFrame, dict | None]] = {
+            "dataset": (_dataset_frame(report.dataset), dataset_meta)
+        }
+        for name in _REQUIRED_TABLES[1:]:
+            frames[name] = (getattr(report, name), None)
+        for name in _OPTIONAL_TABLES:
             if getattr(report, name) is not None:
-                write_table(name, getattr(report, name), staging / f"{name}.parquet")
+                frames[name] = (getattr(report, name), None)
         if report.embeddings is not None:
-            write_table(
-                "embeddings",
+            frames["embeddings"] = (
                 _embeddings_frame(report.embeddings),
-                staging / "embeddings.parquet",
-                metadata={"backbone": report.embeddings.backbone},
+                {"backbone": report.embeddings.backbone},
             )
         if report.neighbors is not None:
-            write_table(
-                "neighbors",
+            frames["neighbors"] = (
                 _neighbors_frame(report.neighbors),
-                staging / "neighbors.parquet",
-                metadata={"n_neighbors": int(report.neighbors.indices.shape[1])},
+                {"n_neighbors": int(report.neighbors.indices.shape[1])},
             )
+        tables: dict[str, pa.Table] = {name: _to_arrow(name, f) for name, (f, _) in frames.items()}
+        run_id = _run_id(tables)
+        manifest: dict[str, dict] = {}
+        for name, table in tables.items():
+            extra = dict(frames[name][1] or {}, run_id=run_id)
+            path = _write_arrow(name, table, staging / f"{name}.parquet", extra)
+            manifest[path.name] = _file_entry(path, table.num_rows, table.column_names)
         if report.refinement is not None:
             report.refinement.save(staging / REFINEMENT_FILE)
         if report.adaptation is not None:
             report.adaptation.save(staging / ADAPTATION_FILE)
-        run_info = dict(report.run_info, schema_version=SCHEMA_VERSION)
+        run_info = dict(report.run_info, schema_version=SCHEMA_VERSION, run_id=run_id)
         timings = dict(run_info.get("timings", {}))
         timings["write"] = round(time.perf_counter() - started, 4)
         run_info["timings"] = timings
-        text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
-        _atomic_write(staging / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
-        write_html(replace(report, folder=out), staging / HTML_FILE)
+        run_info.pop("manifest", None)
+        write_html(replace(report, folder=out, run_info=run_info), staging / HTML_FILE)
+        for name in (REFINEMENT_FILE, ADAPTATION_FILE, HTML_FILE):
+            if (staging / name).is_file():
+                manifest[name] = _file_entry(staging / name)
+        run_info["manifest"] = manifest
+        _write_run_json(staging, run_info)
         _swap_into_place(staging, out)
     except OSError as error:  # e.g. a full disk: say where, the previous report is intact
         raise InvalidInputError(
@@ -585,6 +789,25 @@ def write_report(report: Report, out: str | Path) -> Path:
     return out
 
 
+def _write_run_json(folder: Path, run_info: dict[str, Any]) -> None:
+    text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
+    _atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def refresh_manifest(folder: str | Path, names: tuple[str, ...]) -> None:
+    """Record the new size and digest of report files clusterclean rewrote in place.
+
+    ``clusterclean report`` rebuilds ``report.html`` inside a report folder; the
+    manifest in ``run.json`` must follow, or the next run would not own the folder.
+    """
+    folder = Path(folder)
+    run_info = _read_run_info(folder)
+    manifest = dict(run_info.get("manifest", {}))
+    for name in names:
+        manifest[name] = _file_entry(folder / name)
+    _write_run_json(folder, dict(run_info, manifest=manifest))
+
+
 def _swap_into_place(staging: Path, out: Path) -> None:
     old = None
     if out.exists():
@@ -595,40 +818,112 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
-    """Load a report folder written by :func:`write_report`.
-
-    Raises
-    ------
-    ReportSchemaError
-        When the folder is incomplete or was written with another schema version.
-    """
-    folder = Path(folder)
-    if not (folder / RUN_FILE).is_file():
+def _read_run_info(folder: Path) -> dict[str, Any]:
+    """``run.json`` validated: JSON, an object, this schema version, a run id and manifest."""
+    path = folder / RUN_FILE
+    if not path.is_file():
         raise ReportSchemaError(
             f"{folder} is not a clusterclean report (no {RUN_FILE}); run `clusterclean run "
             f"... --out {folder}` first."
         )
-    run_info = json.loads((folder / RUN_FILE).read_text())
-    frame, meta = read_table(folder / "dataset.parquet", expected="dataset")
-    dataset = _dataset_from_frame(frame, meta)
-    tables = {
-        name: read_table(folder / f"{name}.parquet", expected=name)[0]
-        for name in (
-            "images",
-            "components",
-            "component_attributes",
-            "label_issues",
-            "pairs",
-            "edges",
+    try:
+        run_info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ReportSchemaError(
+            f"{path} is not readable JSON ({' '.join(str(error).split())}); the report is "
+            "damaged: re-run `clusterclean run` to rebuild it."
+        ) from error
+    if not isinstance(run_info, dict):
+        raise ReportSchemaError(
+            f"{path} must hold a JSON object; it holds a {type(run_info).__name__}. The report "
+            "is damaged: re-run `clusterclean run` to rebuild it."
         )
-    }
-    for name in ("duplicates", "skipped"):
+    version = run_info.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportSchemaError(
+            f"{path} has report schema version {printable(repr(version))}; this clusterclean "
+            f"({__version__}) reads version {SCHEMA_VERSION!r}. Re-run `clusterclean run` with "
+            "this version."
+        )
+    manifest = run_info.get("manifest")
+    if not isinstance(run_info.get("run_id"), str) or not isinstance(manifest, dict):
+        raise ReportSchemaError(
+            f"{path} has no run id or file manifest: the report was written by an older "
+            "clusterclean or edited. Re-run `clusterclean run` to rebuild it."
+        )
+    return run_info
+
+
+def _read_report_table(
+    folder: Path, name: str, run_info: dict[str, Any]
+) -> tuple[pd.DataFrame, dict]:
+    """One table of a report, checked against ``run.json``: run id, size, rows, columns."""
+    path = folder / f"{name}.parquet"
+    recorded = run_info["manifest"].get(path.name)
+    if not isinstance(recorded, dict):
+        raise ReportSchemaError(
+            f"{path} is not listed in {folder / RUN_FILE}: it does not belong to this report. "
+            "Re-run `clusterclean run` to rebuild the report."
+        )
+    frame, meta = read_table(path, expected=name)
+    problem = None
+    if meta.get("run_id") != run_info["run_id"]:
+        problem = (
+            f"comes from another run (run id {meta.get('run_id')!r}, not {run_info['run_id']!r})"
+        )
+    elif len(frame) != recorded.get("rows"):
+        problem = f"has {len(frame)} rows, not the {recorded.get('rows')} {RUN_FILE} recorded"
+    else:
+        missing = [c for c in _KEY_COLUMNS.get(name, ()) if c not in frame.columns]
+        missing += [c for c in recorded.get("columns") or () if c not in frame.columns]
+        if missing:
+            problem = f"lacks the column(s) {sorted(set(missing))}"
+        elif path.stat().st_size != recorded.get("bytes"):
+            problem = (
+                f"has {path.stat().st_size} bytes, not the {recorded.get('bytes')} {RUN_FILE} "
+                "recorded: it was changed after the run"
+            )
+    if problem:
+        raise ReportSchemaError(
+            f"{path} {problem}; the report is damaged or mixed from several runs. Re-run "
+            "`clusterclean run` to rebuild it."
+        )
+    return frame, meta
+
+
+def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
+    """Load a report folder written by :func:`write_report`.
+
+    Every table is checked against ``run.json``: same run id, the recorded size,
+    row count and columns, and the schema version; the first that differs is
+    named in the error.
+
+    Raises
+    ------
+    InvalidTypeError
+        ``folder`` is not a path.
+    ReportSchemaError
+        When the folder is incomplete, damaged, mixed from several runs or was
+        written with another schema version.
+    """
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder):
+        raise InvalidTypeError(
+            f"The 'folder' parameter of read_report must be a report folder path (str or "
+            f"os.PathLike). Got {folder!r} instead."
+        )
+    folder = Path(folder)
+    run_info = _read_run_info(folder)
+    frame, meta = _read_report_table(folder, "dataset", run_info)
+    dataset = _dataset_from_frame(frame, meta)
+    tables = {name: _read_report_table(folder, name, run_info)[0] for name in _REQUIRED_TABLES[1:]}
+    # optional tables are read when present (a user may delete the large ones to save
+    # space); a present one must belong to the run like the rest
+    for name in _OPTIONAL_TABLES:
         if (folder / f"{name}.parquet").is_file():
-            tables[name] = read_table(folder / f"{name}.parquet", expected=name)[0]
+            tables[name] = _read_report_table(folder, name, run_info)[0]
     embeddings = None
     if load_embeddings and (folder / "embeddings.parquet").is_file():
-        emb, meta = read_table(folder / "embeddings.parquet", expected="embeddings")
+        emb, meta = _read_report_table(folder, "embeddings", run_info)
         vectors = (
             np.stack(emb["embedding"].to_numpy())
             if len(emb)
@@ -641,7 +936,7 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
         )
     neighbors = None
     if load_embeddings and (folder / "neighbors.parquet").is_file():
-        frame, meta = read_table(folder / "neighbors.parquet", expected="neighbors")
+        frame, meta = _read_report_table(folder, "neighbors", run_info)
         neighbors = _neighbors_from_frame(frame, meta)
     return Report(
         dataset=dataset,

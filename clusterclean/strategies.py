@@ -64,6 +64,7 @@ changed and never drop an image.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -984,7 +985,9 @@ def _output_paths(results: Sequence[CleanResult], path: Path) -> list[Path]:
     return [path.with_name(f"{path.stem}.{name}{path.suffix}") for name in names]
 
 
-def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path) -> list[Path]:
+def write_cleaned(
+    results: CleanResult | Sequence[CleanResult], path: str | Path, *, overwrite: bool = False
+) -> list[Path]:
     """Write cleaned label tables plus ``changes.parquet`` and ``dropped.parquet`` next to them.
 
     Parameters
@@ -996,7 +999,14 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
         ``.parquet`` / ``.pq`` or ``.csv`` / ``.tsv``: the format of the table
         (see :func:`cleaned_frame`). ``changes.parquet`` and
         ``dropped.parquet`` in the same folder receive the rows of every
-        result (the ``strategy`` column tells them apart); they are replaced.
+        result (the ``strategy`` column tells them apart).
+    overwrite : bool, default=False
+        Replace output files that exist already. Without it, an existing file
+        that this function did not write (a CSV file, or a Parquet file without
+        its ``clusterclean`` metadata) stops the call before anything is
+        written: nothing of yours is lost.
+        Every file is first written under a temporary name; only when all
+        are written are they renamed into place, one after the other.
 
     Returns
     -------
@@ -1007,7 +1017,7 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .report import _atomic_write, _metadata
+    from .report import metadata_for, staged_writes, written_table
 
     if isinstance(results, CleanResult):
         results = [results]
@@ -1017,10 +1027,29 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
             "The 'results' parameter of write_cleaned must be a CleanResult or a non-empty "
             f"list of them. Got {results!r} instead."
         )
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise InvalidTypeError(
+            f"The 'path' parameter of write_cleaned must be a file path. Got {path!r} instead."
+        )
     path = Path(path)
     outputs = _output_paths(results, path)
+    logs = [path.parent / f"{name}.parquet" for name in ("changes", "dropped")]
+    # a file this function wrote before (its Parquet metadata says so) is replaced; any
+    # other file is the user's and stops the call unless overwrite=True
+    ours = ("cleaned", "changes", "dropped")
+    foreign = [
+        p
+        for p in (*outputs, *logs)
+        if (p.exists() or p.is_symlink()) and written_table(p) not in ours
+    ]
+    if foreign and not overwrite:
+        raise InvalidInputError(
+            f"{', '.join(map(str, foreign))} already exist(s) and clusterclean did not write "
+            "it (or it is a CSV file, which carries no mark); nothing was written. Choose "
+            "another --out, or pass --overwrite (API: overwrite=True) to replace it."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
+    writers = []
     for result, out in zip(results, outputs, strict=True):
         frame = cleaned_frame(result.dataset)
         sep = _CLEANED_SUFFIXES[out.suffix.lower()]
@@ -1037,7 +1066,7 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
                     metadata=table.schema.metadata,
                 )
             )
-            meta = _metadata(
+            meta = metadata_for(
                 "cleaned",
                 {
                     "strategy": result.strategy,
@@ -1046,14 +1075,14 @@ def write_cleaned(results: CleanResult | Sequence[CleanResult], path: str | Path
                 },
             )
             table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
-            _atomic_write(out, lambda tmp, table=table: pq.write_table(table, tmp))
+            writers.append((out, lambda tmp, table=table: pq.write_table(table, tmp)))
         else:
-            _atomic_write(
-                out, lambda tmp, frame=frame, sep=sep: frame.to_csv(tmp, sep=sep, index=False)
+            writers.append(
+                (out, lambda tmp, frame=frame, sep=sep: frame.to_csv(tmp, sep=sep, index=False))
             )
-        written.append(out)
-    for name, attr in (("changes", "changes"), ("dropped", "dropped")):
-        frame = pd.concat([getattr(r, attr) for r in results], ignore_index=True)
-        written.append(write_table(name, frame, path.parent / f"{name}.parquet"))
+    for name, log in zip(("changes", "dropped"), logs, strict=True):
+        frame = pd.concat([getattr(r, name) for r in results], ignore_index=True)
+        writers.append((log, lambda tmp, name=name, frame=frame: write_table(name, frame, tmp)))
+    written = staged_writes(writers)
     logger.info("cleaned labels written to %s", ", ".join(map(str, written)))
     return written

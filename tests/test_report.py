@@ -111,9 +111,14 @@ def test_rewrite_replaces_the_whole_report_and_leaves_no_temporaries(planted_rep
     out = tmp_path / "rep"
     write_report(report, out)
     first = {p.name for p in out.iterdir()}
-    (out / "stale.parquet").write_text("from an older run")
     write_report(report, out)
     assert {p.name for p in out.iterdir()} == first >= REPORT_FILES
+    assert [p.name for p in tmp_path.iterdir()] == ["rep"]
+    # a file clusterclean did not write is never replaced: the rewrite is refused (issue #18)
+    (out / "stale.parquet").write_text("from an older run")
+    with pytest.raises(InvalidInputError, match=r"not part of its report \(stale.parquet\)"):
+        write_report(report, out)
+    assert (out / "stale.parquet").read_text() == "from an older run"
     assert [p.name for p in tmp_path.iterdir()] == ["rep"]
 
 
