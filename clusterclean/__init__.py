@@ -52,7 +52,7 @@ _EXPORTS = {
     "split_mixed_components": "mixed",
     "find_pairs": "duplicates",
     "Report": "report",
-    "write_report": "report",
+    "write_report": "publish",
     "read_report": "report",
     "STRATEGIES": "strategies",
     "CleanResult": "strategies",

@@ -140,11 +140,11 @@ class Adaptation:
 
     def save(self, path: str | Path) -> Path:
         """Write the head to an ``.npz`` file atomically; returns the path."""
-        from .report import _save_npz
+        from .atomic import save_npz
 
         arrays = {f"weight{i}": w for i, w in enumerate(self.weights)}
         arrays |= {f"bias{i}": b for i, b in enumerate(self.biases)}
-        return _save_npz(
+        return save_npz(
             path,
             {
                 "mean": self.mean,

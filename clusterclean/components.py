@@ -10,7 +10,13 @@ import pandas as pd
 from ._validation import check_int
 from .errors import InvalidInputError
 
-__all__ = ["find_components", "component_edge_stats", "split_components", "component_hops"]
+__all__ = [
+    "find_components",
+    "component_edge_stats",
+    "split_components",
+    "component_hops",
+    "renumber",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +118,7 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
     )
 
 
-def _renumber(labels: np.ndarray) -> np.ndarray:
+def renumber(labels: np.ndarray) -> np.ndarray:
     """Dense ids 0.. numbered by each block's first row."""
     _, first_row, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.empty(len(first_row), dtype=np.int32)
@@ -272,14 +278,14 @@ def split_components(
     if n_images == 0:
         return np.zeros(0, dtype=np.int32)
     sim = edges["similarity"].to_numpy(dtype=np.float64)
-    labels = _renumber(component_ids).astype(np.int64)
+    labels = renumber(component_ids).astype(np.int64)
     if communities:
-        labels = _renumber(
+        labels = renumber(
             _split_communities(src, dst, sim, labels, resolution=resolution, seed=seed)
         ).astype(np.int64)
     if max_component_size is not None and np.bincount(labels).max() > max_component_size:
         labels = _split_oversized(src, dst, sim, labels, max_component_size)
-    result = _renumber(labels)
+    result = renumber(labels)
     logger.info(
         "split components: %d -> %d components (largest %d)",
         len(np.unique(component_ids)),

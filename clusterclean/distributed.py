@@ -137,7 +137,7 @@ class _Searcher:
     def __call__(self, block: pd.DataFrame) -> pd.DataFrame:
         import pyarrow.parquet as pq
 
-        from .graph import _drop_self
+        from .graph import drop_self
         from .index import search_index
 
         frames = []
@@ -149,7 +149,7 @@ class _Searcher:
             for transform in self.transforms:  # search where the driver built the index
                 queries = transform.transform(queries)
             sims, idx = search_index(self.index, queries, self.n_results)
-            idx, sims = _drop_self(idx, sims, rows)
+            idx, sims = drop_self(idx, sims, rows)
             frames.append(_write_shard(self.folder, rows, indices=idx, similarities=sims))
         return pd.concat(frames, ignore_index=True)
 
@@ -217,15 +217,16 @@ def run_distributed(
     from .index import build_index, choose_index
     from .pipeline import (
         RunConfig,
-        _adapt,
-        _embed,
-        _load,
-        _refine,
+        adapt_vectors,
         check_run_arguments,
+        embed_dataset,
+        load_inputs,
+        refine_vectors,
         run,
         run_inputs,
     )
-    from .report import check_output_folder, write_report
+    from .publish import write_report
+    from .report import check_output_folder
 
     ray = _require_ray()
     import faiss
@@ -249,7 +250,7 @@ def run_distributed(
     shards = Path(shards)
     for part in ("embeddings", "neighbors"):  # ours: a rerun must not mix in old shards
         shutil.rmtree(shards / part, ignore_errors=True)
-    dataset = _load(images, labels, embeddings, config)
+    dataset = load_inputs(images, labels, embeddings, config)
     n_images = dataset.n_images
     n_blocks = max(1, -(-n_images // rows_per_block))
     rows = pd.DataFrame(
@@ -265,7 +266,9 @@ def run_distributed(
     for part in ("embeddings", "neighbors"):
         (shards / part).mkdir(parents=True, exist_ok=True)
     if embeddings is not None:
-        dataset, vectors, _ = _embed(dataset, embeddings, embedding_ids, config, progress=False)
+        dataset, vectors, _ = embed_dataset(
+            dataset, embeddings, embedding_ids, config, progress=False
+        )
         vector_paths = [
             _write_shard(str(shards / "embeddings"), rows, embedding=vectors.vectors[rows])[
                 "path"
@@ -303,14 +306,14 @@ def run_distributed(
         )
     # the head and the refinement (when on) are fitted on the driver, as run() would fit
     # them; the head's views (at most adapt_views x adapt_max_images) are embedded here
-    adapted, adaptation = _adapt(
+    adapted, adaptation = adapt_vectors(
         dataset,
         Embeddings(ids=dataset.ids, vectors=matrix, backbone=backbone),
         config,
         None,
         progress,
     )
-    refined, refinement = _refine(adapted, config)
+    refined, refinement = refine_vectors(adapted, config)
     spec = choose_index(
         n_images,
         refined.dim,

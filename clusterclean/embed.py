@@ -27,6 +27,7 @@ import pandas as pd
 
 from ._contracts import Dataset, Embeddings, as_embeddings
 from ._validation import check_choice, check_int
+from .atomic import pid_alive, write_bytes
 from .errors import InvalidInputError, InvalidTypeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -346,16 +347,6 @@ def _file_key(path: str) -> FileKey | None:
     return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 class _EmbeddingCache:
     """Raw feature vectors of one model setup, one row per image file, in Parquet shards.
 
@@ -390,7 +381,7 @@ class _EmbeddingCache:
                 "Pass a writable cache_dir (CLI: --cache-dir), or none to disable the cache."
             ) from exc
         if not (self.folder / "setup.json").exists():
-            _write_atomic(self.folder / "setup.json", text.encode())
+            write_bytes(self.folder / "setup.json", text.encode(), tag=str(os.getpid()))
         self.dim = backbone.dim
         self._keys: list[FileKey] = []
         self._vectors: list[np.ndarray] = []
@@ -402,7 +393,7 @@ class _EmbeddingCache:
         """Delete the temporary files of runs that died while writing a shard."""
         for tmp in self.folder.glob(".shard-*.tmp"):
             pid = tmp.name.split("-")[1]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
     def read(self) -> dict[FileKey, np.ndarray]:
@@ -457,12 +448,6 @@ class _EmbeddingCache:
         os.replace(tmp, self.folder / name)
         self._n_shards += 1
         self._keys, self._vectors = [], []
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _list_column_to_numpy(column, dim: int) -> np.ndarray:

@@ -669,19 +669,19 @@ def write_evaluation(evaluation: Evaluation, out: str | Path) -> Path:
     """
     import json
 
-    from .report import _atomic_write
+    from .atomic import atomic_write
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
 
     text = json.dumps(evaluation.summary(), indent=2, default=_json_default) + "\n"
-    _atomic_write(folder / "evaluation.json", lambda tmp: tmp.write_text(text))
+    atomic_write(folder / "evaluation.json", lambda tmp: tmp.write_text(text))
     planted = evaluation.planted.astype({"true_label": str, "given_label": str})
     tables = {"detection": evaluation.detection, "planted": planted}
     if evaluation.downstream is not None:
         tables["downstream"] = evaluation.downstream
     for name, frame in tables.items():
-        _atomic_write(
+        atomic_write(
             folder / f"{name}.parquet", lambda tmp, frame=frame: frame.to_parquet(tmp, index=False)
         )
     return folder

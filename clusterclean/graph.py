@@ -20,6 +20,7 @@ from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "search_neighbors",
+    "drop_self",
     "edges_from_neighbors",
     "build_knn_graph",
     "rerank_neighbors",
@@ -136,7 +137,7 @@ def search_neighbors(
             batch_size=batch_size,
             progress=progress,
         )
-        kept_idx, kept_sims = _drop_self(idx, sims, np.arange(n_images))
+        kept_idx, kept_sims = drop_self(idx, sims, np.arange(n_images))
         width = kept_idx.shape[1]
         indices[:, :width] = kept_idx
         similarities[:, :width] = kept_sims
@@ -150,7 +151,7 @@ def search_neighbors(
     return Neighbors(indices=indices, similarities=similarities)
 
 
-def _drop_self(idx: np.ndarray, sims: np.ndarray, rows: np.ndarray):
+def drop_self(idx: np.ndarray, sims: np.ndarray, rows: np.ndarray):
     """Remove each query's own row from its result list.
 
     When exact duplicates tie, FAISS may rank the query itself anywhere among

@@ -789,10 +789,10 @@ def render_html(
 
 def write_html(report: Report, path: str | Path, **options: Any) -> Path:
     """Render :func:`render_html` (same keyword options) and write it atomically to ``path``."""
-    from .report import _atomic_write
+    from .atomic import atomic_write
 
     path = Path(path)
     text = render_html(report, **options)
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     logger.info("report.html written to %s (%.1f KiB)", path, len(text.encode("utf-8")) / 1024)
     return path

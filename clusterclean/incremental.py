@@ -39,7 +39,8 @@ import pandas as pd
 
 from ._contracts import Dataset, Embeddings, Neighbors
 from .errors import InvalidInputError
-from .report import Report, check_output_folder, read_report, write_report
+from .publish import write_report
+from .report import Report, check_output_folder, read_report
 
 __all__ = ["add_images", "merge_neighbors"]
 
@@ -182,7 +183,7 @@ def _search_union(
     ``base_vectors`` / ``new_vectors`` are in the space the base run searched
     (refined with the base run's refinement when it had one).
     """
-    from .graph import _drop_self
+    from .graph import drop_self
     from .index import IndexSpec, build_index, choose_index, search_index
 
     n_base, n_new = len(base_vectors), len(new_vectors)
@@ -194,7 +195,7 @@ def _search_union(
     index.add(union)
     width = min(n_neighbors + 1, n_base + n_new)
     sims, idx = search_index(index, new_vectors, width, database=union, progress=progress)
-    idx, sims = _drop_self(idx, sims, np.arange(n_base, n_base + n_new))
+    idx, sims = drop_self(idx, sims, np.arange(n_base, n_base + n_new))
     new_lists = merge_neighbors(
         Neighbors(
             indices=np.full((n_new, n_neighbors), -1, dtype=np.int64),
@@ -307,7 +308,7 @@ def add_images(
     additions : pandas.DataFrame
         One row per new image, columns ``TABLES["additions"]`` in :mod:`clusterclean.report`.
     """
-    from .pipeline import _embed, _load, check_run_arguments, run
+    from .pipeline import check_run_arguments, embed_dataset, load_inputs, run
 
     check_run_arguments(images, labels, out, embeddings, embedding_ids, "add_images")
     started = time.perf_counter()
@@ -317,8 +318,10 @@ def add_images(
     inputs = (images, labels, embeddings, embedding_ids)
     if out is not None:
         out = check_output_folder(out, inputs=inputs)
-    new_dataset = _load(images, labels, embeddings, config)
-    new_dataset, new_vectors, _ = _embed(new_dataset, embeddings, embedding_ids, config, progress)
+    new_dataset = load_inputs(images, labels, embeddings, config)
+    new_dataset, new_vectors, _ = embed_dataset(
+        new_dataset, embeddings, embedding_ids, config, progress
+    )
     base_vectors = base_report.embeddings
     if new_vectors.dim != base_vectors.dim:
         raise InvalidInputError(

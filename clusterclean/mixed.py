@@ -51,7 +51,7 @@ import pandas as pd
 
 from ._contracts import Dataset, Embeddings
 from ._validation import check_float, check_int
-from .components import _renumber
+from .components import renumber
 from .errors import InvalidInputError
 from .scoring import component_label_counts
 
@@ -302,7 +302,7 @@ def split_mixed_components(
     next_label = int(component_ids.max()) + 1 if len(component_ids) else 0
     for offset, rows_b in enumerate(split["rows_b"]):
         labels[np.asarray(rows_b, dtype=np.int64)] = next_label + offset
-    new_ids = _renumber(labels) if len(labels) else np.zeros(0, dtype=np.int32)
+    new_ids = renumber(labels) if len(labels) else np.zeros(0, dtype=np.int32)
     first_a = [
         int(np.argmax(component_ids == c)) for c in split["component_id"].to_numpy(dtype=np.int64)
     ]

@@ -26,6 +26,7 @@ from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
+from .publish import write_report
 from .refine import Refinement, fit_refinement
 from .report import (
     ADAPTATION_FILE,
@@ -33,14 +34,24 @@ from .report import (
     Report,
     check_output_folder,
     order_columns,
-    write_report,
 )
 from .scoring import find_varying_attributes, parse_threshold, score_components
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .adapt import Adaptation
 
-__all__ = ["RunConfig", "run", "summarize", "align_embeddings"]
+__all__ = [
+    "RunConfig",
+    "run",
+    "summarize",
+    "align_embeddings",
+    "load_inputs",
+    "embed_dataset",
+    "adapt_vectors",
+    "refine_vectors",
+    "check_run_arguments",
+    "run_inputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -447,14 +458,16 @@ def run(
     started = time.perf_counter()
 
     with _timed(timings, "load"):
-        dataset = _load(images, labels, embeddings, config)
+        dataset = load_inputs(images, labels, embeddings, config)
         check_n_neighbors(config.n_neighbors, dataset.n_images, "run")  # before the long work
     with _timed(timings, "embed"):
-        dataset, vectors, skipped = _embed(dataset, embeddings, embedding_ids, config, progress)
+        dataset, vectors, skipped = embed_dataset(
+            dataset, embeddings, embedding_ids, config, progress
+        )
     with _timed(timings, "adapt"):
-        adapted, adaptation = _adapt(dataset, vectors, config, adaptation, progress)
+        adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
     with _timed(timings, "refine"):
-        refined, refinement = _refine(adapted, config, refinement)
+        refined, refinement = refine_vectors(adapted, config, refinement)
     with _timed(timings, "graph"):
         index_spec = choose_index(
             len(refined),
@@ -668,7 +681,7 @@ def _excluded_attributes(
     return figures, tuple(excluded)
 
 
-def _adapt(
+def adapt_vectors(
     dataset: Dataset,
     vectors: Embeddings,
     config: RunConfig,
@@ -764,7 +777,7 @@ def _related(vectors: Embeddings, rows: np.ndarray, config: RunConfig) -> np.nda
     sample = Embeddings(
         ids=vectors.ids[rows], vectors=vectors.vectors[rows], backbone=vectors.backbone
     )
-    _, refinement = _refine(sample, config)
+    _, refinement = refine_vectors(sample, config)
     related = np.full(len(vectors), None, dtype=object)
     related[rows] = components_per_cut(
         sample,
@@ -835,7 +848,7 @@ def _split_mixed(
     return new_ids, sides, summary
 
 
-def _refine(
+def refine_vectors(
     vectors: Embeddings, config: RunConfig, fitted: Refinement | None = None
 ) -> tuple[Embeddings, Refinement | None]:
     """Fit (or take ``fitted``) and apply the refinement; unchanged when off or N < 3."""
@@ -888,7 +901,7 @@ def _calibrate(
     )
 
 
-def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
+def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
     from .dataset import load_dataset
 
     if isinstance(labels, Dataset):
@@ -910,7 +923,7 @@ def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
     )
 
 
-def _embed(
+def embed_dataset(
     dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
 ) -> tuple[Dataset, Embeddings, pd.DataFrame | None]:
     """Vectors for the dataset; images that cannot be read are dropped and listed."""
@@ -949,13 +962,6 @@ def _embed(
             labels=dataset.labels[keep],
         )
     return dataset, align_embeddings(vectors, dataset), table
-
-
-def _per_image_attributes(run_info: dict[str, Any]) -> list[str]:
-    """The user's per-image attributes, then the detected ones the user did not keep."""
-    varying = run_info.get("varying_attributes", {})
-    detected = [a for a in varying.get("proposed", []) if a not in varying.get("kept_by_user", [])]
-    return list(run_info.get("parameters", {}).get("exclude_attributes", [])) + detected
 
 
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:

@@ -132,9 +132,9 @@ class Refinement:
 
     def save(self, path: str | Path) -> Path:
         """Write the transform to an ``.npz`` file atomically; returns the path."""
-        from .report import _save_npz
+        from .atomic import save_npz
 
-        return _save_npz(
+        return save_npz(
             path,
             {
                 "mean": self.mean,

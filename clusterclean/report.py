@@ -26,15 +26,15 @@ import pandas as pd
 
 from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
+from .atomic import atomic_write, pid_alive
 from .errors import InvalidInputError, InvalidTypeError, ReportSchemaError, printable
-from .html import write_html
 
 __all__ = [
     "SCHEMA_VERSION",
     "SCORE_DIRECTION",
     "TABLES",
     "Report",
-    "write_report",
+    "write_report_folder",
     "check_output_folder",
     "read_report",
     "write_table",
@@ -42,7 +42,6 @@ __all__ = [
     "order_columns",
     "refresh_manifest",
     "report_ownership_problem",
-    "staged_writes",
     "written_table",
     "metadata_for",
 ]
@@ -335,52 +334,6 @@ def _to_arrow(name: str, frame: pd.DataFrame):
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(tmp_path)`` then rename into place."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def staged_writes(writers: list[tuple[Path, Callable[[Path], Any]]]) -> list[Path]:
-    """Write a set of files: every ``write(tmp)`` first, then all renamed into place.
-
-    A failure while writing leaves every destination as it was (the temporary
-    files are removed); only the renames, which cannot fail half-way on one
-    file system, come after. Returns the destinations.
-    """
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for path, write in writers:
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-            staged.append((tmp, path))
-            write(tmp)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    finally:
-        for tmp, _ in staged:
-            if tmp.exists():
-                tmp.unlink()
-    return [path for _, path in staged]
-
-
-def _save_npz(path: str | Path, arrays: dict[str, Any]) -> Path:
-    """Write ``arrays`` to an ``.npz`` file atomically (folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a name
-            np.savez(fh, **arrays)
-
-    _atomic_write(path, write)
-    return path
-
-
 def write_table(
     name: str, frame: pd.DataFrame, path: str | Path, *, metadata: dict | None = None
 ) -> Path:
@@ -392,7 +345,7 @@ def _write_arrow(name: str, table, path: Path, metadata: dict | None) -> Path:
     import pyarrow.parquet as pq
 
     table = table.replace_schema_metadata(_metadata(name, metadata))
-    _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
     return path
 
 
@@ -642,12 +595,10 @@ def _remove_stale_siblings(out: Path) -> None:
     is put back when ``out`` is missing (the run died between the two renames),
     else deleted.
     """
-    from .embed import _pid_alive
-
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(partial|old)-(\d+)-[0-9a-f]{{8}}")
     for path in sorted(out.parent.iterdir()):
         match = pattern.fullmatch(path.name)
-        if match is None or not path.is_dir() or _pid_alive(int(match[2])):
+        if match is None or not path.is_dir() or pid_alive(int(match[2])):
             continue
         if match[1] == "old" and not out.exists():
             os.replace(path, out)
@@ -707,8 +658,20 @@ def _run_id(tables: dict[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def write_report(report: Report, out: str | Path, *, inputs: tuple[Any, ...] = ()) -> Path:
+def write_report_folder(
+    report: Report,
+    out: str | Path,
+    *,
+    inputs: tuple[Any, ...] = (),
+    pages: dict[str, Callable[[Report, Path], Any]] | None = None,
+) -> Path:
     """Write the report folder atomically and return its path.
+
+    This module is the I/O layer: it knows the tables, not how a run is shown.
+    ``pages`` maps a file name to ``write(report, path)`` for the files rendered
+    from the report (``report.html``, :func:`clusterclean.publish.write_report`
+    passes it); each is written into the staging folder and listed in the
+    manifest like the tables.
 
     Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
     ``components.parquet``, ``component_attributes.parquet``,
@@ -770,8 +733,9 @@ def write_report(report: Report, out: str | Path, *, inputs: tuple[Any, ...] = (
         timings["write"] = round(time.perf_counter() - started, 4)
         run_info["timings"] = timings
         run_info.pop("manifest", None)
-        write_html(replace(report, folder=out, run_info=run_info), staging / HTML_FILE)
-        for name in (REFINEMENT_FILE, ADAPTATION_FILE, HTML_FILE):
+        for name, write_page in (pages or {}).items():
+            write_page(replace(report, folder=out, run_info=run_info), staging / name)
+        for name in (REFINEMENT_FILE, ADAPTATION_FILE, *(pages or {})):
             if (staging / name).is_file():
                 manifest[name] = _file_entry(staging / name)
         run_info["manifest"] = manifest
@@ -791,7 +755,7 @@ def write_report(report: Report, out: str | Path, *, inputs: tuple[Any, ...] = (
 
 def _write_run_json(folder: Path, run_info: dict[str, Any]) -> None:
     text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
-    _atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
 
 def refresh_manifest(folder: str | Path, names: tuple[str, ...]) -> None:

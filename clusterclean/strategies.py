@@ -1017,7 +1017,8 @@ def write_cleaned(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .report import metadata_for, staged_writes, written_table
+    from .atomic import staged_writes
+    from .report import metadata_for, written_table
 
     if isinstance(results, CleanResult):
         results = [results]

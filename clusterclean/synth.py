@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from ._validation import check_float, check_int
+from .atomic import write_bytes
 from .errors import InvalidInputError, InvalidTypeError, MissingDependencyError
 
 __all__ = [
@@ -137,14 +138,8 @@ def _check_size(size, func: str) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    from .report import _atomic_write
-
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data))
-
-
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    _write_atomic(path, frame.to_csv(index=False).encode("utf-8"))
+    write_bytes(path, frame.to_csv(index=False).encode("utf-8"))
 
 
 def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
@@ -627,7 +622,7 @@ def make_demo_dataset(
         n_views = 1 if rng.random() < 0.1 else int(rng.integers(3, 7))
         for v, view in enumerate(make_views(base, n_views, rng=rng, size=(64, 128))):
             image = f"p{person:03d}_v{v}.jpg"
-            _write_atomic(images_dir / image, _jpeg_bytes(view, 95))
+            write_bytes(images_dir / image, _jpeg_bytes(view, 95))
             rows.append(
                 {"image_id": image, "split": splits[person], "group": f"p{person:03d}", **attrs}
             )
@@ -826,7 +821,7 @@ def make_fashion_benchmark(
         base = _fashion_person(items[index], rng, (size[0] * 5 // 4, size[1] * 5 // 4))
         for v, view in enumerate(make_views(base, n_views, rng=rng, size=size)):
             image = f"{group}_v{v}.jpg"
-            _write_atomic(images_dir / image, _jpeg_bytes(view, 95))
+            write_bytes(images_dir / image, _jpeg_bytes(view, 95))
             rows.append({"image": image, "split": splits[p], "group": group, **attrs})
     labels = pd.DataFrame(rows)
     leaky = labels.assign(split=_split_by_unit(len(labels), rng))

@@ -51,7 +51,7 @@ import pandas as pd
 from clusterclean import AugmentedViews, as_embeddings
 from clusterclean.calibrate import calibrate_cut, components_per_cut
 from clusterclean.evaluate import detection_scores, grouping_scores
-from clusterclean.pipeline import RunConfig, _refine, run
+from clusterclean.pipeline import RunConfig, refine_vectors, run
 from clusterclean.synth import inject_noise
 
 #: The plain cosine graph; every method changes it (the cosine floor 0.5 of the
@@ -185,7 +185,7 @@ def cut_curve(embeddings, groups, config: RunConfig) -> list[tuple[float, dict]]
     cut, cosine floor, components, split) with the lists scored once
     (:func:`clusterclean.calibrate.components_per_cut`).
     """
-    _, refinement = _refine(embeddings, config)
+    _, refinement = refine_vectors(embeddings, config)
     per_cut = components_per_cut(
         embeddings, refinement=refinement, cuts=CUTS, **_link_options(config)
     )
@@ -194,7 +194,7 @@ def cut_curve(embeddings, groups, config: RunConfig) -> list[tuple[float, dict]]
 
 def calibrated_cut(embeddings, groups, views: AugmentedViews, config: RunConfig) -> dict:
     """``min_similarity="auto"`` on saved views: its cut and estimates, and the truth."""
-    _, refinement = _refine(embeddings, config)
+    _, refinement = refine_vectors(embeddings, config)
     started = time.perf_counter()
     calibration = calibrate_cut(
         embeddings, views, refinement=refinement, cuts=CUTS, **_link_options(config)

@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _atomic(path: Path, write) -> None:
-    from clusterclean.report import _atomic_write
+    from clusterclean.atomic import atomic_write
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
