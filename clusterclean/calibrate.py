@@ -7,8 +7,9 @@ show one subject.
 **Recall.** For each sampled image, its views *replace* it in the data set
 (view 0 takes its row, views 1.. become extra rows): a subject photographed
 ``n_views`` times instead of once, among the data set's own photos. The graph
-is then built with the very options of the run (the refinement fitted on the
-real data, kNN search, link scores, cosine floor, components, splits), and
+is then built by the run's own grouper (:class:`clusterclean.group.Grouper`,
+with the refinement fitted on the real data: kNN search, link scores, cosine
+floor, components, splits), and
 ``R(t)`` is the share of the views' pairs that end in one component at cut
 ``t``. At most ``INSERTED_FRACTION`` of the data set is replaced at a time, so
 the neighbourhoods stay those of the data.
@@ -46,20 +47,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ._contracts import Embeddings, Neighbors
 from ._validation import check_float, check_int
-from .components import find_components, split_components
 from .errors import InvalidInputError, InvalidTypeError
-from .graph import cosine_of_pairs, edges_from_neighbors, score_links, search_neighbors
+from .group import Grouper, grouper_links
 from .refine import Refinement
 from .views import AugmentedViews
 
 __all__ = [
     "Calibration",
     "calibrate_cut",
-    "components_per_cut",
     "estimate_precision",
     "DEFAULT_CUTS",
 ]
@@ -208,33 +206,6 @@ def estimate_precision(
     return precision, n_same
 
 
-@dataclass(frozen=True)
-class _LinkOptions:
-    """The link and split options of a run, as :func:`calibrate_cut` takes them."""
-
-    n_neighbors: int
-    mutual: bool
-    rerank: bool
-    n_reciprocal: int
-    n_expansion: int
-    n_local: int
-    min_cosine: float
-    max_component_size: int | None
-    communities: bool
-    seed: int
-
-    @classmethod
-    def checked(cls, func: str, **options: Any) -> _LinkOptions:
-        for name in ("n_neighbors", "n_reciprocal", "n_expansion"):
-            check_int(options[name], name, func, min_value=1)
-        check_int(options["n_local"], "n_local", func, min_value=0)
-        check_int(options["seed"], "seed", func, min_value=0)
-        check_float(options["min_cosine"], "min_cosine", func, low=-1.0, high=1.0)
-        if options["max_component_size"] is not None:
-            check_int(options["max_component_size"], "max_component_size", func, min_value=1)
-        return cls(**options)
-
-
 def _check_embeddings(embeddings: object, func: str) -> None:
     if not isinstance(embeddings, Embeddings):
         raise InvalidTypeError(
@@ -251,118 +222,6 @@ def _check_cuts(cuts: Sequence[float] | None, func: str) -> np.ndarray:
             f"floats. Got {cuts.tolist()} instead."
         )
     return cuts
-
-
-def _refined(raw: np.ndarray, refinement: Refinement | None) -> Embeddings:
-    """Unit rows of ``raw`` (ids = row numbers), refined when a refinement is given."""
-    unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
-    plain = Embeddings(np.arange(len(raw)).astype(str).astype(object), unit.astype(np.float32))
-    return plain if refinement is None else refinement.apply(plain)
-
-
-def _candidates(
-    raw: Embeddings, refined: Embeddings, neighbors: Neighbors | None, options: _LinkOptions
-) -> pd.DataFrame:
-    """Listed pairs above the cosine floor: ``src``, ``dst``, ``similarity`` (cosine), ``link``."""
-    if neighbors is None:
-        neighbors = search_neighbors(refined, n_neighbors=options.n_neighbors)
-    scored = score_links(
-        neighbors,
-        refined,
-        rerank=options.rerank,
-        n_reciprocal=options.n_reciprocal,
-        n_expansion=options.n_expansion,
-        n_local=options.n_local,
-    )
-    pairs = edges_from_neighbors(scored, min_similarity=-1.0, mutual=options.mutual)
-    pairs = pairs.rename(columns={"similarity": "link"})
-    pairs["similarity"] = cosine_of_pairs(raw, pairs["src"], pairs["dst"])
-    return pairs[pairs["similarity"] >= options.min_cosine].reset_index(drop=True)
-
-
-def _components_per_cut(
-    candidates: pd.DataFrame, n_images: int, cuts: np.ndarray, options: _LinkOptions
-):
-    """Yield the component ids of the graph cut at each cut, as the pipeline makes them.
-
-    Without splits, the components are the connected components of the edges
-    at or above the cut (scipy's, on arrays: the same partition as
-    :func:`find_components`, not renumbered, which no caller needs).
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    splits = options.max_component_size is not None or options.communities
-    src, dst = candidates["src"].to_numpy(), candidates["dst"].to_numpy()
-    link = candidates["link"].to_numpy()
-    for cut in cuts:
-        keep = link >= cut
-        if not splits:
-            graph = coo_matrix(
-                (np.ones(int(keep.sum()), dtype=np.int8), (src[keep], dst[keep])),
-                shape=(n_images, n_images),
-            )
-            yield connected_components(graph, directed=False)[1]
-            continue
-        edges = candidates.loc[keep, ["src", "dst", "similarity"]].reset_index(drop=True)
-        yield split_components(
-            edges,
-            find_components(edges, n_images),
-            max_component_size=options.max_component_size,
-            communities=options.communities,
-            seed=options.seed,
-        )
-
-
-def components_per_cut(
-    embeddings: Embeddings,
-    *,
-    refinement: Refinement | None = None,
-    neighbors: Neighbors | None = None,
-    cuts: Sequence[float] | None = None,
-    n_neighbors: int = 10,
-    mutual: bool = False,
-    rerank: bool = False,
-    n_reciprocal: int = 6,
-    n_expansion: int = 2,
-    n_local: int = 0,
-    min_cosine: float = -1.0,
-    max_component_size: int | None = None,
-    communities: bool = False,
-    seed: int = 0,
-) -> list[np.ndarray]:
-    """The grouping of the pipeline at every cut, with the kNN lists scored once.
-
-    Same partition as ``run(..., min_similarity=cut)`` with these options
-    (:func:`clusterclean.graph.link_neighbors`, then
-    :func:`~clusterclean.components.find_components` and
-    :func:`~clusterclean.components.split_components`), for each cut; the ids
-    are not renumbered.
-
-    Returns
-    -------
-    list of ndarray of shape (n_images,)
-        A component id per image, one array per cut (default :data:`DEFAULT_CUTS`).
-    """
-    func = "components_per_cut"
-    _check_embeddings(embeddings, func)
-    options = _LinkOptions.checked(
-        func,
-        n_neighbors=n_neighbors,
-        mutual=mutual,
-        rerank=rerank,
-        n_reciprocal=n_reciprocal,
-        n_expansion=n_expansion,
-        n_local=n_local,
-        min_cosine=min_cosine,
-        max_component_size=max_component_size,
-        communities=communities,
-        seed=seed,
-    )
-    candidates = _candidates(
-        embeddings, _refined(embeddings.vectors, refinement), neighbors, options
-    )
-    return list(_components_per_cut(candidates, len(embeddings), _check_cuts(cuts, func), options))
 
 
 def _grouped_pairs(component_ids: np.ndarray) -> int:
@@ -419,18 +278,9 @@ def calibrate_cut(
     embeddings: Embeddings,
     views: AugmentedViews,
     *,
+    grouper: Grouper | None = None,
     refinement: Refinement | None = None,
     neighbors: Neighbors | None = None,
-    n_neighbors: int = 10,
-    mutual: bool = False,
-    rerank: bool = False,
-    n_reciprocal: int = 6,
-    n_expansion: int = 2,
-    n_local: int = 0,
-    min_cosine: float = -1.0,
-    max_component_size: int | None = None,
-    communities: bool = False,
-    seed: int = 0,
     target_precision: float | None = None,
     cuts: Sequence[float] | None = None,
     min_recalled: int = 50,
@@ -454,10 +304,10 @@ def calibrate_cut(
         The refinement fitted on ``embeddings``; views get the same transform.
     neighbors : Neighbors, optional
         kNN lists already searched on the refined embeddings (saves one search).
-    n_neighbors, mutual, rerank, n_reciprocal, n_expansion, n_local, min_cosine
-        The link options of :func:`clusterclean.graph.link_neighbors`.
-    max_component_size, communities, seed
-        The split options of :func:`clusterclean.components.split_components`.
+    grouper : Grouper, optional
+        The run's grouper (:class:`clusterclean.group.Grouper`; default its
+        defaults): the calibration groups exactly as the run does. Its seed also
+        orders the rounds of inserted views.
     target_precision : float in (0, 1], optional
         Precision to reach; None = best estimated F1.
     cuts : sequence of float, optional
@@ -483,27 +333,13 @@ def calibrate_cut(
     if target_precision is not None:
         target_precision = check_float(target_precision, "target_precision", func, low=0, high=1)
     cuts = _check_cuts(cuts, func)
-    options = _LinkOptions.checked(
-        func,
-        n_neighbors=n_neighbors,
-        mutual=mutual,
-        rerank=rerank,
-        n_reciprocal=n_reciprocal,
-        n_expansion=n_expansion,
-        n_local=n_local,
-        min_cosine=min_cosine,
-        max_component_size=max_component_size,
-        communities=communities,
-        seed=seed,
-    )
+    grouper = Grouper() if grouper is None else grouper
     started = time.perf_counter()
     n_images = len(embeddings)
-    real = _candidates(embeddings, _refined(embeddings.vectors, refinement), neighbors, options)
-    grouped = np.array(
-        [_grouped_pairs(c) for c in _components_per_cut(real, n_images, cuts, options)]
-    )
+    real = grouper_links(grouper, embeddings, refinement, neighbors, func)
+    grouped = np.array([_grouped_pairs(c) for c in grouper.components_per_cut(real, cuts)])
 
-    order = np.random.default_rng(seed).permutation(len(rows))
+    order = np.random.default_rng(grouper.options.seed).permutation(len(rows))
     per_round = max(1, int(n_images * INSERTED_FRACTION))
     recalled = np.zeros(len(cuts), dtype=np.int64)
     n_pairs = 0
@@ -511,10 +347,8 @@ def calibrate_cut(
         chunk = np.sort(order[start : start + per_round])
         data, pairs = _inserted(embeddings.vectors, rows[chunk], vectors[chunk])
         raw = Embeddings(np.arange(len(data)).astype(str).astype(object), data)
-        candidates = _candidates(raw, _refined(data, refinement), None, options)
-        for i, component_ids in enumerate(
-            _components_per_cut(candidates, len(data), cuts, options)
-        ):
+        links = grouper_links(grouper, raw, refinement, None, func)
+        for i, component_ids in enumerate(grouper.components_per_cut(links, cuts)):
             recalled[i] += int((component_ids[pairs[:, 0]] == component_ids[pairs[:, 1]]).sum())
         n_pairs += len(pairs)
     recall = recalled / n_pairs

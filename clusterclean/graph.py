@@ -25,7 +25,7 @@ __all__ = [
     "build_knn_graph",
     "rerank_neighbors",
     "scale_locally",
-    "link_neighbors",
+    "listed_pairs",
     "score_links",
     "cosine_of_pairs",
     "EDGE_COLUMNS",
@@ -169,6 +169,50 @@ def drop_self(idx: np.ndarray, sims: np.ndarray, rows: np.ndarray):
     return kept_idx, kept_sims
 
 
+def listed_pairs(neighbors: Neighbors) -> pd.DataFrame:
+    """Every pair {i, j} listed in the kNN lists once, with its two directions' scores.
+
+    The one place kNN lists become undirected pairs (:func:`edges_from_neighbors`
+    and :class:`clusterclean.group.Grouper` cut this table).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``src`` < ``dst`` (int64), sorted by (src, dst); ``high`` and ``low``
+        (float32): the larger and the smaller score of the pair's listings
+        (``low`` is ``-inf`` when only one of the two lists the other);
+        ``n_listed``: 1 or 2.
+    """
+    indices, sims = neighbors.indices, neighbors.similarities
+    n_images, width = indices.shape
+    src = np.repeat(np.arange(n_images, dtype=np.int64), width)
+    dst = indices.ravel()
+    sim = sims.ravel()
+    ok = (dst >= 0) & (dst != src) & ~np.isnan(sim)
+    src, dst, sim = src[ok], dst[ok], sim[ok]
+    low, high = np.minimum(src, dst), np.maximum(src, dst)
+    key = low * np.int64(n_images) + high
+    order = np.lexsort((-sim, key))  # per pair, the highest similarity first
+    key, sim = key[order], sim[order]
+    first = np.ones(len(key), dtype=bool)
+    first[1:] = key[1:] != key[:-1]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(key)))
+    lowest = np.full(len(starts), -np.inf, dtype=np.float32)
+    twice = counts >= 2
+    lowest[twice] = sim[starts[twice] + 1]
+    pair_key = key[first]
+    return pd.DataFrame(
+        {
+            "src": pair_key // n_images,
+            "dst": pair_key % n_images,
+            "high": sim[first].astype(np.float32),
+            "low": lowest,
+            "n_listed": counts,
+        }
+    )
+
+
 def edges_from_neighbors(
     neighbors: Neighbors,
     *,
@@ -185,36 +229,19 @@ def edges_from_neighbors(
     Returns
     -------
     pandas.DataFrame
-        Columns ``src`` (int32), ``dst`` (int32), ``similarity`` (float32);
-        ``src < dst``, no duplicates, sorted by (src, dst).
+        Columns ``src`` (int32), ``dst`` (int32), ``similarity`` (float32, the
+        higher of the pair's two listings); ``src < dst``, no duplicates, sorted
+        by (src, dst).
     """
     func = "edges_from_neighbors"
     min_similarity = check_float(min_similarity, "min_similarity", func, low=-1.0, high=1.0)
-    indices, sims = neighbors.indices, neighbors.similarities
-    n_images, width = indices.shape
-    src = np.repeat(np.arange(n_images, dtype=np.int64), width)
-    dst = indices.ravel()
-    sim = sims.ravel()
-    ok = (dst >= 0) & (sim >= min_similarity) & (dst != src)
-    src, dst, sim = src[ok], dst[ok], sim[ok]
-    low, high = np.minimum(src, dst), np.maximum(src, dst)
-    key = low * np.int64(n_images) + high
-    order = np.lexsort((-sim, key))  # per pair, the highest similarity first
-    key, sim = key[order], sim[order]
-    first = np.ones(len(key), dtype=bool)
-    first[1:] = key[1:] != key[:-1]
-    if mutual:
-        counts = np.diff(np.append(np.flatnonzero(first), len(key)))
-        keep_pair = counts >= 2
-    else:
-        keep_pair = np.ones(int(first.sum()), dtype=bool)
-    pair_key = key[first][keep_pair]
-    pair_sim = sim[first][keep_pair]
+    pairs = listed_pairs(neighbors)
+    keep = (pairs["low"] if mutual else pairs["high"]).to_numpy() >= min_similarity
     return pd.DataFrame(
         {
-            "src": (pair_key // n_images).astype(np.int32),
-            "dst": (pair_key % n_images).astype(np.int32),
-            "similarity": pair_sim.astype(np.float32),
+            "src": pairs["src"].to_numpy()[keep].astype(np.int32),
+            "dst": pairs["dst"].to_numpy()[keep].astype(np.int32),
+            "similarity": pairs["high"].to_numpy()[keep],
         }
     )
 
@@ -244,84 +271,6 @@ def cosine_of_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray) 
     ok = cols >= 0
     out[ok] = _pair_sims(vectors, rows[ok], cols[ok])
     return out
-
-
-def link_neighbors(
-    neighbors: Neighbors,
-    embeddings: Embeddings,
-    *,
-    cosine_of: Embeddings | None = None,
-    min_similarity: float = 0.9,
-    mutual: bool = False,
-    rerank: bool = False,
-    n_reciprocal: int = 6,
-    n_expansion: int = 2,
-    n_local: int = 0,
-    min_cosine: float = -1.0,
-) -> tuple[Neighbors, pd.DataFrame]:
-    """The grouping graph from kNN lists: optional re-ranking / local scaling, then the cut.
-
-    The cut ``min_similarity`` applies to the *link similarity*: the cosine of
-    ``embeddings`` (e.g. refined ones) as listed in ``neighbors``, re-ranked by
-    :func:`rerank_neighbors` when ``rerank=True``, made relative by
-    :func:`scale_locally` when ``n_local > 0``. The edge table's
-    ``similarity`` column stays a plain cosine, of ``cosine_of`` (e.g. the
-    unrefined embeddings, so that near-duplicate thresholds keep their
-    meaning) or of ``embeddings`` when it is not given.
-
-    Parameters
-    ----------
-    neighbors : Neighbors
-        kNN lists searched on ``embeddings`` (:func:`search_neighbors`).
-    embeddings : Embeddings
-        The searched vectors, shape (n_images, dim).
-    cosine_of : Embeddings, optional
-        The same images in the space whose cosine the tables report.
-    min_similarity, mutual
-        As in :func:`edges_from_neighbors`, on the link similarity.
-    rerank, n_reciprocal, n_expansion
-        k-reciprocal re-ranking and its options (:func:`rerank_neighbors`).
-    n_local : int, default=0
-        Neighbours of :func:`scale_locally`; 0 = no local scaling.
-    min_cosine : float in [-1, 1], default=-1
-        A floor on the plain cosine (of ``cosine_of``) of every edge. Re-ranking
-        scores are relative: where most images have no true match, two unrelated
-        images can share enough reciprocal neighbours to pass the cut, and the
-        floor keeps them apart.
-
-    Returns
-    -------
-    neighbors : Neighbors
-        The kNN lists ordered by link similarity, holding the cosine
-        similarities of ``cosine_of`` (or ``embeddings``).
-    edges : pandas.DataFrame
-        ``src``, ``dst``, ``similarity`` (cosine, float32): the contract of
-        :func:`edges_from_neighbors`, the cut applied to the link similarity.
-    """
-    func = "link_neighbors"
-    embeddings = _check_embeddings(embeddings, func)
-    reference = embeddings if cosine_of is None else _check_embeddings(cosine_of, func)
-    if len(reference) != len(embeddings):
-        raise InvalidInputError(
-            f"The 'cosine_of' parameter of {func} must hold the same {len(embeddings)} images "
-            f"as 'embeddings'. Got {len(reference)} instead."
-        )
-    n_local = check_int(n_local, "n_local", func, min_value=0)
-    min_cosine = check_float(min_cosine, "min_cosine", func, low=-1.0, high=1.0)
-    neighbors = score_links(
-        neighbors,
-        embeddings,
-        rerank=rerank,
-        n_reciprocal=n_reciprocal,
-        n_expansion=n_expansion,
-        n_local=n_local,
-    )
-    edges = edges_from_neighbors(neighbors, min_similarity=min_similarity, mutual=mutual)
-    edges["similarity"] = cosine_of_pairs(reference, edges["src"], edges["dst"])
-    edges = edges[edges["similarity"] >= min_cosine].reset_index(drop=True)
-    rows = np.repeat(np.arange(len(embeddings)), neighbors.indices.shape[1])
-    cosines = cosine_of_pairs(reference, rows, neighbors.indices.ravel())
-    return Neighbors(neighbors.indices, cosines.reshape(neighbors.indices.shape)), edges
 
 
 def score_links(

@@ -20,10 +20,11 @@ import pandas as pd
 from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
 from ._validation import check_choice, check_float, check_int
-from .components import component_edge_stats, find_components, split_components
+from .components import component_edge_stats
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
-from .graph import check_n_neighbors, link_neighbors, search_neighbors
+from .graph import check_n_neighbors, search_neighbors
+from .group import Grouper, GroupOptions, components_per_cut
 from .index import INDEX_KINDS, choose_index
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
 from .publish import write_report
@@ -495,31 +496,16 @@ def run(
                 n_components=index_spec.n_components,
             )
         searched = neighbors  # saved as neighbors.parquet: what new images merge into
+        grouper = Grouper(GroupOptions.of(config))
         calibration = None
         min_similarity = config.min_similarity
         if min_similarity == "auto":
             calibration = _calibrate(dataset, vectors, refinement, searched, config, progress)
             min_similarity = calibration.min_similarity
-        neighbors, edges = link_neighbors(
-            neighbors,
-            refined,
-            cosine_of=vectors,
-            min_similarity=min_similarity,
-            mutual=config.mutual,
-            rerank=config.rerank,
-            n_reciprocal=config.n_reciprocal,
-            n_expansion=config.n_expansion,
-            n_local=config.n_local,
-            min_cosine=config.min_cosine,
-        )
+        links = grouper.link(neighbors, refined, cosine_of=vectors, func="run")
+        neighbors, edges = links.neighbors, links.edges(min_similarity)
     with _timed(timings, "components"):
-        component_ids = split_components(
-            edges,
-            find_components(edges, dataset.n_images),
-            max_component_size=config.max_component_size,
-            communities=config.communities,
-            seed=config.seed,
-        )
+        component_ids = grouper.components(edges, dataset.n_images)
     with _timed(timings, "scores"):
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
         component_ids, mixed, mixed_info = _split_mixed(
@@ -739,13 +725,6 @@ def adapt_vectors(
     return adaptation.apply(vectors), adaptation
 
 
-def _link_options(config: RunConfig) -> dict[str, Any]:
-    """The grouping options of ``config``, by the names :mod:`.calibrate` takes."""
-    from .calibrate import _LinkOptions
-
-    return {name: getattr(config, name) for name in _LinkOptions.__dataclass_fields__}
-
-
 def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, progress: bool):
     """Augmented views of the images with the run's backbone and embedding options."""
     from .views import embed_views
@@ -772,8 +751,6 @@ def _related(vectors: Embeddings, rows: np.ndarray, config: RunConfig) -> np.nda
     trained on, so only they are grouped: the cost stays that of the sample
     (``adapt_max_images``) whatever the dataset's size.
     """
-    from .calibrate import components_per_cut
-
     sample = Embeddings(
         ids=vectors.ids[rows], vectors=vectors.vectors[rows], backbone=vectors.backbone
     )
@@ -781,9 +758,9 @@ def _related(vectors: Embeddings, rows: np.ndarray, config: RunConfig) -> np.nda
     related = np.full(len(vectors), None, dtype=object)
     related[rows] = components_per_cut(
         sample,
+        grouper=Grouper(GroupOptions.of(config)),
         refinement=refinement,
         cuts=[config.min_similarity],
-        **_link_options(config),
     )[0]
     return related
 
@@ -896,8 +873,8 @@ def _calibrate(
         views,
         refinement=refinement,
         neighbors=neighbors,
+        grouper=Grouper(GroupOptions.of(config)),
         target_precision=config.target_precision,
-        **_link_options(config),
     )
 
 

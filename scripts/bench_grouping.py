@@ -49,8 +49,9 @@ import numpy as np
 import pandas as pd
 
 from clusterclean import AugmentedViews, as_embeddings
-from clusterclean.calibrate import calibrate_cut, components_per_cut
+from clusterclean.calibrate import calibrate_cut
 from clusterclean.evaluate import detection_scores, grouping_scores
+from clusterclean.group import Grouper, GroupOptions, components_per_cut
 from clusterclean.pipeline import RunConfig, refine_vectors, run
 from clusterclean.synth import inject_noise
 
@@ -157,22 +158,6 @@ def _embed(folder: Path, seed: int, n_persons: int) -> None:
     np.save(folder / "ids_none.npy", np.asarray(vectors.ids, dtype=str))
 
 
-def _link_options(config: RunConfig) -> dict:
-    names = (
-        "n_neighbors",
-        "mutual",
-        "rerank",
-        "n_reciprocal",
-        "n_expansion",
-        "n_local",
-        "min_cosine",
-        "max_component_size",
-        "communities",
-        "seed",
-    )
-    return {name: getattr(config, name) for name in names}
-
-
 def choose_cut(embeddings, groups, config: RunConfig) -> float:
     """The grid cut with the best same-person pair F1 on the selection data."""
     return max((s["pair_f1"], cut) for cut, s in cut_curve(embeddings, groups, config))[1]
@@ -187,7 +172,10 @@ def cut_curve(embeddings, groups, config: RunConfig) -> list[tuple[float, dict]]
     """
     _, refinement = refine_vectors(embeddings, config)
     per_cut = components_per_cut(
-        embeddings, refinement=refinement, cuts=CUTS, **_link_options(config)
+        embeddings,
+        grouper=Grouper(GroupOptions.of(config)),
+        refinement=refinement,
+        cuts=CUTS,
     )
     return [(float(c), grouping_scores(ids, groups)) for c, ids in zip(CUTS, per_cut)]
 
@@ -197,7 +185,11 @@ def calibrated_cut(embeddings, groups, views: AugmentedViews, config: RunConfig)
     _, refinement = refine_vectors(embeddings, config)
     started = time.perf_counter()
     calibration = calibrate_cut(
-        embeddings, views, refinement=refinement, cuts=CUTS, **_link_options(config)
+        embeddings,
+        views,
+        grouper=Grouper(GroupOptions.of(config)),
+        refinement=refinement,
+        cuts=CUTS,
     )
     seconds = time.perf_counter() - started
     truth = dict(cut_curve(embeddings, groups, config))

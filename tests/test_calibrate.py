@@ -17,6 +17,10 @@ from clusterclean.components import find_components
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.evaluate import grouping_scores
 from clusterclean.graph import edges_from_neighbors, search_neighbors
+from clusterclean.group import Grouper, GroupOptions
+
+#: A plain cosine cut: no re-ranking, no cosine floor.
+PLAIN = Grouper(GroupOptions(rerank=False, min_cosine=-1.0))
 
 
 def _views(rows, vectors):
@@ -124,7 +128,7 @@ def _true_curve(embeddings, groups, cuts):
 def test_planted_groups_estimates_track_the_truth():
     embeddings, groups, views = _planted()
     cuts = np.round(np.arange(0.5, 0.95, 0.02), 2)  # below 0.5 every cut merges everything
-    calibration = calibrate_cut(embeddings, views, cuts=cuts)
+    calibration = calibrate_cut(embeddings, views, grouper=PLAIN, cuts=cuts)
     truth = _true_curve(embeddings, groups, calibration.cuts)
     true_f1 = np.array([t["pair_f1"] for t in truth])
     chosen = int(np.flatnonzero(calibration.cuts == calibration.min_similarity)[0])
@@ -132,7 +136,7 @@ def test_planted_groups_estimates_track_the_truth():
     assert calibration.precision[chosen] == pytest.approx(truth[chosen]["pair_precision"], abs=0.1)
     assert calibration.recall[chosen] == pytest.approx(truth[chosen]["pair_recall"], abs=0.1)
     # a precision target moves the cut up, and the estimate there reaches it
-    strict = calibrate_cut(embeddings, views, cuts=cuts, target_precision=0.99)
+    strict = calibrate_cut(embeddings, views, grouper=PLAIN, cuts=cuts, target_precision=0.99)
     assert strict.min_similarity >= calibration.min_similarity
     assert strict.at(strict.min_similarity)["precision"] >= 0.99
     summary = calibration.summary()

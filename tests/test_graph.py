@@ -110,11 +110,12 @@ def test_edges_match_brute_force(n, k, cut, seed, mutual):
 
 
 def test_cosine_floor_drops_weak_edges_whatever_the_link_similarity():
-    from clusterclean.graph import link_neighbors
+    from clusterclean.group import link_neighbors
 
     emb = _angles(0, 10, 90, 180)
     nb = search_neighbors(emb, n_neighbors=1)
-    _, all_edges = link_neighbors(nb, emb, min_similarity=-1.0)
-    _, floored = link_neighbors(nb, emb, min_similarity=-1.0, min_cosine=0.5)
+    plain = {"min_similarity": -1.0, "rerank": False}  # a plain cosine cut
+    _, all_edges = link_neighbors(nb, emb, min_cosine=-1.0, **plain)
+    _, floored = link_neighbors(nb, emb, min_cosine=0.5, **plain)
     assert list(zip(all_edges.src, all_edges.dst)) == [(0, 1), (1, 2), (2, 3)]
     assert list(zip(floored.src, floored.dst)) == [(0, 1)]  # cos 80 deg, cos 90 deg < 0.5

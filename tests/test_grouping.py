@@ -13,7 +13,8 @@ from clusterclean import Neighbors, as_embeddings, edges_from_neighbors, run, se
 from clusterclean.components import component_hops, find_components, split_components
 from clusterclean.errors import InvalidInputError
 from clusterclean.evaluate import grouping_scores
-from clusterclean.graph import link_neighbors, rerank_neighbors, scale_locally
+from clusterclean.graph import rerank_neighbors, scale_locally
+from clusterclean.group import link_neighbors
 from clusterclean.refine import load_refinement
 
 

@@ -1,0 +1,342 @@
+"""The one grouper: kNN lists + vectors -> edges and components at a cut, or at many cuts.
+
+Every graph clusterclean builds comes from here: the run's
+(:func:`clusterclean.pipeline.run`), the calibration's
+(:func:`clusterclean.calibrate.calibrate_cut`), the projection head's related
+pairs (:func:`clusterclean.pipeline.adapt_vectors`) and the benchmarks'. So a
+grouping option added to :class:`GroupOptions` reaches all of them at once.
+
+How a graph is made, in the order applied:
+
+1. *link similarity* of every listed pair: the cosine of the searched (refined)
+   vectors, re-ranked (:func:`clusterclean.graph.rerank_neighbors`) with
+   ``rerank``, made relative (:func:`clusterclean.graph.scale_locally`) with
+   ``n_local``; a pair's score is the higher of its two listings, or with
+   ``mutual`` the lower (both must list each other);
+2. *the cut*: pairs whose score is at least ``min_similarity`` are edges, and
+   their ``similarity`` column is the plain cosine of the unrefined vectors;
+   edges below the cosine floor ``min_cosine`` are dropped;
+3. *components*: connected components of the edges, then split
+   (:func:`clusterclean.components.split_components`: Louvain ``communities``,
+   ``max_component_size``).
+
+Steps 1 and the cosines are computed once (:meth:`Grouper.link`), so many cuts
+cost one threshold each (:meth:`Grouper.components_per_cut`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._contracts import Embeddings, Neighbors
+from ._validation import check_float, check_int
+from .components import find_components, split_components
+from .errors import InvalidInputError, InvalidTypeError
+from .graph import cosine_of_pairs, listed_pairs, score_links, search_neighbors
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .refine import Refinement
+
+__all__ = ["GroupOptions", "Links", "Grouper", "link_neighbors", "components_per_cut"]
+
+
+@dataclass(frozen=True)
+class GroupOptions:
+    """How the grouping graph is made, but its cut (the options of :class:`Grouper`).
+
+    Attributes
+    ----------
+    n_neighbors : int
+        Neighbours searched per image (when the grouper searches).
+    mutual : bool
+        Keep only mutual-kNN edges.
+    rerank : bool
+        k-reciprocal re-ranking of the kNN lists.
+    n_reciprocal, n_expansion : int
+        Re-ranking's reciprocal-set size k and query-expansion size.
+    n_local : int
+        Local scaling of similarities over this many neighbours (0 = off).
+    min_cosine : float
+        Floor on the plain cosine of every edge, whatever the link similarity.
+    max_component_size : int or None
+        Re-split larger components at a higher cut (None = no cap).
+    communities : bool
+        Split components into their Louvain communities.
+    seed : int
+        Louvain's seed.
+    """
+
+    n_neighbors: int = 10
+    mutual: bool = False
+    rerank: bool = True
+    n_reciprocal: int = 6
+    n_expansion: int = 2
+    n_local: int = 0
+    min_cosine: float = 0.5
+    max_component_size: int | None = None
+    communities: bool = False
+    seed: int = 0
+
+    @classmethod
+    def checked(cls, func: str, **options: Any) -> GroupOptions:
+        """Options checked with the wording of ``func`` (its parameters carry these names)."""
+        for name in ("n_neighbors", "n_reciprocal", "n_expansion"):
+            if name in options:
+                check_int(options[name], name, func, min_value=1)
+        if "n_local" in options:
+            check_int(options["n_local"], "n_local", func, min_value=0)
+        if "seed" in options:
+            check_int(options["seed"], "seed", func, min_value=0)
+        if "min_cosine" in options:
+            check_float(options["min_cosine"], "min_cosine", func, low=-1.0, high=1.0)
+        if options.get("max_component_size") is not None:
+            check_int(options["max_component_size"], "max_component_size", func, min_value=1)
+        return cls(**options)
+
+    @classmethod
+    def of(cls, config: Any) -> GroupOptions:
+        """The grouping options of an object with these attributes (e.g. a ``RunConfig``)."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Links:
+    """Every listed pair scored once: what any cut keeps (:meth:`Grouper.link`).
+
+    Attributes
+    ----------
+    n_images : int
+    neighbors : Neighbors
+        The kNN lists ordered by link similarity, holding plain cosines.
+    pairs : pandas.DataFrame
+        ``src`` < ``dst`` (int32), ``link`` (float32: the score the cut applies
+        to), ``similarity`` (float32: plain cosine); the pairs above the cosine
+        floor only, sorted by (src, dst).
+    """
+
+    n_images: int
+    neighbors: Neighbors
+    pairs: pd.DataFrame
+
+    def edges(self, min_similarity: float) -> pd.DataFrame:
+        """The edge table at the cut: ``src``, ``dst``, ``similarity`` (plain cosine).
+
+        The cut is a Python float, so the float32 link scores are compared in
+        float32 (NumPy's rule for Python scalars).
+        """
+        return self.edges_where(self.pairs["link"].to_numpy() >= float(min_similarity))
+
+    def edges_where(self, keep: np.ndarray) -> pd.DataFrame:
+        """The edge table of the pairs where ``keep`` is true."""
+        return self.pairs.loc[keep, ["src", "dst", "similarity"]].reset_index(drop=True)
+
+
+class Grouper:
+    """Builds the grouping graph and its components; the only code that does.
+
+    Parameters
+    ----------
+    options : GroupOptions, optional
+        Default: ``GroupOptions()`` (the run's defaults).
+    """
+
+    def __init__(self, options: GroupOptions | None = None) -> None:
+        self.options = GroupOptions() if options is None else options
+
+    def __repr__(self) -> str:
+        return f"Grouper({self.options!r})"
+
+    def link(
+        self,
+        neighbors: Neighbors,
+        embeddings: Embeddings,
+        *,
+        cosine_of: Embeddings | None = None,
+        func: str = "Grouper.link",
+    ) -> Links:
+        """Score every pair of the kNN lists (steps 1-2 of the module docstring, no cut yet).
+
+        ``neighbors`` were searched on ``embeddings`` (e.g. the refined vectors);
+        ``cosine_of`` holds the same images in the space whose cosine the tables
+        report (default ``embeddings``).
+        """
+        embeddings = _check_embeddings(embeddings, func)
+        reference = embeddings if cosine_of is None else _check_embeddings(cosine_of, func)
+        if len(reference) != len(embeddings):
+            raise InvalidInputError(
+                f"The 'cosine_of' parameter of {func} must hold the same {len(embeddings)} "
+                f"images as 'embeddings'. Got {len(reference)} instead."
+            )
+        o = self.options
+        scored = score_links(
+            neighbors,
+            embeddings,
+            rerank=o.rerank,
+            n_reciprocal=o.n_reciprocal,
+            n_expansion=o.n_expansion,
+            n_local=o.n_local,
+        )
+        listed = listed_pairs(scored)
+        src = listed["src"].to_numpy().astype(np.int32)
+        dst = listed["dst"].to_numpy().astype(np.int32)
+        cosine = cosine_of_pairs(reference, src, dst)
+        keep = cosine >= o.min_cosine
+        pairs = pd.DataFrame(
+            {
+                "src": src[keep],
+                "dst": dst[keep],
+                "link": listed["low" if o.mutual else "high"].to_numpy()[keep],
+                "similarity": cosine[keep],
+            }
+        )
+        rows = np.repeat(np.arange(len(embeddings)), scored.indices.shape[1])
+        cosines = cosine_of_pairs(reference, rows, scored.indices.ravel())
+        lists = Neighbors(scored.indices, cosines.reshape(scored.indices.shape))
+        return Links(n_images=len(embeddings), neighbors=lists, pairs=pairs)
+
+    def search_and_link(
+        self, embeddings: Embeddings, *, cosine_of: Embeddings | None = None
+    ) -> Links:
+        """:meth:`link` over a fresh exact search of ``n_neighbors`` on ``embeddings``."""
+        neighbors = search_neighbors(embeddings, n_neighbors=self.options.n_neighbors)
+        return self.link(neighbors, embeddings, cosine_of=cosine_of)
+
+    def components(self, edges: pd.DataFrame, n_images: int) -> np.ndarray:
+        """Dense component ids of the edges, split as the options say (step 3)."""
+        o = self.options
+        return split_components(
+            edges,
+            find_components(edges, n_images),
+            max_component_size=o.max_component_size,
+            communities=o.communities,
+            seed=o.seed,
+        )
+
+    def group(self, links: Links, min_similarity: float) -> tuple[pd.DataFrame, np.ndarray]:
+        """The edges and the component ids at one cut."""
+        edges = links.edges(min_similarity)
+        return edges, self.components(edges, links.n_images)
+
+    def components_per_cut(self, links: Links, cuts: Sequence[float]) -> Iterator[np.ndarray]:
+        """The component ids at each cut, as :meth:`group` makes them.
+
+        Without splits the ids are scipy's connected components of the edges at
+        the cut (the same partition as :meth:`components`, not renumbered, which
+        no caller needs, and without a DataFrame per cut).
+        """
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        splits = self.options.max_component_size is not None or self.options.communities
+        src, dst = links.pairs["src"].to_numpy(), links.pairs["dst"].to_numpy()
+        link = links.pairs["link"].to_numpy()
+        for cut in cuts:
+            keep = link >= cut
+            if splits:
+                yield self.components(links.edges_where(keep), links.n_images)
+                continue
+            graph = coo_matrix(
+                (np.ones(int(keep.sum()), dtype=np.int8), (src[keep], dst[keep])),
+                shape=(links.n_images, links.n_images),
+            )
+            yield connected_components(graph, directed=False)[1]
+
+
+def _check_embeddings(embeddings: object, func: str) -> Embeddings:
+    if not isinstance(embeddings, Embeddings):
+        raise InvalidTypeError(
+            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
+            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
+        )
+    return embeddings
+
+
+def link_neighbors(
+    neighbors: Neighbors,
+    embeddings: Embeddings,
+    *,
+    cosine_of: Embeddings | None = None,
+    min_similarity: float = 0.5,
+    mutual: bool = False,
+    rerank: bool = True,
+    n_reciprocal: int = 6,
+    n_expansion: int = 2,
+    n_local: int = 0,
+    min_cosine: float = 0.5,
+) -> tuple[Neighbors, pd.DataFrame]:
+    """The grouping graph from kNN lists at one cut: ``Grouper(...).link(...)`` then the cut.
+
+    The defaults are the run's (:class:`GroupOptions`). The cut ``min_similarity``
+    applies to the link similarity (module docstring); the edge table's
+    ``similarity`` column stays a plain cosine, of ``cosine_of`` (e.g. the
+    unrefined embeddings, so that near-duplicate thresholds keep their meaning)
+    or of ``embeddings``. ``min_cosine`` floors that cosine: re-ranking scores
+    are relative, and where most images have no true match two unrelated images
+    can share enough reciprocal neighbours to pass the cut.
+
+    Returns
+    -------
+    neighbors : Neighbors
+        The kNN lists ordered by link similarity, holding the plain cosines.
+    edges : pandas.DataFrame
+        ``src``, ``dst``, ``similarity`` (cosine, float32): the contract of
+        :func:`clusterclean.graph.edges_from_neighbors`.
+    """
+    func = "link_neighbors"
+    min_similarity = check_float(min_similarity, "min_similarity", func, low=-1.0, high=1.0)
+    options = GroupOptions.checked(
+        func,
+        n_neighbors=max(1, neighbors.indices.shape[1]),
+        mutual=mutual,
+        rerank=rerank,
+        n_reciprocal=n_reciprocal,
+        n_expansion=n_expansion,
+        n_local=n_local,
+        min_cosine=min_cosine,
+    )
+    links = Grouper(options).link(neighbors, embeddings, cosine_of=cosine_of, func=func)
+    return links.neighbors, links.edges(min_similarity)
+
+
+def components_per_cut(
+    embeddings: Embeddings,
+    *,
+    grouper: Grouper | None = None,
+    refinement: Refinement | None = None,
+    neighbors: Neighbors | None = None,
+    cuts: Sequence[float],
+) -> list[np.ndarray]:
+    """The grouping at every cut of unrefined ``embeddings``, refined by ``refinement``.
+
+    Same partition as ``run(..., min_similarity=cut)`` with the grouper's options
+    for each cut (ids not renumbered). ``neighbors``: lists already searched on
+    the refined vectors (default: an exact search).
+    """
+    grouper = Grouper() if grouper is None else grouper
+    links = grouper_links(grouper, embeddings, refinement, neighbors, "components_per_cut")
+    return list(grouper.components_per_cut(links, cuts))
+
+
+def grouper_links(
+    grouper: Grouper,
+    embeddings: Embeddings,
+    refinement: Refinement | None,
+    neighbors: Neighbors | None,
+    func: str,
+) -> Links:
+    """The links of unit-normalised ``embeddings`` refined by ``refinement`` (ids = rows)."""
+    raw = _check_embeddings(embeddings, func).vectors
+    unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    plain = Embeddings(np.arange(len(raw)).astype(str).astype(object), unit.astype(np.float32))
+    refined = plain if refinement is None else refinement.apply(plain)
+    if neighbors is None:
+        neighbors = search_neighbors(refined, n_neighbors=grouper.options.n_neighbors)
+    return grouper.link(neighbors, refined, cosine_of=embeddings, func=func)
