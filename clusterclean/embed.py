@@ -705,6 +705,7 @@ def _parquet_vectors(path: Path, column: str | None) -> tuple[list[str], np.ndar
 
     try:
         table = pq.read_table(path)
+        table.column_names  # noqa: B018  decodes the names: a damaged one raises here
     except (ValueError, OSError) as exc:  # ArrowInvalid / OSError: not Parquet, cut short, damaged
         raise InvalidInputError(
             f"Could not read the embeddings file {str(path)!r} as Parquet "
@@ -718,7 +719,13 @@ def _parquet_vectors(path: Path, column: str | None) -> tuple[list[str], np.ndar
             f"{table.column_names}). Name the id column 'image_id'."
         )
     name = _vector_column(table, path, column)
-    ids = table.column("image_id").to_pylist()
+    try:
+        ids = table.column("image_id").to_pylist()
+    except UnicodeDecodeError as exc:  # Arrow does not validate UTF-8 until it decodes
+        raise InvalidInputError(
+            f"The image_id column of {str(path)!r} holds bytes that are not UTF-8 text "
+            f"({exc}); the file is damaged or was written with another encoding."
+        ) from exc
     if any(i is None for i in ids):
         raise InvalidInputError(
             f"Row {ids.index(None)} of {str(path)!r} has no image_id; every row needs one."
