@@ -35,7 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from .backbones import Backbone
 
-__all__ = ["SkippedImage", "embed_images", "load_embeddings", "read_image"]
+__all__ = [
+    "SkippedImage",
+    "embed_images",
+    "load_embeddings",
+    "read_image",
+    "image_inputs",
+    "resolve_backbone",
+    "default_workers",
+    "run_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +202,7 @@ def _collate(items):
 # --------------------------------------------------------------------------- embedding
 
 
-def _inputs(data, func: str) -> tuple[list[str], list[str]]:
+def image_inputs(data, func: str) -> tuple[list[str], list[str]]:
     """(ids, paths) from a Dataset or a sequence of paths, checked."""
     if isinstance(data, Dataset):
         table = data.table
@@ -236,7 +245,7 @@ def _inputs(data, func: str) -> tuple[list[str], list[str]]:
     return ids, paths
 
 
-def _resolve_backbone(backbone, weights, device, func: str) -> Backbone:
+def resolve_backbone(backbone, weights, device, func: str) -> Backbone:
     from .backbones import Backbone, load_backbone, resolve_device
 
     if isinstance(backbone, str):
@@ -264,13 +273,13 @@ def _model_device(model):
     return torch.device("cpu")
 
 
-def _default_workers(n_images: int) -> int:
+def default_workers(n_images: int) -> int:
     if n_images <= _TINY_INPUT:
         return 0
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def _run_model(
+def run_model(
     backbone: Backbone,
     paths: Sequence[str],
     on_batch: Callable[[list[int], np.ndarray], None],
@@ -536,7 +545,7 @@ def embed_images(
         The backbone's default weights can be neither found nor downloaded.
     """
     func = "embed_images"
-    ids, paths = _inputs(data, func)
+    ids, paths = image_inputs(data, func)
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     if num_workers is not None:
         num_workers = check_int(num_workers, "num_workers", func, min_value=0)
@@ -554,7 +563,7 @@ def embed_images(
         )
     if not ids:
         raise InvalidInputError(f"{func} got no images; give at least one image path.")
-    model = _resolve_backbone(backbone, weights, device, func)
+    model = resolve_backbone(backbone, weights, device, func)
 
     start = time.perf_counter()
     features = np.zeros((len(paths), model.dim), dtype=np.float32)
@@ -586,12 +595,12 @@ def embed_images(
     reasons: dict[int, str] = {}
     if len(todo):
         try:
-            local = _run_model(
+            local = run_model(
                 model,
                 [paths[i] for i in todo],
                 store,
                 batch_size=batch_size,
-                num_workers=_default_workers(len(todo)) if num_workers is None else num_workers,
+                num_workers=default_workers(len(todo)) if num_workers is None else num_workers,
                 tta=tta,
                 progress=progress,
             )

@@ -35,7 +35,7 @@ import numpy as np
 
 from ._contracts import Dataset
 from ._validation import check_int
-from .embed import _default_workers, _inputs, _resolve_backbone, _run_model
+from .embed import default_workers, image_inputs, resolve_backbone, run_model
 from .errors import InvalidInputError, InvalidTypeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -197,10 +197,10 @@ def embed_views(
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     if num_workers is not None:
         num_workers = check_int(num_workers, "num_workers", func, min_value=0)
-    _, paths = _inputs(dataset, func)
+    _, paths = image_inputs(dataset, func)
     if not paths:
         raise InvalidInputError(f"{func} got a dataset with no images.")
-    model = _resolve_backbone(backbone, weights, device, func)
+    model = resolve_backbone(backbone, weights, device, func)
 
     rows = np.arange(len(paths), dtype=np.int64)
     if max_images is not None and len(rows) > max_images:
@@ -212,12 +212,12 @@ def embed_views(
     def store(indices: list[int], batch: np.ndarray) -> None:
         features[indices] = batch
 
-    reasons = _run_model(
+    reasons = run_model(
         model,
         items,
         store,
         batch_size=batch_size,
-        num_workers=_default_workers(len(items)) if num_workers is None else num_workers,
+        num_workers=default_workers(len(items)) if num_workers is None else num_workers,
         tta="none",
         progress=progress,
         view_transform=_ViewTransform(model.transform, rows, seed),
