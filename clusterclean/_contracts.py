@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InvalidInputError
+from .errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["Dataset", "Embeddings", "Neighbors", "as_embeddings"]
+__all__ = ["Dataset", "Embeddings", "Neighbors", "as_embeddings", "check_embeddings"]
 
 
 @dataclass(frozen=True)
@@ -193,3 +193,13 @@ class Neighbors:
 
     indices: np.ndarray
     similarities: np.ndarray
+
+
+def check_embeddings(embeddings: object, func: str) -> Embeddings:
+    """``embeddings`` when it is an :class:`Embeddings`; else the library's TypeError."""
+    if not isinstance(embeddings, Embeddings):
+        raise InvalidTypeError(
+            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
+            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
+        )
+    return embeddings

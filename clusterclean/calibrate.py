@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from ._contracts import Embeddings, Neighbors
+from ._contracts import Embeddings, Neighbors, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError, InvalidTypeError
 from .group import Grouper, grouper_links
@@ -206,14 +206,6 @@ def estimate_precision(
     return precision, n_same
 
 
-def _check_embeddings(embeddings: object, func: str) -> None:
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
-
-
 def _check_cuts(cuts: Sequence[float] | None, func: str) -> np.ndarray:
     cuts = np.asarray(DEFAULT_CUTS if cuts is None else cuts, dtype=np.float64)
     if cuts.ndim != 1 or len(cuts) == 0 or np.any(np.diff(cuts) <= 0):
@@ -320,7 +312,7 @@ def calibrate_cut(
     Calibration
     """
     func = "calibrate_cut"
-    _check_embeddings(embeddings, func)
+    check_embeddings(embeddings, func)
     rows, vectors = _view_rows(views, len(embeddings), func)
     if len(rows) == 0:
         raise InvalidInputError(f"The 'views' parameter of {func} holds no views; embed some.")

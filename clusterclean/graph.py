@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from ._contracts import Embeddings, Neighbors
+from ._contracts import Embeddings, Neighbors, check_embeddings
 from ._validation import check_float, check_int
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError
 
 __all__ = [
     "search_neighbors",
@@ -34,15 +34,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EDGE_COLUMNS = ("src", "dst", "similarity")
-
-
-def _check_embeddings(embeddings: object, func: str) -> Embeddings:
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
-    return embeddings
 
 
 #: The default number of neighbours, accepted (and padded) on datasets smaller than it.
@@ -110,7 +101,7 @@ def search_neighbors(
     from .index import build_index, choose_index, search_index
 
     func = "search_neighbors"
-    embeddings = _check_embeddings(embeddings, func)
+    embeddings = check_embeddings(embeddings, func)
     n_neighbors = check_n_neighbors(n_neighbors, len(embeddings.ids), func)
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     vectors = embeddings.vectors
@@ -265,7 +256,7 @@ def build_knn_graph(
 
 def cosine_of_pairs(embeddings: Embeddings, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Cosine similarity ``<x_rows[k], x_cols[k]>`` of each pair, float32; -inf where cols < 0."""
-    vectors = _check_embeddings(embeddings, "cosine_of_pairs").vectors
+    vectors = check_embeddings(embeddings, "cosine_of_pairs").vectors
     rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
     out = np.full(rows.shape, -np.inf, dtype=np.float32)
     ok = cols >= 0
@@ -447,7 +438,7 @@ def rerank_neighbors(
         re-sorted by s* (most similar first; -1 / -inf padding kept last).
     """
     func = "rerank_neighbors"
-    embeddings = _check_embeddings(embeddings, func)
+    embeddings = check_embeddings(embeddings, func)
     n_reciprocal = check_int(n_reciprocal, "n_reciprocal", func, min_value=2)
     n_expansion = check_int(n_expansion, "n_expansion", func, min_value=1)
     cosine_weight = check_float(cosine_weight, "cosine_weight", func, low=0.0, high=1.0)

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ._contracts import Embeddings, Neighbors
+from ._contracts import Embeddings, Neighbors, check_embeddings
 from ._validation import check_float, check_int
 from .components import find_components, split_components
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError
 from .graph import cosine_of_pairs, listed_pairs, score_links, search_neighbors
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -168,8 +168,8 @@ class Grouper:
         ``cosine_of`` holds the same images in the space whose cosine the tables
         report (default ``embeddings``).
         """
-        embeddings = _check_embeddings(embeddings, func)
-        reference = embeddings if cosine_of is None else _check_embeddings(cosine_of, func)
+        embeddings = check_embeddings(embeddings, func)
+        reference = embeddings if cosine_of is None else check_embeddings(cosine_of, func)
         if len(reference) != len(embeddings):
             raise InvalidInputError(
                 f"The 'cosine_of' parameter of {func} must hold the same {len(embeddings)} "
@@ -250,15 +250,6 @@ class Grouper:
             yield connected_components(graph, directed=False)[1]
 
 
-def _check_embeddings(embeddings: object, func: str) -> Embeddings:
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
-    return embeddings
-
-
 def link_neighbors(
     neighbors: Neighbors,
     embeddings: Embeddings,
@@ -333,7 +324,7 @@ def grouper_links(
     func: str,
 ) -> Links:
     """The links of unit-normalised ``embeddings`` refined by ``refinement`` (ids = rows)."""
-    raw = _check_embeddings(embeddings, func).vectors
+    raw = check_embeddings(embeddings, func).vectors
     unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
     plain = Embeddings(np.arange(len(raw)).astype(str).astype(object), unit.astype(np.float32))
     refined = plain if refinement is None else refinement.apply(plain)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ._contracts import Embeddings
+from ._contracts import Embeddings, check_embeddings
 from ._validation import check_float, check_int
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError
 
 __all__ = [
     "Refinement",
@@ -48,15 +48,6 @@ AUTO_VARIANCE = 0.9
 #: Relative floor added to every eigenvalue before rescaling, so a near-zero
 #: direction is not blown up: eps = EPS_RELATIVE * lambda_1.
 EPS_RELATIVE = 1e-4
-
-
-def _check_embeddings(embeddings: object, func: str) -> Embeddings:
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
-    return embeddings
 
 
 def _unit_rows(z: np.ndarray) -> np.ndarray:
@@ -112,7 +103,7 @@ class Refinement:
 
     def apply(self, embeddings: Embeddings) -> Embeddings:
         """Refine ``embeddings`` (same ids, unit rows of dimension ``dim_out``)."""
-        embeddings = _check_embeddings(embeddings, "Refinement.apply")
+        embeddings = check_embeddings(embeddings, "Refinement.apply")
         return Embeddings(
             ids=embeddings.ids,
             vectors=self.transform(embeddings.vectors),
@@ -234,7 +225,7 @@ def fit_refinement(
     Refinement
     """
     func = "fit_refinement"
-    embeddings = _check_embeddings(embeddings, func)
+    embeddings = check_embeddings(embeddings, func)
     power = check_float(power, "power", func, low=0.0, high=1.0)
     min_variance = check_float(min_variance, "min_variance", func, low=1e-6, high=1.0)
     max_fit_images = check_int(max_fit_images, "max_fit_images", func, min_value=3)
