@@ -45,9 +45,66 @@ import pandas as pd
 from ._contracts import Embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError, InvalidTypeError
+from .options import Option, declare
 from .views import AugmentedViews
 
-__all__ = ["Adaptation", "adapt_embeddings", "fit_adaptation", "load_adaptation"]
+__all__ = [
+    "OPTIONS",
+    "ADAPT_METHODS",
+    "Adaptation",
+    "adapt_embeddings",
+    "fit_adaptation",
+    "load_adaptation",
+]
+
+#: ``adapt`` values: ``auto`` (a label-free head when the images are there), no head,
+#: a label-free head, a head that also learns known groups.
+ADAPT_METHODS = ("auto", "none", "views", "groups")
+
+#: The options of the adapt stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "adapt",
+    Option(
+        "adapt",
+        "auto",
+        "train a label-free projection head on augmented views of the images before the "
+        "graph ('groups' also learns the group column; --adapt alone = views; auto = "
+        "views when the run has >= 100 images, their files and a fixed cut, else none); "
+        "saved as adaptation.npz",
+        "choice",
+        choices=ADAPT_METHODS,
+        cli={"nargs": "?", "const": "views"},
+    ),
+    Option(
+        "adapt_views",
+        2,
+        "augmented views embedded per image",
+        "int",
+        low=1,
+    ),
+    Option(
+        "adapt_epochs",
+        30,
+        "training epochs of the head",
+        "int",
+        low=1,
+    ),
+    Option(
+        "adapt_dim",
+        128,
+        "output dimension of the head",
+        "int",
+        low=1,
+    ),
+    Option(
+        "adapt_max_images",
+        2000,
+        "embed the views of a random sample of this many images (none: all)",
+        "int",
+        low=2,
+        nullable=True,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

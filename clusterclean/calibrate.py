@@ -52,15 +52,46 @@ from ._contracts import Embeddings, Neighbors, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError, InvalidTypeError
 from .group import Grouper, grouper_links
+from .options import Option, declare
 from .refine import Refinement
 from .views import AugmentedViews
 
 __all__ = [
+    "OPTIONS",
     "Calibration",
     "calibrate_cut",
     "estimate_precision",
     "DEFAULT_CUTS",
 ]
+
+#: The options of the calibrate stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "calibrate",
+    Option(
+        "target_precision",
+        None,
+        "with min_similarity auto: the lowest cut of at least this estimated pair "
+        "precision (none: the cut of best estimated F1)",
+        "float",
+        low=0.0,
+        high=1.0,
+        nullable=True,
+    ),
+    Option(
+        "n_calibration_views",
+        2,
+        "with min_similarity auto: augmented views per sampled image",
+        "int",
+        low=1,
+    ),
+    Option(
+        "max_calibration_images",
+        2000,
+        "with min_similarity auto: images sampled for their views",
+        "int",
+        low=1,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

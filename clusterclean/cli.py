@@ -14,12 +14,9 @@ from pathlib import Path
 
 from . import __version__
 from .errors import ClustercleanError, InvalidInputError, printable
+from .options import csv_list
 
 __all__ = ["main", "build_parser"]
-
-
-def _csv_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def _common_options() -> argparse.ArgumentParser:
@@ -35,239 +32,18 @@ def _common_options() -> argparse.ArgumentParser:
     return common
 
 
-def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``run`` that ``demo`` shares; names mirror RunConfig."""
-    embed = parser.add_argument_group("embedding")
-    embed.add_argument(
-        "--backbone",
-        default=None,
-        help="embedding model: resnet18/34/50/101, efficientnet_lite0, torchscript "
-        "(default: resnet50 for run, efficientnet_lite0 for demo)",
-    )
-    embed.add_argument(
-        "--weights",
-        default=None,
-        help="local weights file (state dict, or TorchScript for --backbone "
-        "torchscript); loaded with weights_only=True",
-    )
-    embed.add_argument("--batch-size", type=int, default=None, help="images per batch (32)")
-    embed.add_argument(
-        "--workers",
-        dest="num_workers",
-        type=int,
-        default=None,
-        help="DataLoader worker processes (default: automatic)",
-    )
-    embed.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: automatic)")
-    embed.add_argument(
-        "--tta", choices=("none", "flip"), default=None, help="flip: average with the mirror image"
-    )
-    embed.add_argument(
-        "--cache-dir",
-        default=None,
-        help="keep each image's vector here, so an interrupted run resumes (default: no cache)",
-    )
-    embed.add_argument(
-        "--on-error",
-        choices=("skip", "raise"),
-        default=None,
-        help="unreadable images: skip them and list them in skipped.parquet (default), or stop",
-    )
-    graph = parser.add_argument_group("graph and scores")
-    graph.add_argument("--n-neighbors", type=int, default=None, help="neighbours per image (10)")
-    graph.add_argument(
-        "--min-similarity",
-        type=_cut,
-        default=None,
-        help="cut on the link similarity of an edge (default 0.5, measured for the default "
-        "--refine --rerank; with --no-refine --no-rerank it is a plain cosine cut, try 0.9), "
-        "or 'auto': calibrated on augmented views of the images, with estimated pair "
-        "precision and recall in run.json",
-    )
-    graph.add_argument(
-        "--target-precision",
-        type=float,
-        default=None,
-        help="with --min-similarity auto: the lowest cut of at least this estimated pair "
-        "precision (default: the cut of best estimated F1)",
-    )
-    graph.add_argument(
-        "--n-calibration-views",
-        type=int,
-        default=None,
-        help="with --min-similarity auto: augmented views per sampled image (2)",
-    )
-    graph.add_argument(
-        "--max-calibration-images",
-        type=int,
-        default=None,
-        help="with --min-similarity auto: images sampled for their views (2000)",
-    )
-    graph.add_argument(
-        "--min-cosine",
-        type=float,
-        default=None,
-        help="floor on the plain cosine of every edge (default 0.5)",
-    )
-    graph.add_argument(
-        "--mutual", action="store_true", default=None, help="keep only mutual-kNN edges"
-    )
-    graph.add_argument(
-        "--thresholds",
-        type=_csv_list,
-        default=None,
-        help="component flag thresholds, e.g. p80,0.05 (default p80)",
-    )
-    graph.add_argument(
-        "--min-label-agreement",
-        type=float,
-        default=None,
-        help="a cell agreeing with less than this share of its component is a "
-        "suspected label issue (0.5 = strict minority)",
-    )
-    graph.add_argument(
-        "--min-component-size", type=int, default=None, help="smaller components are not scored (2)"
-    )
-    graph.add_argument(
-        "--exclude-attributes",
-        type=_csv_list,
-        default=None,
-        help="attributes reported but never scored, e.g. pose,occluded",
-    )
-    graph.add_argument(
-        "--per-image-attributes",
-        dest="exclude_attributes",
-        type=_csv_list,
-        default=None,
-        help="same as --exclude-attributes: attributes that may differ between views",
-    )
-    graph.add_argument(
-        "--detect-varying-attributes",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="find attributes that vary inside components far more than the rest and leave "
-        "them unscored (on by default)",
-    )
-    graph.add_argument(
-        "--consistent-attributes",
-        type=_csv_list,
-        default=None,
-        help="score these attributes or tasks even when detected as varying",
-    )
-    graph.add_argument(
-        "--detect-mixed",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="split components whose labels and embedding both say two look-alike people, "
-        "reported as possibly two people (on by default)",
-    )
-    graph.add_argument(
-        "--min-mixed-attributes",
-        type=int,
-        default=None,
-        help="attributes (a one-of-K task counts once) that must split a component the same "
-        "way (3)",
-    )
-    graph.add_argument(
-        "--min-mixed-gap",
-        type=float,
-        default=None,
-        help="smallest gap between the mean similarity inside the two sides and across them (0.05)",
-    )
-    graph.add_argument(
-        "--min-duplicate-similarity",
-        type=float,
-        default=None,
-        help="pairs at or above this similarity form near-duplicate groups (0.98)",
-    )
-    graph.add_argument(
-        "--index",
-        choices=("auto", "flat", "ivf", "hnsw"),
-        default=None,
-        help="kNN index: exact flat up to 100k images, IVF above (default auto)",
-    )
-    graph.add_argument("--n-lists", type=int, default=None, help="IVF cells (4 sqrt N)")
-    graph.add_argument("--n-probe", type=int, default=None, help="IVF cells scanned per query (16)")
-    graph.add_argument(
-        "--n-components", type=int, default=None, help="search a PCA reduction of this dimension"
-    )
-    _add_grouping_options(parser)
+def _pipeline_options():
+    """The options of ``run`` that ``demo`` and ``evaluate`` share: all but loading and seed."""
+    from .pipeline import RUN_OPTIONS
+
+    return [o for o in RUN_OPTIONS if o.stage not in ("load", "run")]
 
 
-def _add_grouping_options(parser: argparse.ArgumentParser) -> None:
-    """Refinement, re-ranking and splitting; see docs/grouping for the measured best."""
-    group = parser.add_argument_group(
-        "grouping (recommended: --refine --rerank --min-similarity 0.5)"
-    )
-    group.add_argument(
-        "--refine",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="centre + PCA-whiten the embeddings, fitted on this dataset (saved as "
-        "refinement.npz; on by default)",
-    )
-    group.add_argument(
-        "--refine-dim",
-        type=int,
-        default=None,
-        help="whitened dimensions kept (default: the fewest holding 90%% of the variance)",
-    )
-    group.add_argument(
-        "--refine-power", type=float, default=None, help="whitening power in [0, 1] (1 = full)"
-    )
-    group.add_argument(
-        "--adapt",
-        nargs="?",
-        const="views",
-        choices=("auto", "none", "views", "groups"),
-        default=None,
-        help="train a projection head on augmented views of the images before the graph "
-        "(label-free; 'groups' also learns the known identities of the group column; needs "
-        "the images; saved as adaptation.npz; --adapt alone = views; default auto = views "
-        "when the run has the images and >= 100 of them and a fixed cut, else none)",
-    )
-    group.add_argument(
-        "--adapt-views", type=int, default=None, help="augmented views per image (2)"
-    )
-    group.add_argument("--adapt-epochs", type=int, default=None, help="head training epochs (30)")
-    group.add_argument("--adapt-dim", type=int, default=None, help="head output dimension (128)")
-    group.add_argument(
-        "--adapt-max-images",
-        type=int,
-        default=None,
-        help="embed the views of a random sample of this many images (2000)",
-    )
-    group.add_argument(
-        "--rerank",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="k-reciprocal re-ranking; --min-similarity then cuts the re-ranked similarity "
-        "(on by default)",
-    )
-    group.add_argument(
-        "--n-reciprocal", type=int, default=None, help="re-ranking's reciprocal set size (6)"
-    )
-    group.add_argument(
-        "--n-expansion", type=int, default=None, help="re-ranking's query expansion size (2)"
-    )
-    group.add_argument(
-        "--n-local",
-        type=int,
-        default=None,
-        help="scale similarities relative to this many nearest neighbours (0 = off)",
-    )
-    group.add_argument(
-        "--communities",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="split components into their Louvain communities",
-    )
-    group.add_argument(
-        "--max-component-size",
-        type=int,
-        default=None,
-        help="re-split larger components at a higher cut (default: no cap)",
-    )
+def _add_pipeline_options(parser: argparse.ArgumentParser, **defaults) -> None:
+    """One flag per declared option (:func:`clusterclean.options.add_flags`)."""
+    from .options import add_flags
+
+    add_flags(parser, _pipeline_options(), defaults=defaults)
 
 
 def _config_from_args(args: argparse.Namespace, **defaults):
@@ -278,18 +54,6 @@ def _config_from_args(args: argparse.Namespace, **defaults):
     for name, value in defaults.items():
         values.setdefault(name, value)
     return RunConfig(**values)
-
-
-def _cut(text: str) -> float | str:
-    """``--min-similarity``: a float, or ``auto``."""
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a number in [-1, 1] or 'auto', got {text!r}"
-        ) from None
 
 
 def _calibration_lines(calibration: dict | None) -> list[str]:
@@ -436,34 +200,13 @@ def _add_run_parser(sub) -> None:
         help="with a .npy --embeddings file: the ids of its rows (one per line, or a "
         "CSV/Parquet file with an image_id column)",
     )
-    data.add_argument(
-        "--image-column",
-        default=None,
-        help="column naming the image (default: image_id, image, path or filename)",
-    )
-    data.add_argument(
-        "--multiclass",
-        dest="multiclass_columns",
-        type=_csv_list,
-        default=(),
-        help="columns holding one value of several (pose=left/right), "
-        "expanded to one-of-K attributes",
-    )
-    data.add_argument(
-        "--allow-unlabeled",
-        dest="allow_unlabeled_images",
-        action="store_true",
-        help="keep images that have no labels row (their labels are missing)",
-    )
-    data.add_argument(
-        "--follow-symlinks",
-        action="store_true",
-        default=None,
-        help="read symbolic links in the images folder that point outside it (refused by default)",
-    )
+    from .options import add_flags
+    from .pipeline import RUN_OPTIONS
+
+    add_flags(parser, [o for o in RUN_OPTIONS if o.stage == "load"])
     _add_pipeline_options(parser)
     # demo and evaluate have their own --seed, which seeds the pipeline too
-    parser.add_argument("--seed", type=int, default=None, help="seed of every random choice (0)")
+    add_flags(parser, [o for o in RUN_OPTIONS if o.stage == "run"])
     parser.set_defaults(handler=_cmd_run)
 
 
@@ -506,7 +249,7 @@ def _add_demo_parser(sub) -> None:
     )
     parser.add_argument("--n-persons", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
-    _add_pipeline_options(parser)
+    _add_pipeline_options(parser, backbone="efficientnet_lite0 for the demo")
     parser.set_defaults(handler=_cmd_demo)
 
 
@@ -568,7 +311,7 @@ def _strategy_thresholds(text: str | None, strategies, parser) -> dict[str, str]
     if "=" not in text:
         return {s: text for s in strategies if "threshold" in strategy_options(s)}
     thresholds = {}
-    for part in _csv_list(text):
+    for part in csv_list(text):
         name, _, value = part.partition("=")
         if name.strip() not in strategies or not value.strip():
             parser.error(
@@ -647,7 +390,7 @@ def _add_clean_parser(sub) -> None:
     parser.add_argument("report_dir", type=Path, metavar="REPORT_DIR", help="report folder")
     parser.add_argument(
         "--strategy",
-        type=_csv_list,
+        type=csv_list,
         required=True,
         help="component, label, intersection, image or majority; several comma-separated "
         "ones are each written to OUT's name + .STRATEGY",
@@ -670,7 +413,7 @@ def _add_clean_parser(sub) -> None:
     )
     parser.add_argument(
         "--splits",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="clean only images of these splits, e.g. train or train,val (default all)",
     )
@@ -682,11 +425,11 @@ def _add_clean_parser(sub) -> None:
     )
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument(
-        "--attributes", type=_csv_list, default=None, help="clean only these attributes or tasks"
+        "--attributes", type=csv_list, default=None, help="clean only these attributes or tasks"
     )
     chosen.add_argument(
         "--exclude-attributes",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="leave these attributes or tasks alone",
     )
@@ -711,11 +454,11 @@ def _named_groups(texts: Sequence[str] | None) -> dict[str, tuple[str, ...]]:
     groups = {}
     for text in texts or ():
         name, sep, members = text.partition("=")
-        if not sep or not name.strip() or not _csv_list(members):
+        if not sep or not name.strip() or not csv_list(members):
             raise InvalidInputError(
                 f"--group must be NAME=ATTR,ATTR,... (e.g. invisible=age,gender); got {text!r}."
             )
-        groups[name.strip()] = _csv_list(members)
+        groups[name.strip()] = csv_list(members)
     return groups
 
 
@@ -805,7 +548,7 @@ def _add_evaluate_parser(sub) -> None:
     source.add_argument(
         "--multiclass",
         dest="multiclass_columns",
-        type=_csv_list,
+        type=csv_list,
         default=None,
         help="one-of-K label columns, e.g. age,pose",
     )

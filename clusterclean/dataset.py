@@ -27,8 +27,10 @@ import pandas as pd
 
 from ._contracts import Dataset
 from .errors import InvalidInputError, InvalidTypeError
+from .options import Option, declare
 
 __all__ = [
+    "OPTIONS",
     "IMAGE_COLUMN_CANDIDATES",
     "IMAGE_EXTENSIONS",
     "SPLITS",
@@ -36,6 +38,39 @@ __all__ = [
     "load_dataset",
     "load_peta",
 ]
+
+#: The options of the load stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "load",
+    Option(
+        "image_column",
+        None,
+        "column naming the image (none: image_id, image, path or filename)",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "multiclass_columns",
+        (),
+        "columns holding one value of several (pose=left/right), expanded to one-of-K attributes",
+        "strs",
+        flag="--multiclass",
+    ),
+    Option(
+        "allow_unlabeled_images",
+        False,
+        "keep images that have no labels row (their labels are missing)",
+        "bool",
+        flag="--allow-unlabeled",
+    ),
+    Option(
+        "follow_symlinks",
+        False,
+        "read symbolic links in the images folder that point outside it (refused by "
+        "default, like ../ paths in the labels)",
+        "bool",
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -37,8 +37,10 @@ import pandas as pd
 from ._contracts import Dataset
 from ._validation import check_float
 from .errors import InvalidInputError, InvalidTypeError
+from .options import Option, declare
 
 __all__ = [
+    "OPTIONS",
     "duplicate_counts",
     "DEFAULT_MIN_DUPLICATE_SIMILARITY",
     "DEFAULT_SPLIT_PRIORITY",
@@ -47,6 +49,19 @@ __all__ = [
     "find_pairs",
     "hash_images",
 ]
+
+#: The options of the duplicates stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "duplicates",
+    Option(
+        "min_duplicate_similarity",
+        0.98,
+        "pairs at or above this similarity form near-duplicate groups",
+        "float",
+        low=-1.0,
+        high=1.0,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,21 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from .backbones import Backbone
 
+from .options import Option, declare
+
+#: ``tta`` values and ``on_error`` values.
+TTA_MODES = ("none", "flip")
+ON_ERROR = ("skip", "raise")
+
+
+def _backbone_names() -> list[str]:
+    from .backbones import available_backbones
+
+    return available_backbones()
+
+
 __all__ = [
+    "OPTIONS",
     "SkippedImage",
     "embed_images",
     "load_embeddings",
@@ -45,6 +59,70 @@ __all__ = [
     "default_workers",
     "run_model",
 ]
+
+#: The options of the embed stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "embed",
+    Option(
+        "backbone",
+        "resnet50",
+        "embedding model (clusterclean.available_backbones())",
+        "choice",
+        choices=_backbone_names,
+    ),
+    Option(
+        "weights",
+        None,
+        "local weights file (state dict, or TorchScript for --backbone torchscript); "
+        "loaded with weights_only=True",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "batch_size",
+        32,
+        "images per batch",
+        "int",
+        low=1,
+    ),
+    Option(
+        "num_workers",
+        None,
+        "DataLoader worker processes (none: automatic)",
+        "int",
+        low=0,
+        nullable=True,
+        flag="--workers",
+    ),
+    Option(
+        "device",
+        None,
+        "cpu, cuda, cuda:1 ... (none: automatic)",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "tta",
+        "none",
+        "flip: average each image's features with its mirror's",
+        "choice",
+        choices=TTA_MODES,
+    ),
+    Option(
+        "cache_dir",
+        None,
+        "keep each image's vector here, so an interrupted run resumes (none: no cache)",
+        "str",
+        nullable=True,
+    ),
+    Option(
+        "on_error",
+        "skip",
+        "unreadable images: skip them and list them in skipped.parquet, or raise",
+        "choice",
+        choices=ON_ERROR,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,11 @@ import pandas as pd
 from ._contracts import Embeddings, Neighbors, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
+from .index import INDEX_KINDS
+from .options import Option, declare
 
 __all__ = [
+    "OPTIONS",
     "search_neighbors",
     "drop_self",
     "edges_from_neighbors",
@@ -30,6 +33,49 @@ __all__ = [
     "cosine_of_pairs",
     "EDGE_COLUMNS",
 ]
+
+#: The options of the search stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "search",
+    Option(
+        "n_neighbors",
+        10,
+        "neighbours searched per image",
+        "int",
+        low=1,
+    ),
+    Option(
+        "index",
+        "auto",
+        "kNN index: auto = exact flat up to 100k images, IVF above",
+        "choice",
+        choices=INDEX_KINDS,
+    ),
+    Option(
+        "n_lists",
+        None,
+        "IVF cells (none: 4 sqrt N)",
+        "int",
+        low=1,
+        nullable=True,
+    ),
+    Option(
+        "n_probe",
+        None,
+        "IVF cells scanned per query (none: 16)",
+        "int",
+        low=1,
+        nullable=True,
+    ),
+    Option(
+        "n_components",
+        None,
+        "search a PCA reduction of this dimension (none: the full vectors)",
+        "int",
+        low=1,
+        nullable=True,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -27,84 +27,111 @@ cost one threshold each (:meth:`Grouper.components_per_cut`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from ._contracts import Embeddings, Neighbors, check_embeddings
-from ._validation import check_float, check_int
+from ._validation import check_float
 from .components import find_components, split_components
 from .errors import InvalidInputError
+from .graph import OPTIONS as SEARCH_OPTIONS
 from .graph import cosine_of_pairs, listed_pairs, score_links, search_neighbors
+from .options import SEED, Option, declare, make_options
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .refine import Refinement
 
-__all__ = ["GroupOptions", "Links", "Grouper", "link_neighbors", "components_per_cut"]
+
+__all__ = ["OPTIONS", "GroupOptions", "Links", "Grouper", "link_neighbors", "components_per_cut"]
+
+#: The options of the group stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "group",
+    Option(
+        "min_similarity",
+        0.5,
+        "cut on the link similarity of an edge (0.5 was measured with the default refine "
+        "+ rerank; with neither it is a plain cosine cut, try 0.9); auto: calibrated on "
+        "augmented views of the images, estimates in run.json",
+        "float",
+        low=-1.0,
+        high=1.0,
+        special=("auto",),
+    ),
+    Option(
+        "min_cosine",
+        0.5,
+        "floor on the plain cosine of every edge, whatever the link similarity",
+        "float",
+        low=-1.0,
+        high=1.0,
+    ),
+    Option(
+        "mutual",
+        False,
+        "keep only mutual-kNN edges",
+        "bool",
+    ),
+    Option(
+        "rerank",
+        True,
+        "k-reciprocal re-ranking of the kNN lists; min_similarity then cuts the re-ranked"
+        " similarity",
+        "bool",
+    ),
+    Option(
+        "n_reciprocal",
+        6,
+        "re-ranking's reciprocal set size",
+        "int",
+        low=2,
+    ),
+    Option(
+        "n_expansion",
+        2,
+        "re-ranking's query expansion size",
+        "int",
+        low=1,
+    ),
+    Option(
+        "n_local",
+        0,
+        "scale similarities relative to this many nearest neighbours (0 = off)",
+        "int",
+        low=0,
+    ),
+    Option(
+        "communities",
+        False,
+        "split components into their Louvain communities",
+        "bool",
+    ),
+    Option(
+        "max_component_size",
+        None,
+        "re-split larger components at a higher cut (none: no cap)",
+        "int",
+        low=1,
+        nullable=True,
+    ),
+)
 
 
-@dataclass(frozen=True)
-class GroupOptions:
-    """How the grouping graph is made, but its cut (the options of :class:`Grouper`).
-
-    Attributes
-    ----------
-    n_neighbors : int
-        Neighbours searched per image (when the grouper searches).
-    mutual : bool
-        Keep only mutual-kNN edges.
-    rerank : bool
-        k-reciprocal re-ranking of the kNN lists.
-    n_reciprocal, n_expansion : int
-        Re-ranking's reciprocal-set size k and query-expansion size.
-    n_local : int
-        Local scaling of similarities over this many neighbours (0 = off).
-    min_cosine : float
-        Floor on the plain cosine of every edge, whatever the link similarity.
-    max_component_size : int or None
-        Re-split larger components at a higher cut (None = no cap).
-    communities : bool
-        Split components into their Louvain communities.
-    seed : int
-        Louvain's seed.
-    """
-
-    n_neighbors: int = 10
-    mutual: bool = False
-    rerank: bool = True
-    n_reciprocal: int = 6
-    n_expansion: int = 2
-    n_local: int = 0
-    min_cosine: float = 0.5
-    max_component_size: int | None = None
-    communities: bool = False
-    seed: int = 0
-
-    @classmethod
-    def checked(cls, func: str, **options: Any) -> GroupOptions:
-        """Options checked with the wording of ``func`` (its parameters carry these names)."""
-        for name in ("n_neighbors", "n_reciprocal", "n_expansion"):
-            if name in options:
-                check_int(options[name], name, func, min_value=1)
-        if "n_local" in options:
-            check_int(options["n_local"], "n_local", func, min_value=0)
-        if "seed" in options:
-            check_int(options["seed"], "seed", func, min_value=0)
-        if "min_cosine" in options:
-            check_float(options["min_cosine"], "min_cosine", func, low=-1.0, high=1.0)
-        if options.get("max_component_size") is not None:
-            check_int(options["max_component_size"], "max_component_size", func, min_value=1)
-        return cls(**options)
-
-    @classmethod
-    def of(cls, config: Any) -> GroupOptions:
-        """The grouping options of an object with these attributes (e.g. a ``RunConfig``)."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: How the grouping graph is made, but its cut: the options of :class:`Grouper`.
+GroupOptions = make_options(
+    "GroupOptions",
+    (
+        *(o for o in SEARCH_OPTIONS if o.name == "n_neighbors"),
+        *(o for o in OPTIONS if o.name != "min_similarity"),
+        SEED,
+    ),
+    doc="How the grouping graph is made, but its cut (the options of :class:`Grouper`).",
+    func="GroupOptions",
+    module=__name__,
+)
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,37 @@ from ._contracts import Dataset, Embeddings
 from ._validation import check_float, check_int
 from .components import renumber
 from .errors import InvalidInputError
+from .options import Option, declare
 from .scoring import component_label_counts
 
-__all__ = ["find_mixed_components", "split_mixed_components", "mixed_component_columns"]
+__all__ = ["OPTIONS", "find_mixed_components", "split_mixed_components", "mixed_component_columns"]
+
+#: The options of the mixed stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "mixed",
+    Option(
+        "detect_mixed",
+        True,
+        "split components whose labels and embedding both say two look-alike people, "
+        "reported as possibly two people",
+        "bool",
+    ),
+    Option(
+        "min_mixed_attributes",
+        3,
+        "attributes (a one-of-K task counts once) that must split a component the same way",
+        "int",
+        low=1,
+    ),
+    Option(
+        "min_mixed_gap",
+        0.05,
+        "smallest gap between the mean similarity inside the two sides and across them",
+        "float",
+        low=-2.0,
+        high=2.0,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

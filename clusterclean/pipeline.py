@@ -10,7 +10,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,15 +18,25 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from . import adapt as adapt_stage
+from . import calibrate as calibrate_stage
+from . import dataset as dataset_stage
+from . import duplicates as duplicates_stage
+from . import embed as embed_stage
+from . import graph as search_stage
+from . import group as group_stage
+from . import mixed as mixed_stage
+from . import refine as refine_stage
+from . import scoring as score_stage
 from ._contracts import Dataset, Embeddings, Neighbors
-from ._validation import check_choice, check_float, check_int
 from .components import component_edge_stats
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, search_neighbors
 from .group import Grouper, GroupOptions, components_per_cut
-from .index import INDEX_KINDS, choose_index
+from .index import choose_index
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
+from .options import SEED, make_options
 from .publish import write_report
 from .refine import Refinement, fit_refinement
 from .report import (
@@ -36,12 +46,13 @@ from .report import (
     check_output_folder,
     order_columns,
 )
-from .scoring import find_varying_attributes, parse_threshold, score_components
+from .scoring import find_varying_attributes, score_components
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .adapt import Adaptation
 
 __all__ = [
+    "RUN_OPTIONS",
     "RunConfig",
     "run",
     "summarize",
@@ -56,262 +67,59 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The fitted refinement in a report folder (see :func:`clusterclean.refine.load_refinement`).
-#: ``adapt`` values: a label-free head when the images are there, no head, a label-free
-#: head, a head that also learns known groups.
-ADAPT_METHODS = ("auto", "none", "views", "groups")
 
 #: ``adapt="auto"`` trains no head below this many images: too few classes for the
 #: contrastive loss to learn more than noise.
 MIN_ADAPT_IMAGES = 100
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Every option of :func:`run`; the CLI flags and ``run.json`` use the same names.
+#: Every option of :func:`run`, stage by stage, in the pipeline's order: each is
+#: declared once, in its stage's module (``OPTIONS``).
+RUN_OPTIONS = (
+    *dataset_stage.OPTIONS,
+    *embed_stage.OPTIONS,
+    *adapt_stage.OPTIONS,
+    *refine_stage.OPTIONS,
+    *search_stage.OPTIONS,
+    *group_stage.OPTIONS,
+    *calibrate_stage.OPTIONS,
+    *mixed_stage.OPTIONS,
+    *score_stage.OPTIONS,
+    *duplicates_stage.OPTIONS,
+    SEED,
+)
 
-    Attributes
-    ----------
-    backbone : str
-        Embedding model name (``clusterclean.available_backbones()``).
-    weights : str or None
-        Local weights file for the backbone.
-    follow_symlinks : bool
-        Read symbolic links in the images folder that point outside it
-        (refused by default, like ``../`` paths in the labels).
-    n_neighbors : int
-        Neighbours searched per image.
-    min_similarity : float or "auto"
-        Cut on the link similarity of an edge: the cosine of the (refined)
-        embeddings, or the re-ranked similarity with ``rerank``. The default
-        0.5 is the cut measured for the default ``refine=True, rerank=True``
-        (docs/grouping); with both off, a plain cosine cut (0.9 is a sane start).
-        ``"auto"``: calibrated on augmented views of the images
-        (:mod:`clusterclean.calibrate`; needs the images), the estimates go
-        to ``run.json["calibration"]``.
-    min_cosine : float
-        Floor on the plain cosine of every edge, whatever the link similarity
-        (0.5: keeps unrelated images apart where re-ranking alone would not).
-    target_precision : float or None
-        With ``min_similarity="auto"``: the lowest cut whose estimated pair
-        precision reaches this (None: the cut of best estimated F1).
-    n_calibration_views : int
-        With ``"auto"``: augmented views per sampled image.
-    max_calibration_images : int
-        With ``"auto"``: images sampled for their views.
-    mutual : bool
-        Keep only mutual-kNN edges.
-    thresholds : tuple of str
-        Component flag thresholds (``"p80"`` percentiles or absolute values).
-    min_label_agreement : float
-        A cell whose agreement is below this is a suspected label issue.
-    min_component_size : int
-        Smaller components are not scored.
-    exclude_attributes : tuple of str
-        Attributes never scored or flagged.
-    min_duplicate_similarity : float
-        Pairs at or above this similarity form near-duplicate groups.
-    index : str
-        kNN index: ``auto`` (exact up to 100k images, IVF above), ``flat``,
-        ``ivf`` or ``hnsw`` (:mod:`clusterclean.index`).
-    n_lists, n_probe : int or None
-        IVF cells and cells scanned per query (None = scaled to N).
-    n_components : int or None
-        Search a PCA reduction of this dimension (None = full vectors).
-    refine : bool
-        Centre and PCA-whiten the embeddings, fitted on the dataset
-        (:mod:`clusterclean.refine`), before the graph.
-    refine_dim : int or None
-        Directions kept (None = the fewest holding 90% of the variance).
-    refine_power : float
-        Whitening power in [0, 1] (1 = full whitening).
-    adapt : str
-        ``"auto"`` (default): ``"views"`` when the run has the image files (its
-        own backbone's embeddings, at least ``MIN_ADAPT_IMAGES`` images, a fixed
-        cut), else ``"none"``, logged; ``run.json``'s ``adaptation`` says which
-        head, if any, was trained. ``"none"``: no head. ``"views"``: train a
-        projection head on augmented views of the images (label-free,
-        :mod:`clusterclean.adapt`) and build the graph on its output (refined
-        after, when ``refine``). ``"groups"``: the head also learns the
-        identities of the ``group`` column where it is known.
-        Needs the image files.
-    adapt_views : int
-        Augmented views embedded per image.
-    adapt_epochs : int
-        Training epochs of the head.
-    adapt_dim : int
-        Output dimension of the head.
-    adapt_max_images : int or None
-        Views of a random sample of this many images (None = all).
-    rerank : bool
-        k-reciprocal re-ranking of the kNN lists (:func:`clusterclean.graph.rerank_neighbors`).
-    n_reciprocal, n_expansion : int
-        Re-ranking's reciprocal-set size k and query-expansion size.
-    n_local : int
-        Local scaling of similarities over this many neighbours (0 = off).
-    communities : bool
-        Split components into their Louvain communities.
-    max_component_size : int or None
-        Re-split larger components at a higher cut (None = no cap).
-    detect_varying_attributes : bool
-        Find attributes that vary inside components far more often than the
-        others (pose, occlusion...) and leave them unscored, reported in
-        ``run.json`` (:func:`clusterclean.scoring.find_varying_attributes`).
-    consistent_attributes : tuple of str
-        Attributes (or tasks) to score even when detected as varying.
-    detect_mixed : bool
-        Find components that mix two look-alike identities (labels split them
-        on ``min_mixed_attributes`` attributes the same way, and the refined
-        embedding agrees) and split them in two before scoring, reported as
-        "possibly two people" (:mod:`clusterclean.mixed`).
-    min_mixed_attributes : int
-        Attributes (a one-of-K task counts once) that must split a component
-        the same way.
-    min_mixed_gap : float
-        Smallest gap between the mean cosine similarity inside the two sides
-        and across them, on the refined vectors.
-    tta : str
-        ``"flip"`` averages each image's features with its mirror's.
-    cache_dir : str or None
-        Per-image embedding cache; an interrupted run resumes from it.
-    on_error : str
-        ``"skip"`` unreadable images (listed in ``skipped.parquet``) or ``"raise"``.
-    seed : int
-        Seed of every random choice (Louvain communities, the sample a
-        refinement is fitted on above 100k images); recorded in ``run.json``.
-    """
 
-    backbone: str = "resnet50"
-    weights: str | None = None
-    batch_size: int = 32
-    num_workers: int | None = None
-    device: str | None = None
-    n_neighbors: int = 10
-    min_similarity: float | str = 0.5
-    mutual: bool = False
-    thresholds: tuple[str, ...] = ("p80",)
-    min_label_agreement: float = 0.5
-    min_component_size: int = 2
-    exclude_attributes: tuple[str, ...] = ()
-    image_column: str | None = None
-    multiclass_columns: tuple[str, ...] = ()
-    allow_unlabeled_images: bool = False
-    follow_symlinks: bool = False
-
-    def __post_init__(self) -> None:
-        # Checked here, before any long work starts, with the wording of run().
-        func = "run"
-        if isinstance(self.thresholds, str):  # one threshold, not its characters
-            object.__setattr__(self, "thresholds", (self.thresholds,))
-        for name in ("follow_symlinks", "allow_unlabeled_images"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidTypeError(
-                    f"The {name!r} parameter of run must be a bool. Got "
-                    f"{getattr(self, name)!r} instead."
-                )
-        check_int(self.n_neighbors, "n_neighbors", func, min_value=1)
-        check_int(self.batch_size, "batch_size", func, min_value=1)
-        check_int(self.min_component_size, "min_component_size", func, min_value=1)
-        if self.num_workers is not None:
-            check_int(self.num_workers, "num_workers", func, min_value=0)
-        if isinstance(self.min_similarity, str) and self.min_similarity != "auto":
-            raise InvalidInputError(
-                "The 'min_similarity' parameter of run must be a float in [-1, 1] or 'auto'. "
-                f"Got {self.min_similarity!r} instead."
-            )
-        if self.min_similarity != "auto":
-            check_float(self.min_similarity, "min_similarity", func, low=-1.0, high=1.0)
-        if self.target_precision is not None:
-            check_float(self.target_precision, "target_precision", func, low=0.0, high=1.0)
-        check_int(self.n_calibration_views, "n_calibration_views", func, min_value=1)
-        check_int(self.max_calibration_images, "max_calibration_images", func, min_value=1)
-        check_float(self.min_label_agreement, "min_label_agreement", func, low=0.0, high=1.0)
-        check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
-        check_int(self.seed, "seed", func, min_value=0)
-        check_choice(self.tta, "tta", func, ("none", "flip"))
-        check_choice(self.on_error, "on_error", func, ("skip", "raise"))
-        if self.cache_dir is not None:
-            object.__setattr__(self, "cache_dir", str(self.cache_dir))
-        check_float(
-            self.min_duplicate_similarity, "min_duplicate_similarity", func, low=-1.0, high=1.0
+def _check_across(config: Any) -> None:
+    """The rules that tie two options together (each alone is checked by its declaration)."""
+    if config.adapt in ("views", "groups") and config.min_similarity == "auto":
+        raise InvalidInputError(
+            "min_similarity='auto' cannot be combined with adapt yet: the calibration "
+            "estimates the cut in the backbone's space, not the head's. Give a fixed cut "
+            "with --adapt (the default 0.5 was measured with it, docs/grouping/"
+            "bench_adapt.json) or calibrate without --adapt."
         )
-        for threshold in self.thresholds:
-            parse_threshold(threshold)
-        check_choice(self.index, "index", func, INDEX_KINDS)
-        check_float(self.refine_power, "refine_power", func, low=0.0, high=1.0)
-        check_choice(self.adapt, "adapt", func, ADAPT_METHODS)
-        for name in ("adapt_views", "adapt_epochs", "adapt_dim"):
-            check_int(getattr(self, name), name, func, min_value=1)
-        if self.adapt_max_images is not None:
-            check_int(self.adapt_max_images, "adapt_max_images", func, min_value=2)
-        if self.adapt in ("views", "groups") and self.min_similarity == "auto":
-            raise InvalidInputError(
-                "min_similarity='auto' cannot be combined with adapt yet: the calibration "
-                "estimates the cut in the backbone's space, not the head's. Give a fixed cut "
-                "with --adapt (the default 0.5 was measured with it, docs/grouping/"
-                "bench_adapt.json) or calibrate without --adapt."
-            )
-        check_int(self.n_reciprocal, "n_reciprocal", func, min_value=2)
-        check_int(self.n_expansion, "n_expansion", func, min_value=1)
-        check_int(self.n_local, "n_local", func, min_value=0)
-        check_int(self.min_mixed_attributes, "min_mixed_attributes", func, min_value=1)
-        check_float(self.min_mixed_gap, "min_mixed_gap", func, low=-2.0, high=2.0)
-        if self.rerank and self.n_reciprocal > self.n_neighbors + 1:
-            raise InvalidInputError(
-                f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
-                f"{self.n_neighbors + 1}. Got {self.n_reciprocal} instead. Re-ranking (on by "
-                "default) needs that many neighbours: raise n_neighbors (--n-neighbors), lower "
-                "n_reciprocal (--n-reciprocal), or turn it off (rerank=False, --no-rerank)."
-            )
-        for name in ("n_lists", "n_probe", "n_components", "refine_dim", "max_component_size"):
-            if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, func, min_value=1)
-        for name in (
-            "thresholds",
-            "exclude_attributes",
-            "multiclass_columns",
-            "consistent_attributes",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                raise InvalidTypeError(
-                    f"The {name!r} parameter of run must be a sequence of str. Got {value!r} "
-                    f"instead; write ({value!r},)."
-                )
-            object.__setattr__(self, name, tuple(value))
+    if config.rerank and config.n_reciprocal > config.n_neighbors + 1:
+        raise InvalidInputError(
+            f"The 'n_reciprocal' parameter of run must be at most n_neighbors + 1 = "
+            f"{config.n_neighbors + 1}. Got {config.n_reciprocal} instead. Re-ranking (on by "
+            "default) needs that many neighbours: raise n_neighbors (--n-neighbors), lower "
+            "n_reciprocal (--n-reciprocal), or turn it off (rerank=False, --no-rerank)."
+        )
 
-    min_duplicate_similarity: float = 0.98
-    index: str = "auto"
-    n_lists: int | None = None
-    n_probe: int | None = None
-    n_components: int | None = None
-    refine: bool = True
-    refine_dim: int | None = None
-    refine_power: float = 1.0
-    adapt: str = "auto"
-    adapt_views: int = 2
-    adapt_epochs: int = 30
-    adapt_dim: int = 128
-    adapt_max_images: int | None = 2000
-    rerank: bool = True
-    min_cosine: float = 0.5
-    target_precision: float | None = None
-    n_calibration_views: int = 2
-    max_calibration_images: int = 2000
-    n_reciprocal: int = 6
-    n_expansion: int = 2
-    n_local: int = 0
-    communities: bool = False
-    max_component_size: int | None = None
-    seed: int = 0
-    tta: str = "none"
-    cache_dir: str | None = None
-    on_error: str = "skip"
-    detect_varying_attributes: bool = True
-    consistent_attributes: tuple[str, ...] = ()
-    detect_mixed: bool = True
-    min_mixed_attributes: int = 3
-    min_mixed_gap: float = 0.05
+
+RunConfig = make_options(
+    "RunConfig",
+    RUN_OPTIONS,
+    doc="""Every option of :func:`run`; the CLI flags and ``run.json`` use the same names.
+
+    Generated from the stages' declarations (:data:`RUN_OPTIONS`, see
+    :mod:`clusterclean.options` and docs/options.md); checked once, when made, with
+    the wording of ``run``.""",
+    func="run",
+    module=__name__,
+    checks=_check_across,
+)
 
 
 def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:

@@ -31,14 +31,43 @@ import numpy as np
 from ._contracts import Embeddings, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
+from .options import Option, declare
 
 __all__ = [
+    "OPTIONS",
     "Refinement",
     "fit_refinement",
     "refine_embeddings",
     "choose_dim",
     "load_refinement",
 ]
+
+#: The options of the refine stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "refine",
+    Option(
+        "refine",
+        True,
+        "centre + PCA-whiten the embeddings, fitted on this dataset (saved as refinement.npz)",
+        "bool",
+    ),
+    Option(
+        "refine_dim",
+        None,
+        "whitened dimensions kept (none: the fewest holding 90% of the variance)",
+        "int",
+        low=1,
+        nullable=True,
+    ),
+    Option(
+        "refine_power",
+        1.0,
+        "whitening power (1 = full whitening)",
+        "float",
+        low=0.0,
+        high=1.0,
+    ),
+)
 
 logger = logging.getLogger(__name__)
 

@@ -43,8 +43,10 @@ import pandas as pd
 from ._contracts import Dataset, Embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
+from .options import Option, declare
 
 __all__ = [
+    "OPTIONS",
     "METRICS",
     "GEOMETRIC_EPS",
     "Scores",
@@ -54,6 +56,55 @@ __all__ = [
     "flag_column",
     "find_varying_attributes",
 ]
+
+#: The options of the score stage, declared once (:mod:`clusterclean.options`).
+OPTIONS = declare(
+    "score",
+    Option(
+        "thresholds",
+        ("p80",),
+        "component flag thresholds, e.g. p80,0.05 (percentiles or absolute values)",
+        "strs",
+        each=lambda text: parse_threshold(text),
+        one_str=True,
+    ),
+    Option(
+        "min_label_agreement",
+        0.5,
+        "a cell agreeing with less than this share of its component is a suspected label "
+        "issue (0.5 = strict minority)",
+        "float",
+        low=0.0,
+        high=1.0,
+    ),
+    Option(
+        "min_component_size",
+        2,
+        "smaller components are not scored",
+        "int",
+        low=1,
+    ),
+    Option(
+        "exclude_attributes",
+        (),
+        "attributes reported but never scored, e.g. pose,occluded (they may differ between views)",
+        "strs",
+        aliases=("--per-image-attributes",),
+    ),
+    Option(
+        "detect_varying_attributes",
+        True,
+        "find attributes that vary inside components far more than the rest and leave "
+        "them unscored",
+        "bool",
+    ),
+    Option(
+        "consistent_attributes",
+        (),
+        "score these attributes or tasks even when detected as varying",
+        "strs",
+    ),
+)
 
 logger = logging.getLogger(__name__)
 
