@@ -28,9 +28,29 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
     import torch
 
-__all__ = ["Backbone", "BACKBONES", "available_backbones", "load_backbone"]
+__all__ = ["Backbone", "BACKBONES", "available_backbones", "load_backbone", "register_backbone"]
 
 logger = logging.getLogger(__name__)
+
+#: Registry: backbone name -> factory ``(weights, input_size) -> Backbone`` (model on CPU),
+#: filled by :func:`register_backbone`.
+BACKBONES: dict[str, Callable[[str | Path | None, tuple[int, int] | None], Backbone]] = {}
+
+
+def register_backbone(name: str):
+    """Decorator: add a backbone factory ``factory(weights, input_size) -> Backbone``.
+
+    The factory returns the model on CPU, in eval mode, with its classifier removed,
+    and imports torch lazily. ``run(backbone=name)``, ``--backbone``'s choices and
+    help, and :func:`available_backbones` read the registry.
+    """
+
+    def decorate(factory):
+        BACKBONES[name] = factory
+        return factory
+
+    return decorate
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -204,6 +224,7 @@ def _resnet_factory(depth: int) -> Callable[..., Backbone]:
     return build
 
 
+@register_backbone("efficientnet_lite0")
 def _efficientnet_lite0(weights: str | Path | None, input_size: tuple[int, int] | None):
     import torch
     from efficientnet_lite_pytorch import EfficientNet
@@ -239,6 +260,7 @@ def _efficientnet_lite0(weights: str | Path | None, input_size: tuple[int, int] 
     return Backbone(name, PooledFeatures(net), transform, 1280, size, _file_sha256(path))
 
 
+@register_backbone("torchscript")
 def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
     import torch
 
@@ -436,6 +458,7 @@ def _osnet_factory(widths: tuple[int, int, int, int]) -> Callable[..., Backbone]
     return build
 
 
+@register_backbone("resnet50_bnneck")
 def _resnet50_bnneck(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
     """fast-reid (``backbone.*``, ``heads.bottleneck.0.*``) or reid-strong-baseline
     (``base.*``, ``bottleneck.*``) checkpoints; classifier weights are ignored."""
@@ -456,15 +479,10 @@ def _resnet50_bnneck(weights: str | Path | None, input_size: tuple[int, int] | N
     return Backbone(name, model, _reid_transform(size), 2048, size, _file_sha256(path))
 
 
-#: Registry: backbone name -> factory ``(weights, input_size) -> Backbone`` (model on CPU).
-BACKBONES: dict[str, Callable[[str | Path | None, tuple[int, int] | None], Backbone]] = {
-    **{f"resnet{d}": _resnet_factory(d) for d in (18, 34, 50, 101)},
-    "efficientnet_lite0": _efficientnet_lite0,
-    "osnet_x1_0": _osnet_factory((64, 256, 384, 512)),
-    "osnet_x0_25": _osnet_factory((16, 64, 96, 128)),
-    "resnet50_bnneck": _resnet50_bnneck,
-    "torchscript": _torchscript,
-}
+for _depth in (18, 34, 50, 101):
+    register_backbone(f"resnet{_depth}")(_resnet_factory(_depth))
+register_backbone("osnet_x1_0")(_osnet_factory((64, 256, 384, 512)))
+register_backbone("osnet_x0_25")(_osnet_factory((16, 64, 96, 128)))
 
 
 def available_backbones() -> list[str]:

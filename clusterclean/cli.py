@@ -274,7 +274,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _add_report_parser(sub) -> None:
-    from .html import DEFAULT_MAX_BYTES, SORT_KEYS
+    from .html import DEFAULT_MAX_BYTES, sort_keys
 
     parser = sub.add_parser(
         "report",
@@ -289,7 +289,7 @@ def _add_report_parser(sub) -> None:
     )
     parser.add_argument(
         "--sort-by",
-        choices=SORT_KEYS,
+        choices=sort_keys(),
         default="inconsistency_score",
         help="component score that ranks the gallery, worst first (default inconsistency_score)",
     )
@@ -379,11 +379,14 @@ def _cmd_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
 
 def _add_clean_parser(sub) -> None:
+    from .scoring import METRICS
+    from .strategies import STRATEGIES
+
+    strategies = ", ".join(STRATEGIES)
     parser = sub.add_parser(
         "clean",
         parents=[_common_options()],
-        help="write a cleaned label table from a report (strategies: component, label, "
-        "intersection, image, majority)",
+        help=f"write a cleaned label table from a report (strategies: {strategies})",
         description="Clean the labels of a report folder with one or more strategies and "
         "write each cleaned table, plus changes.parquet and dropped.parquet next to it.",
     )
@@ -392,8 +395,8 @@ def _add_clean_parser(sub) -> None:
         "--strategy",
         type=csv_list,
         required=True,
-        help="component, label, intersection, image or majority; several comma-separated "
-        "ones are each written to OUT's name + .STRATEGY",
+        help=f"{strategies}; several comma-separated ones are each written to OUT's name + "
+        ".STRATEGY",
     )
     parser.add_argument(
         "--threshold",
@@ -408,8 +411,7 @@ def _add_clean_parser(sub) -> None:
     parser.add_argument(
         "--metric",
         default="variance",
-        help="component metric: variance, geometric_variance, cubic_variance or "
-        "label_count_std (default variance)",
+        help=f"component metric: {', '.join(METRICS)} (default variance)",
     )
     parser.add_argument(
         "--splits",

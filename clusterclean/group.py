@@ -16,9 +16,10 @@ How a graph is made, in the order applied:
 2. *the cut*: pairs whose score is at least ``min_similarity`` are edges, and
    their ``similarity`` column is the plain cosine of the unrefined vectors;
    edges below the cosine floor ``min_cosine`` are dropped;
-3. *components*: connected components of the edges, then split
-   (:func:`clusterclean.components.split_components`: Louvain ``communities``,
-   ``max_component_size``).
+3. *components*: connected components of the edges, then refined by the
+   grouping methods the options turn on (:data:`SPLITTERS`, in registration
+   order: Louvain ``communities``, then ``max_component_size``; a new method is
+   one function + :func:`register_splitter`).
 
 Steps 1 and the cosines are computed once (:meth:`Grouper.link`), so many cuts
 cost one threshold each (:meth:`Grouper.components_per_cut`).
@@ -26,9 +27,9 @@ cost one threshold each (:meth:`Grouper.components_per_cut`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,17 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .refine import Refinement
 
 
-__all__ = ["OPTIONS", "GroupOptions", "Links", "Grouper", "link_neighbors", "components_per_cut"]
+__all__ = [
+    "OPTIONS",
+    "SPLITTERS",
+    "Splitter",
+    "register_splitter",
+    "GroupOptions",
+    "Links",
+    "Grouper",
+    "link_neighbors",
+    "components_per_cut",
+]
 
 #: The options of the group stage, declared once (:mod:`clusterclean.options`).
 OPTIONS = declare(
@@ -132,6 +143,49 @@ GroupOptions = make_options(
     func="GroupOptions",
     module=__name__,
 )
+
+
+@dataclass(frozen=True)
+class Splitter:
+    """A grouping method applied to the components (:func:`register_splitter`)."""
+
+    name: str
+    enabled: Callable[[Any], bool]
+    split: Callable[[pd.DataFrame, np.ndarray, Any], np.ndarray]
+
+
+#: Registry: grouping method name -> :class:`Splitter`, applied in this order.
+SPLITTERS: dict[str, Splitter] = {}
+
+
+def register_splitter(name: str, *, enabled: Callable[[Any], bool]):
+    """Decorator: add a grouping method ``split(edges, component_ids, options) -> ids``.
+
+    It refines the connected components of the edges (every new component inside
+    one old one); ``enabled(options)`` says from the :class:`GroupOptions` whether
+    it runs. :class:`Grouper` applies the enabled ones in registration order, for
+    the run, the calibration and the head's related pairs alike.
+    """
+
+    def decorate(split):
+        SPLITTERS[name] = Splitter(name, enabled, split)
+        return split
+
+    return decorate
+
+
+@register_splitter("communities", enabled=lambda options: options.communities)
+def _louvain_communities(edges, component_ids, options):
+    return split_components(edges, component_ids, communities=True, seed=options.seed)
+
+
+@register_splitter(
+    "max_component_size", enabled=lambda options: options.max_component_size is not None
+)
+def _size_cap(edges, component_ids, options):
+    return split_components(
+        edges, component_ids, max_component_size=options.max_component_size, seed=options.seed
+    )
 
 
 @dataclass(frozen=True)
@@ -236,16 +290,16 @@ class Grouper:
         neighbors = search_neighbors(embeddings, n_neighbors=self.options.n_neighbors)
         return self.link(neighbors, embeddings, cosine_of=cosine_of)
 
+    def splitters(self) -> list[Splitter]:
+        """The registered grouping methods the options turn on, in order."""
+        return [s for s in SPLITTERS.values() if s.enabled(self.options)]
+
     def components(self, edges: pd.DataFrame, n_images: int) -> np.ndarray:
         """Dense component ids of the edges, split as the options say (step 3)."""
-        o = self.options
-        return split_components(
-            edges,
-            find_components(edges, n_images),
-            max_component_size=o.max_component_size,
-            communities=o.communities,
-            seed=o.seed,
-        )
+        component_ids = find_components(edges, n_images)
+        for splitter in self.splitters():
+            component_ids = splitter.split(edges, component_ids, self.options)
+        return component_ids
 
     def group(self, links: Links, min_similarity: float) -> tuple[pd.DataFrame, np.ndarray]:
         """The edges and the component ids at one cut."""
@@ -262,7 +316,7 @@ class Grouper:
         from scipy.sparse import coo_matrix
         from scipy.sparse.csgraph import connected_components
 
-        splits = self.options.max_component_size is not None or self.options.communities
+        splits = bool(self.splitters())
         src, dst = links.pairs["src"].to_numpy(), links.pairs["dst"].to_numpy()
         link = links.pairs["link"].to_numpy()
         for cut in cuts:

@@ -34,26 +34,25 @@ import pandas as pd
 
 from ._validation import check_choice, check_int
 from .errors import InvalidTypeError, printable
+from .scoring import METRICS
 
 if TYPE_CHECKING:
     from .report import Report
 
-__all__ = ["DEFAULT_MAX_BYTES", "SORT_KEYS", "render_html", "write_html"]
+__all__ = ["DEFAULT_MAX_BYTES", "SORT_KEYS", "sort_keys", "render_html", "write_html"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20 * 2**20
-#: Component columns the gallery can be sorted by (descending: worst first).
-SORT_KEYS = (
-    "inconsistency_score",
-    "variance",
-    "geometric_variance",
-    "cubic_variance",
-    "label_count_std",
-    "n_label_issues",
-    "n_disagreeing_attributes",
-    "size",
-)
+
+
+def sort_keys() -> tuple[str, ...]:
+    """Component columns the gallery can be sorted by (descending: worst first)."""
+    return ("inconsistency_score", *METRICS, "n_label_issues", "n_disagreeing_attributes", "size")
+
+
+#: :func:`sort_keys` with the built-in metrics.
+SORT_KEYS = sort_keys()
 _SIZE_BINS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 50), (51, None))
 _FALLBACK_DUPLICATE_SIMILARITY = 0.98
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -415,10 +414,7 @@ def _component_card(
         f"{name} {_num(component.get(name))}"
         for name in (
             "inconsistency_score",
-            "variance",
-            "geometric_variance",
-            "cubic_variance",
-            "label_count_std",
+            *METRICS,
             "n_label_issues",
             "mean_similarity",
             "min_similarity",
@@ -698,7 +694,7 @@ def render_html(
         Number of components the gallery shows (the worst ones).
     sort_by : str, default="inconsistency_score"
         Component column that ranks the gallery, highest first; one of
-        :data:`SORT_KEYS`.
+        :func:`sort_keys`.
     max_bytes : int, default=20 MiB
         Size cap of the page. Thumbnails are embedded in page order while
         they fit; the rest are replaced by a placeholder and a note says how
@@ -725,7 +721,7 @@ def render_html(
             f"Got {type(report).__name__} instead."
         )
     n_gallery = check_int(n_gallery, "n_gallery", func, min_value=0)
-    sort_by = check_choice(sort_by, "sort_by", func, SORT_KEYS)
+    sort_by = check_choice(sort_by, "sort_by", func, sort_keys())
     max_bytes = check_int(max_bytes, "max_bytes", func, min_value=0)
     thumbnail_size = check_int(thumbnail_size, "thumbnail_size", func, min_value=8)
     max_images = check_int(max_images_per_component, "max_images_per_component", func, min_value=1)

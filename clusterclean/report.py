@@ -28,6 +28,7 @@ from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
 from .atomic import atomic_write, pid_alive
 from .errors import InvalidInputError, InvalidTypeError, ReportSchemaError, printable
+from .scoring import METRICS
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -83,13 +84,8 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "components": {
         "component_id": ("int32", "dense component id"),
         "size": ("int64", "images in the component"),
-        "variance": ("float64", "mean over active attributes of m_a^2"),
-        "geometric_variance": (
-            "float64",
-            "exp(mean log(m_a + 1e-3)) - 1e-3 over active attributes",
-        ),
-        "cubic_variance": ("float64", "mean over active attributes of m_a^3"),
-        "label_count_std": ("float64", "std over active attributes of r_a = c_a / k_a"),
+        # one column per registered metric (clusterclean.scoring.register_metric)
+        **{name: ("float64", metric.formula) for name, metric in METRICS.items()},
         "inconsistency_score": ("float64", "2 * sqrt(variance), in [0, 1]"),
         "n_active_attributes": ("int64", "attributes with c_a > 0"),
         "n_disagreeing_attributes": ("int64", "attributes with m_a > 0"),
@@ -262,10 +258,20 @@ class Report:
     folder: Path | None = None
 
 
+def _schema(name: str) -> dict[str, tuple[str, str]]:
+    """``TABLES[name]``, with the metrics registered after this module was imported."""
+    spec = TABLES[name]
+    if name == "components":
+        late = {m: ("float64", metric.formula) for m, metric in METRICS.items() if m not in spec}
+        spec = {**spec, **late}
+    return spec
+
+
 def order_columns(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     """The table's columns in their on-disk order: declared ones first, then extras."""
-    declared = [c for c in TABLES[name] if c in frame.columns]
-    return frame[declared + [c for c in frame.columns if c not in TABLES[name]]]
+    spec = _schema(name)
+    declared = [c for c in spec if c in frame.columns]
+    return frame[declared + [c for c in frame.columns if c not in spec]]
 
 
 def _arrow_type(name: str, dim: int | None = None):
@@ -305,7 +311,7 @@ def _to_arrow(name: str, frame: pd.DataFrame):
     """Build an Arrow table with the declared types, in the declared column order."""
     import pyarrow as pa
 
-    spec = TABLES[name]
+    spec = _schema(name)
     extra_prefixes = _EXTRA_COLUMNS.get(name, ())
     frame = order_columns(name, frame)
     arrays, fields = [], []

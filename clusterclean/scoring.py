@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,8 @@ from .options import Option, declare
 __all__ = [
     "OPTIONS",
     "METRICS",
+    "Metric",
+    "register_metric",
     "GEOMETRIC_EPS",
     "Scores",
     "score_components",
@@ -109,13 +111,88 @@ OPTIONS = declare(
 logger = logging.getLogger(__name__)
 
 GEOMETRIC_EPS = 1e-3
-# metric -> short name used in flag columns (is_bad_component_<short>_<threshold>)
-METRICS = {
-    "variance": "var",
-    "geometric_variance": "gvar",
-    "cubic_variance": "cvar",
-    "label_count_std": "std",
-}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A component metric: a number per component, 0 when the component agrees.
+
+    Attributes
+    ----------
+    name : str
+        Column of ``components.parquet`` and ``--metric`` value.
+    short : str
+        Name in the flag columns (``is_bad_component_<short>_<threshold>``).
+    formula : str
+        One line, in the README's notation (the column's description).
+    compute : callable
+        ``compute(m, active, ratio, n_active) -> ndarray of shape (n_components,)``:
+        ``m`` the minority fractions m_a (0 where not active), ``active`` where
+        c_a > 0 (and scored), ``ratio`` c_a / k_a, ``n_active`` the active
+        attributes per component; all of shape (n_components, n_attributes).
+    """
+
+    name: str
+    short: str
+    formula: str
+    compute: Callable[..., np.ndarray]
+
+
+#: Registry: metric name -> :class:`Metric`, in column order (:func:`register_metric`).
+METRICS: dict[str, Metric] = {}
+
+
+def register_metric(name: str, *, short: str, formula: str):
+    """Decorator: add a component metric ``compute(m, active, ratio, n_active)``.
+
+    ``score_components`` adds its column and one flag column per threshold,
+    ``components.parquet`` its column (described by ``formula``), the HTML
+    report its sort key, ``clean --metric`` its name.
+    """
+
+    def decorate(compute):
+        METRICS[name] = Metric(name, short, formula, compute)
+        return compute
+
+    return decorate
+
+
+def _mean_over_active(values: np.ndarray, n_active: np.ndarray) -> np.ndarray:
+    return values.sum(axis=1) / np.maximum(n_active, 1)
+
+
+@register_metric("variance", short="var", formula="mean over active attributes of m_a^2")
+def _variance(m, active, ratio, n_active):
+    return _mean_over_active(m**2, n_active)
+
+
+@register_metric(
+    "geometric_variance",
+    short="gvar",
+    formula="exp(mean log(m_a + 1e-3)) - 1e-3 over active attributes",
+)
+def _geometric_variance(m, active, ratio, n_active):
+    log_m = np.where(active, np.log(m + GEOMETRIC_EPS), 0.0)
+    geometric = np.exp(_mean_over_active(log_m, n_active)) - GEOMETRIC_EPS
+    # exp(log(eps)) - eps is not exactly 0 in floating point: pin agreement to 0
+    return np.where((m > 0).any(axis=1), np.maximum(geometric, 0.0), 0.0)
+
+
+@register_metric("cubic_variance", short="cvar", formula="mean over active attributes of m_a^3")
+def _cubic_variance(m, active, ratio, n_active):
+    return _mean_over_active(m**3, n_active)
+
+
+@register_metric(
+    "label_count_std", short="std", formula="std over active attributes of r_a = c_a / k_a"
+)
+def _label_count_std(m, active, ratio, n_active):
+    r = np.where(active, ratio, 0.0)
+    mean_r = _mean_over_active(r, n_active)
+    squared = np.where(active, (ratio - mean_r[:, None]) ** 2, 0.0)
+    return np.sqrt(_mean_over_active(squared, n_active))
+
+
 _ROW_CHUNK = 65536  # images per chunk when expanding component counts to cells
 
 
@@ -173,7 +250,7 @@ def flag_column(metric: str, threshold: str | float) -> str:
     """
     kind, value = parse_threshold(threshold)
     text = f"p{value:g}" if kind == "percentile" else f"{value:g}".replace(".", "_")
-    return f"is_bad_component_{METRICS[metric]}_{text}"
+    return f"is_bad_component_{METRICS[metric].short}_{text}"
 
 
 def component_label_counts(
@@ -202,31 +279,18 @@ def component_label_counts(
 
 
 def _component_metrics(n_known: np.ndarray, n_positive: np.ndarray, scored: np.ndarray):
-    """The four seed metrics per component (see the module docstring)."""
+    """The registered metrics per component (see the module docstring)."""
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = n_positive / n_known
         minority = np.minimum(n_positive, n_known - n_positive) / n_known
     active = (n_positive > 0) & scored[None, :]
     n_active = active.sum(axis=1)
-    denom = np.maximum(n_active, 1)
     m = np.where(active, minority, 0.0)
-    variance = (m**2).sum(axis=1) / denom
-    cubic = (m**3).sum(axis=1) / denom
-    log_m = np.where(active, np.log(m + GEOMETRIC_EPS), 0.0)
-    geometric = np.exp(log_m.sum(axis=1) / denom) - GEOMETRIC_EPS
-    # exp(log(eps)) - eps is not exactly 0 in floating point: pin agreement to 0
-    geometric = np.where((m > 0).any(axis=1), np.maximum(geometric, 0.0), 0.0)
-    r = np.where(active, ratio, 0.0)
-    mean_r = r.sum(axis=1) / denom
-    squared = np.where(active, (ratio - mean_r[:, None]) ** 2, 0.0)
-    std = np.sqrt(squared.sum(axis=1) / denom)
+    values = {name: metric.compute(m, active, ratio, n_active) for name, metric in METRICS.items()}
     n_disagreeing = (np.where(scored[None, :], np.nan_to_num(minority), 0.0) > 0).sum(axis=1)
     return (
         {
-            "variance": variance,
-            "geometric_variance": geometric,
-            "cubic_variance": cubic,
-            "label_count_std": std,
+            **values,
             "n_active_attributes": n_active,
             "n_disagreeing_attributes": n_disagreeing,
         },

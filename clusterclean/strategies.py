@@ -89,6 +89,7 @@ __all__ = [
     "clean_labels",
     "cleaned_frame",
     "strategy_options",
+    "register_strategy",
     "write_cleaned",
 ]
 
@@ -243,7 +244,18 @@ def strategy_options(strategy: str) -> frozenset[str]:
     return frozenset(options)
 
 
-def _register(name: str, *, threshold: str, default, uses_attributes: bool = True):
+def register_strategy(name: str, *, threshold: str, default, uses_attributes: bool = True):
+    """Decorator: add a cleaning strategy ``func(view: CleaningView) -> Edits`` by name.
+
+    ``threshold``: ``"none"``, ``"ratio"`` (a number in (0, 0.5]) or ``"component"``
+    (an absolute cut or ``pNN`` on a component metric); ``default``: its default
+    threshold; ``uses_attributes``: whether ``include/exclude_attributes`` apply.
+    ``clean_labels(strategy=name)``, ``clusterclean clean --strategy`` and the
+    cleaned-table names read :data:`STRATEGIES`, so nothing else changes.
+    """
+    if threshold not in ("none", "ratio", "component"):
+        raise ValueError(f"threshold must be 'none', 'ratio' or 'component', not {threshold!r}")
+
     def decorate(func):
         STRATEGIES[name] = func
         _SPECS[name] = _Spec(threshold, default, uses_attributes)
@@ -298,7 +310,7 @@ def _task_cells(view: CleaningView, cols: np.ndarray, flagged_components: np.nda
     return _cells_where(view, flagged, ~np.isnan(view.labels))
 
 
-@_register("component", threshold="component", default="p80", uses_attributes=False)
+@register_strategy("component", threshold="component", default="p80", uses_attributes=False)
 def prune_components(view: CleaningView) -> Edits:
     """Drop every image of a component whose metric is strictly above the cut."""
     bad = view.is_scored_component & (view.metric_values > view.threshold)
@@ -314,7 +326,7 @@ def prune_components(view: CleaningView) -> Edits:
     return edits
 
 
-@_register("label", threshold="ratio", default=0.2)
+@register_strategy("label", threshold="ratio", default=0.2)
 def prune_labels(view: CleaningView) -> Edits:
     """Make ambiguous attributes (minority >= t) missing for the whole component."""
     t = view.threshold
@@ -365,7 +377,7 @@ def prune_labels(view: CleaningView) -> Edits:
     return edits
 
 
-@_register("intersection", threshold="none", default=None)
+@register_strategy("intersection", threshold="none", default=None)
 def intersect_labels(view: CleaningView) -> Edits:
     """Keep only the labels every labelled image of the component shares."""
     k, c = view.n_known, view.n_positive
@@ -408,7 +420,7 @@ def intersect_labels(view: CleaningView) -> Edits:
     return edits
 
 
-@_register("image", threshold="ratio", default=0.2)
+@register_strategy("image", threshold="ratio", default=0.2)
 def prune_images(view: CleaningView) -> Edits:
     """Drop images holding a label whose agreement in the component is below t."""
     t = view.threshold
@@ -434,7 +446,7 @@ def prune_images(view: CleaningView) -> Edits:
     return edits
 
 
-@_register("majority", threshold="none", default=None)
+@register_strategy("majority", threshold="none", default=None)
 def relabel_majority(view: CleaningView) -> Edits:
     """Set every known cell to its component's majority; leave and report ties."""
     k, c = view.n_known, view.n_positive
