@@ -358,16 +358,18 @@ def run_distributed(
         **({} if refinement is None else {"refinement": refinement}),
         **({} if adaptation is None else {"adaptation": adaptation}),
     )
-    run_info = dict(report.run_info, index=spec.as_dict())
-    run_info["timings"] = dict(run_info["timings"], **{f"ray_{k}": v for k, v in timings.items()})
-    run_info["distributed"] = {
-        "engine": f"ray {ray.__version__}",
-        "shards": str(shards),
-        "n_embed_actors": n_embed_actors,
-        "n_search_actors": n_search_actors,
-        "use_gpu": bool(use_gpu),
-        "seconds": round(time.perf_counter() - started, 4),
-    }
+    run_info = report.run_info.replace(
+        index=spec.as_dict(),
+        timings={**report.run_info.timings, **{f"ray_{k}": v for k, v in timings.items()}},
+        distributed={
+            "engine": f"ray {ray.__version__}",
+            "shards": str(shards),
+            "n_embed_actors": n_embed_actors,
+            "n_search_actors": n_search_actors,
+            "use_gpu": bool(use_gpu),
+            "seconds": round(time.perf_counter() - started, 4),
+        },
+    )
     report = replace(report, run_info=run_info)
     if out is not None:
         report = replace(report, folder=write_report(report, out, inputs=inputs))

@@ -265,8 +265,7 @@ def _bin_count(sizes: np.ndarray, low: int, high: int | None) -> int:
 
 
 def _duplicate_similarity(report: Report) -> float:
-    parameters = report.run_info.get("parameters", {})
-    value = parameters.get("min_duplicate_similarity")
+    value = report.run_info.parameters.get("min_duplicate_similarity")
     return float(value) if value is not None else _FALLBACK_DUPLICATE_SIMILARITY
 
 
@@ -346,21 +345,14 @@ def _summary(report: Report) -> str:
 
 def _parameters(report: Report) -> str:
     info = report.run_info
-    rows = [
-        (key, _format_value(value)) for key, value in sorted(info.get("parameters", {}).items())
-    ]
-    embedding = info.get("embedding", {})
+    rows = [(key, _format_value(value)) for key, value in sorted(info.parameters.items())]
+    embedding = info.embedding
     rows += [(f"embedding {key}", _format_value(value)) for key, value in sorted(embedding.items())]
-    rows += [
-        (f"threshold {key}", _num(value))
-        for key, value in sorted(info.get("thresholds", {}).items())
-    ]
+    rows += [(f"threshold {key}", _num(value)) for key, value in sorted(info.thresholds.items())]
     timings = ", ".join(
-        f"{k} {v:.2f} s"
-        for k, v in sorted(info.get("timings", {}).items())
-        if isinstance(v, (int, float))
+        f"{k} {v:.2f} s" for k, v in sorted(info.timings.items()) if isinstance(v, (int, float))
     )
-    versions = ", ".join(f"{k} {v}" for k, v in sorted(info.get("versions", {}).items()))
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items()))
     rows += [("timings", timings or "–"), ("versions", versions or "–")]
     return _table(("parameter", "value"), rows)
 
@@ -567,8 +559,8 @@ def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
 def _per_image_section(report: Report) -> str:
     """The attributes left unscored: the user's, and those detected as varying with figures."""
     info = report.run_info
-    user = list(info.get("parameters", {}).get("exclude_attributes", []))
-    varying = info.get("varying_attributes", {})
+    user = list(info.parameters.get("exclude_attributes", []))
+    varying = info.varying_attributes
     text = "Given by the user (never scored): " + (_e(", ".join(user)) or "none") + ". "
     if not varying.get("detected"):
         return f'<p id="per-image">{text}Automatic detection was off.</p>'
@@ -597,7 +589,7 @@ def _per_image_section(report: Report) -> str:
 
 def _mixed_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
     """Components split because their labels and embedding both said two people."""
-    mixed = report.run_info.get("mixed_components", {})
+    mixed = report.run_info.mixed_components
     if not mixed.get("detected"):
         return '<p id="mixed">Detection of components mixing two people was off.</p>'
     splits = pd.DataFrame(mixed.get("components", []))

@@ -99,16 +99,16 @@ def _read_base(base: str | Path | Report) -> Report:
 def _config_of(report: Report, options: dict[str, Any]):
     from .pipeline import RunConfig
 
-    recorded = dict(report.run_info.get("parameters", {}))
+    recorded = dict(report.run_info.parameters)
     known = {k: v for k, v in recorded.items() if k in RunConfig.__dataclass_fields__}
     # the head the base run actually trained (adapt="auto" may have trained none)
-    used = report.run_info.get("adaptation")
+    used = report.run_info.adaptation
     known["adapt"] = "none" if used is None else used["method"]
     for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
         if name in known:
             known[name] = tuple(known[name])
     if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
-        known["min_similarity"] = report.run_info["calibration"]["min_similarity"]
+        known["min_similarity"] = report.run_info.calibration["min_similarity"]
     return RunConfig(**{**known, **options})
 
 
@@ -146,7 +146,7 @@ def _union(base: Dataset, new: Dataset) -> Dataset:
 
 def _base_fitted(report: Report, key: str, load, default_file: str, what: str):
     """The transform the base run fitted (run.json's ``key`` names its file), or None."""
-    info = report.run_info.get(key)
+    info = getattr(report.run_info, key)
     if not info:
         return None
     if report.folder is None:
@@ -188,7 +188,7 @@ def _search_union(
 
     n_base, n_new = len(base_vectors), len(new_vectors)
     union = np.vstack([base_vectors, new_vectors])
-    recorded = base.run_info.get("index")
+    recorded = base.run_info.index
     spec = IndexSpec(**recorded) if recorded else choose_index(n_base, union.shape[1])
     # forward: the new images against everything (trained on the base, as the base run was)
     index = build_index(base_vectors, spec, add=False)
@@ -367,17 +367,18 @@ def add_images(
         **fitted,
     )
     additions = _additions(report, n_base, nearest_row, nearest_sim)
-    run_info = dict(report.run_info)
-    run_info["index"] = spec.as_dict()
-    run_info["timings"] = dict(run_info["timings"], search_new=round(search_seconds, 4))
-    run_info["incremental"] = {
-        "base": str(base_report.folder) if base_report.folder else None,
-        "n_base_images": n_base,
-        "n_new_images": len(additions),
-        "n_duplicates": int(additions["is_duplicate"].sum()),
-        "n_contradicting": int((additions["n_contradicting_pairs"] > 0).sum()),
-        "seconds": round(time.perf_counter() - started, 4),
-    }
+    run_info = report.run_info.replace(
+        index=spec.as_dict(),
+        timings={**report.run_info.timings, "search_new": round(search_seconds, 4)},
+        incremental={
+            "base": str(base_report.folder) if base_report.folder else None,
+            "n_base_images": n_base,
+            "n_new_images": len(additions),
+            "n_duplicates": int(additions["is_duplicate"].sum()),
+            "n_contradicting": int((additions["n_contradicting_pairs"] > 0).sum()),
+            "seconds": round(time.perf_counter() - started, 4),
+        },
+    )
     report = replace(report, run_info=run_info, additions=additions)
     if out is not None:  # additions.parquet inside the atomic swap, listed in the manifest
         report = replace(report, folder=write_report(report, out, inputs=inputs))
@@ -385,7 +386,7 @@ def add_images(
         "added %d images to %d: %d duplicate, %d contradict base images",
         len(additions),
         n_base,
-        run_info["incremental"]["n_duplicates"],
-        run_info["incremental"]["n_contradicting"],
+        run_info.incremental["n_duplicates"],
+        run_info.incremental["n_contradicting"],
     )
     return report, additions

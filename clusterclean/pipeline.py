@@ -46,6 +46,7 @@ from .report import (
     check_output_folder,
     order_columns,
 )
+from .run_record import RunRecord
 from .scoring import find_varying_attributes, score_components
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -345,11 +346,11 @@ def run(
         duplicates = find_duplicates(dataset, pairs, min_similarity=config.min_duplicate_similarity)
 
     sizes = components["size"].to_numpy()
-    run_info: dict[str, Any] = {
-        "parameters": asdict(config),
-        "versions": _versions(),
-        "timings": timings,
-        "counts": {
+    run_info = RunRecord(
+        parameters=asdict(config),
+        versions=_versions(),
+        timings=timings,
+        counts={
             "images": dataset.n_images,
             "skipped_images": 0 if skipped is None else len(skipped),
             "attributes": dataset.n_attributes,
@@ -365,21 +366,21 @@ def run(
                 if c.startswith("is_bad_component_")
             },
         },
-        "thresholds": scores.components.attrs.get("thresholds", {}),
+        thresholds=scores.components.attrs.get("thresholds", {}),
         # attributes never scored, flagged or changed: the user's plus the detected ones
-        "excluded_attributes": list(excluded),
-        "varying_attributes": varying,
-        "mixed_components": mixed_info,
-        "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
-        "refinement": None
+        excluded_attributes=list(excluded),
+        varying_attributes=varying,
+        mixed_components=mixed_info,
+        embedding={"backbone": vectors.backbone, "dim": vectors.dim},
+        refinement=None
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
-        "adaptation": None
+        adaptation=None
         if adaptation is None
         else {**adaptation.summary(), "file": ADAPTATION_FILE},
-        "index": index_spec.as_dict(),
-        "calibration": None if calibration is None else calibration.summary(),
-    }
+        index=index_spec.as_dict(),
+        calibration=None if calibration is None else calibration.summary(),
+    )
     report = Report(
         dataset=dataset,
         images=images_table,
@@ -771,12 +772,10 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
         "label_issues": len(report.label_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
-        "possibly_two_people": int(report.run_info.get("mixed_components", {}).get("count", 0)),
+        "possibly_two_people": int(report.run_info.mixed_components.get("count", 0)),
         "duplicates": duplicate_counts(report.duplicates),
-        "per_image_attributes": list(
-            report.run_info.get("varying_attributes", {}).get("proposed", [])
-        )
-        + [a for a in report.run_info.get("parameters", {}).get("exclude_attributes", [])],
-        "calibration": report.run_info.get("calibration"),
+        "per_image_attributes": list(report.run_info.varying_attributes.get("proposed", []))
+        + list(report.run_info.parameters.get("exclude_attributes", [])),
+        "calibration": report.run_info.calibration,
         "folder": str(report.folder) if report.folder else None,
     }

@@ -28,6 +28,7 @@ from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
 from .atomic import atomic_write, pid_alive
 from .errors import InvalidInputError, InvalidTypeError, ReportSchemaError, printable
+from .run_record import RunRecord
 from .scoring import METRICS
 
 __all__ = [
@@ -234,8 +235,9 @@ class Report:
         The whitening fitted on the run's embeddings (``refinement.npz``).
     adaptation : clusterclean.adapt.Adaptation or None
         The projection head trained with ``adapt`` (``adaptation.npz``).
-    run_info : dict
-        Parameters, versions, timings and counts (``run.json``).
+    run_info : RunRecord
+        Parameters, versions, timings and counts (``run.json``); a dict given
+        here is checked and made a :class:`~clusterclean.run_record.RunRecord`.
     folder : Path or None
         Where the report was written or read from.
     """
@@ -254,8 +256,12 @@ class Report:
     additions: pd.DataFrame | None = None
     refinement: Any = None
     adaptation: Any = None
-    run_info: dict[str, Any] = field(default_factory=dict)
+    run_info: RunRecord = field(default_factory=RunRecord)
     folder: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.run_info, RunRecord):
+            object.__setattr__(self, "run_info", RunRecord.from_dict(self.run_info))
 
 
 def _schema(name: str) -> dict[str, tuple[str, str]]:
@@ -734,18 +740,18 @@ def write_report_folder(
             report.refinement.save(staging / REFINEMENT_FILE)
         if report.adaptation is not None:
             report.adaptation.save(staging / ADAPTATION_FILE)
-        run_info = dict(report.run_info, schema_version=SCHEMA_VERSION, run_id=run_id)
-        timings = dict(run_info.get("timings", {}))
-        timings["write"] = round(time.perf_counter() - started, 4)
-        run_info["timings"] = timings
-        run_info.pop("manifest", None)
+        run_info = report.run_info.replace(
+            schema_version=SCHEMA_VERSION,
+            run_id=run_id,
+            timings={**report.run_info.timings, "write": round(time.perf_counter() - started, 4)},
+            manifest=None,
+        )
         for name, write_page in (pages or {}).items():
             write_page(replace(report, folder=out, run_info=run_info), staging / name)
         for name in (REFINEMENT_FILE, ADAPTATION_FILE, *(pages or {})):
             if (staging / name).is_file():
                 manifest[name] = _file_entry(staging / name)
-        run_info["manifest"] = manifest
-        _write_run_json(staging, run_info)
+        _write_run_json(staging, run_info.replace(manifest=manifest))
         _swap_into_place(staging, out)
     except OSError as error:  # e.g. a full disk: say where, the previous report is intact
         raise InvalidInputError(
@@ -759,8 +765,8 @@ def write_report_folder(
     return out
 
 
-def _write_run_json(folder: Path, run_info: dict[str, Any]) -> None:
-    text = json.dumps(run_info, indent=2, sort_keys=True, default=str)
+def _write_run_json(folder: Path, run_info: RunRecord) -> None:
+    text = json.dumps(run_info.as_dict(), indent=2, sort_keys=True, default=str)
     atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text + "\n"))
 
 
@@ -772,10 +778,10 @@ def refresh_manifest(folder: str | Path, names: tuple[str, ...]) -> None:
     """
     folder = Path(folder)
     run_info = _read_run_info(folder)
-    manifest = dict(run_info.get("manifest", {}))
+    manifest = dict(run_info.manifest)
     for name in names:
         manifest[name] = _file_entry(folder / name)
-    _write_run_json(folder, dict(run_info, manifest=manifest))
+    _write_run_json(folder, run_info.replace(manifest=manifest))
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:
@@ -788,8 +794,9 @@ def _swap_into_place(staging: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _read_run_info(folder: Path) -> dict[str, Any]:
-    """``run.json`` validated: JSON, an object, this schema version, a run id and manifest."""
+def _read_run_info(folder: Path) -> RunRecord:
+    """``run.json`` validated: JSON, an object, this schema version, a run id and manifest,
+    each known field of its JSON type (:class:`~clusterclean.run_record.RunRecord`)."""
     path = folder / RUN_FILE
     if not path.is_file():
         raise ReportSchemaError(
@@ -821,15 +828,18 @@ def _read_run_info(folder: Path) -> dict[str, Any]:
             f"{path} has no run id or file manifest: the report was written by an older "
             "clusterclean or edited. Re-run `clusterclean run` to rebuild it."
         )
-    return run_info
+    try:
+        return RunRecord.from_dict(run_info, where=str(path))
+    except ValueError as error:
+        raise ReportSchemaError(
+            f"{error}: the report is damaged or edited. Re-run `clusterclean run` to rebuild it."
+        ) from None
 
 
-def _read_report_table(
-    folder: Path, name: str, run_info: dict[str, Any]
-) -> tuple[pd.DataFrame, dict]:
+def _read_report_table(folder: Path, name: str, run_info: RunRecord) -> tuple[pd.DataFrame, dict]:
     """One table of a report, checked against ``run.json``: run id, size, rows, columns."""
     path = folder / f"{name}.parquet"
-    recorded = run_info["manifest"].get(path.name)
+    recorded = run_info.manifest.get(path.name)
     if not isinstance(recorded, dict):
         raise ReportSchemaError(
             f"{path} is not listed in {folder / RUN_FILE}: it does not belong to this report. "
@@ -837,10 +847,8 @@ def _read_report_table(
         )
     frame, meta = read_table(path, expected=name)
     problem = None
-    if meta.get("run_id") != run_info["run_id"]:
-        problem = (
-            f"comes from another run (run id {meta.get('run_id')!r}, not {run_info['run_id']!r})"
-        )
+    if meta.get("run_id") != run_info.run_id:
+        problem = f"comes from another run (run id {meta.get('run_id')!r}, not {run_info.run_id!r})"
     elif len(frame) != recorded.get("rows"):
         problem = f"has {len(frame)} rows, not the {recorded.get('rows')} {RUN_FILE} recorded"
     else:

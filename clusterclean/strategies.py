@@ -811,8 +811,8 @@ def clean_labels(
     dataset = report.dataset
     # the user's exclusions plus the per-image attributes the run detected
     report_excluded = tuple(
-        report.run_info.get("excluded_attributes")
-        or report.run_info.get("parameters", {}).get("exclude_attributes", ())
+        report.run_info.excluded_attributes
+        or report.run_info.parameters.get("exclude_attributes", ())
     )
     selected = _attribute_selection(
         dataset, include_attributes, exclude_attributes, report_excluded, strategy
