@@ -9,13 +9,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["Dataset", "Embeddings", "Neighbors", "as_embeddings", "check_embeddings"]
+__all__ = [
+    "Dataset",
+    "Embeddings",
+    "Neighbors",
+    "VectorTransform",
+    "as_embeddings",
+    "check_embeddings",
+    "unit_rows",
+]
 
 
 @dataclass(frozen=True)
@@ -203,3 +212,67 @@ def check_embeddings(embeddings: object, func: str) -> Embeddings:
             f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
         )
     return embeddings
+
+
+def unit_rows(z: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), C-contiguous float32."""
+    norms = np.linalg.norm(z, axis=1, keepdims=True)
+    return np.ascontiguousarray(z / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class VectorTransform:
+    """The interface of a fitted embedding transform (:class:`~clusterclean.refine.Refinement`,
+    :class:`~clusterclean.adapt.Adaptation`): fit elsewhere, then ``transform`` /
+    ``apply`` / ``save`` / ``summary``, saved so that new images get the same treatment.
+
+    A subclass gives ``dim_in``, ``dim_out``, ``_map(vectors)`` (the map before the rows
+    are normalised), ``_arrays()`` (what ``save`` writes), ``summary()`` and the words
+    of its messages: ``_noun`` ("refinement"), ``_verb`` ("Refine"), ``_tag`` (the
+    backbone suffix, followed by ``dim_out``).
+    """
+
+    _noun = "transform"
+    _verb = "Transform"
+    _tag = "transform"
+
+    @property
+    def dim_in(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def dim_out(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _map(self, vectors: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _arrays(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def summary(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Rows of shape (n, dim_in) -> unit rows of shape (n, dim_out), float32."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim_in:
+            raise InvalidInputError(
+                f"This {self._noun} was fitted on {self.dim_in}-dimensional embeddings; got "
+                f"shape {vectors.shape}. {self._verb} embeddings of the same backbone only."
+            )
+        return unit_rows(self._map(vectors))
+
+    def apply(self, embeddings: Embeddings) -> Embeddings:
+        """``embeddings`` transformed: same ids, unit rows of dimension ``dim_out``."""
+        embeddings = check_embeddings(embeddings, f"{type(self).__name__}.apply")
+        return Embeddings(
+            ids=embeddings.ids,
+            vectors=self.transform(embeddings.vectors),
+            backbone=f"{embeddings.backbone}+{self._tag}{self.dim_out}",
+        )
+
+    def save(self, path) -> Any:
+        """Write the transform to an ``.npz`` file atomically; returns the path."""
+        from .atomic import save_npz
+
+        return save_npz(path, self._arrays())

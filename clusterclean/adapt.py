@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._contracts import Embeddings
+from ._contracts import Embeddings, VectorTransform
 from ._validation import check_float, check_int
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare
@@ -112,13 +112,8 @@ logger = logging.getLogger(__name__)
 ITEMS_PER_CLASS = 4
 
 
-def _unit_rows(z: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return np.ascontiguousarray(z / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 @dataclass(frozen=True)
-class Adaptation:
+class Adaptation(VectorTransform):
     """A fitted projection head (numpy only).
 
     Attributes
@@ -156,33 +151,16 @@ class Adaptation:
     def dim_out(self) -> int:
         return int(self.weights[-1].shape[1])
 
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """``normalize(h(x))`` for rows of shape (n, dim_in) -> (n, dim_out), unit rows."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim_in:
-            raise InvalidInputError(
-                f"This adaptation was fitted on {self.dim_in}-dimensional embeddings; got "
-                f"shape {vectors.shape}. Adapt embeddings of the same backbone only."
-            )
+    _noun, _verb, _tag = "adaptation", "Adapt", "adapt"
+
+    def _map(self, vectors: np.ndarray) -> np.ndarray:
+        """``h(x)``; :meth:`transform` normalises the rows after."""
         z = (vectors - self.mean) / np.float32(self.scale)
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
             if layer:
                 z = np.maximum(z, 0.0)
             z = z @ weight + bias
-        return _unit_rows(z)
-
-    def apply(self, embeddings: Embeddings) -> Embeddings:
-        """Adapt ``embeddings`` (same ids, unit rows of dimension ``dim_out``)."""
-        if not isinstance(embeddings, Embeddings):
-            raise InvalidTypeError(
-                "The 'embeddings' parameter of Adaptation.apply must be an Embeddings. "
-                f"Got {type(embeddings).__name__} instead."
-            )
-        return Embeddings(
-            ids=embeddings.ids,
-            vectors=self.transform(embeddings.vectors),
-            backbone=f"{embeddings.backbone}+adapt{self.dim_out}",
-        )
+        return z
 
     def summary(self) -> dict[str, Any]:
         """What the head is and how it was trained, for ``run.json``."""
@@ -195,24 +173,18 @@ class Adaptation:
             **self.info,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the head to an ``.npz`` file atomically; returns the path."""
-        from .atomic import save_npz
-
+    def _arrays(self) -> dict[str, Any]:
         arrays = {f"weight{i}": w for i, w in enumerate(self.weights)}
         arrays |= {f"bias{i}": b for i, b in enumerate(self.biases)}
-        return save_npz(
-            path,
-            {
-                "mean": self.mean,
-                "scale": np.float64(self.scale),
-                "n_layers": np.int64(len(self.weights)),
-                "method": np.str_(self.method),
-                "backbone": np.str_(self.backbone),
-                "info": np.str_(json.dumps(self.info)),
-                **arrays,
-            },
-        )
+        return {
+            "mean": self.mean,
+            "scale": np.float64(self.scale),
+            "n_layers": np.int64(len(self.weights)),
+            "method": np.str_(self.method),
+            "backbone": np.str_(self.backbone),
+            "info": np.str_(json.dumps(self.info)),
+            **arrays,
+        }
 
 
 def load_adaptation(path: str | Path) -> Adaptation:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._contracts import Embeddings, check_embeddings
+from ._contracts import Embeddings, VectorTransform, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
 from .options import Option, declare
@@ -79,13 +79,8 @@ AUTO_VARIANCE = 0.9
 EPS_RELATIVE = 1e-4
 
 
-def _unit_rows(z: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(z, axis=1, keepdims=True)
-    return np.ascontiguousarray(z / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
 @dataclass(frozen=True)
-class Refinement:
+class Refinement(VectorTransform):
     """A fitted centring + PCA-whitening transform.
 
     Attributes
@@ -120,24 +115,11 @@ class Refinement:
     def dim_out(self) -> int:
         return int(self.projection.shape[1])
 
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """``x' = normalize(diag(s) P^T (x - mu))`` for rows of shape (n, dim_in)."""
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim_in:
-            raise InvalidInputError(
-                f"This refinement was fitted on {self.dim_in}-dimensional embeddings; got "
-                f"shape {vectors.shape}. Refine embeddings of the same backbone only."
-            )
-        return _unit_rows(((vectors - self.mean) @ self.projection) * self.scales)
+    _noun, _verb, _tag = "refinement", "Refine", "whiten"
 
-    def apply(self, embeddings: Embeddings) -> Embeddings:
-        """Refine ``embeddings`` (same ids, unit rows of dimension ``dim_out``)."""
-        embeddings = check_embeddings(embeddings, "Refinement.apply")
-        return Embeddings(
-            ids=embeddings.ids,
-            vectors=self.transform(embeddings.vectors),
-            backbone=f"{embeddings.backbone}+whiten{self.dim_out}",
-        )
+    def _map(self, vectors: np.ndarray) -> np.ndarray:
+        """``diag(s) P^T (x - mu)``; :meth:`transform` normalises the rows after."""
+        return ((vectors - self.mean) @ self.projection) * self.scales
 
     def summary(self) -> dict[str, Any]:
         """The scalars of the transform, for ``run.json``."""
@@ -150,21 +132,15 @@ class Refinement:
             "backbone": self.backbone,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write the transform to an ``.npz`` file atomically; returns the path."""
-        from .atomic import save_npz
-
-        return save_npz(
-            path,
-            {
-                "mean": self.mean,
-                "projection": self.projection,
-                "scales": self.scales,
-                "power": np.float64(self.power),
-                "explained_variance": np.float64(self.explained_variance),
-                "backbone": np.str_(self.backbone),
-            },
-        )
+    def _arrays(self) -> dict[str, Any]:
+        return {
+            "mean": self.mean,
+            "projection": self.projection,
+            "scales": self.scales,
+            "power": np.float64(self.power),
+            "explained_variance": np.float64(self.explained_variance),
+            "backbone": np.str_(self.backbone),
+        }
 
 
 def load_refinement(path: str | Path) -> Refinement:

@@ -69,3 +69,14 @@ def test_the_import_graph_has_no_cycle():
         if node not in state:
             visit(node, [node])
     assert cycles == []
+
+
+def test_refinement_and_adaptation_share_one_transform_interface():
+    from clusterclean._contracts import VectorTransform
+    from clusterclean.adapt import Adaptation
+    from clusterclean.refine import Refinement
+
+    for cls in (Refinement, Adaptation):
+        assert issubclass(cls, VectorTransform)
+        for name in ("transform", "apply", "save"):
+            assert getattr(cls, name) is getattr(VectorTransform, name), (cls, name)
