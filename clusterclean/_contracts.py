@@ -23,6 +23,7 @@ __all__ = [
     "VectorTransform",
     "as_embeddings",
     "check_embeddings",
+    "check_known_attributes",
     "unit_rows",
 ]
 
@@ -212,6 +213,16 @@ def check_embeddings(embeddings: object, func: str) -> Embeddings:
             f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
         )
     return embeddings
+
+
+def check_known_attributes(names, dataset: Dataset, parameter: str, func: str) -> None:
+    """Raise when ``names`` holds attributes that ``dataset`` does not have."""
+    unknown = sorted(set(names) - set(dataset.attributes))
+    if unknown:
+        raise InvalidInputError(
+            f"The {parameter!r} parameter of {func} names unknown attributes {unknown}; "
+            f"known attributes are {list(dataset.attributes)[:20]}."
+        )
 
 
 def unit_rows(z: np.ndarray) -> np.ndarray:

@@ -214,7 +214,7 @@ def run_distributed(
     Report
         Same tables as the local path; ``run.json`` adds ``distributed``.
     """
-    from .index import build_index, choose_index
+    from .index import build_index, choose_index, index_options
     from .pipeline import (
         RunConfig,
         adapt_vectors,
@@ -314,15 +314,7 @@ def run_distributed(
         progress,
     )
     refined, refinement = refine_vectors(adapted, config)
-    spec = choose_index(
-        n_images,
-        refined.dim,
-        index=config.index,
-        n_lists=config.n_lists,
-        n_probe=config.n_probe,
-        n_components=config.n_components,
-        func="run_distributed",
-    )
+    spec = choose_index(n_images, refined.dim, **index_options(config), func="run_distributed")
     if spec.n_components:
         raise InvalidInputError(
             "The 'n_components' parameter of run_distributed is not supported (the search "

@@ -41,6 +41,7 @@ from ._contracts import Dataset, Embeddings, Neighbors
 from .errors import InvalidInputError
 from .publish import write_report
 from .report import Report, check_output_folder, read_report
+from .run_record import RunRecord
 
 __all__ = ["add_images", "merge_neighbors"]
 
@@ -99,16 +100,16 @@ def _read_base(base: str | Path | Report) -> Report:
 def _config_of(report: Report, options: dict[str, Any]):
     from .pipeline import RunConfig
 
-    recorded = dict(report.run_info.parameters)
-    known = {k: v for k, v in recorded.items() if k in RunConfig.__dataclass_fields__}
+    info = RunRecord.from_dict(report.run_info)
+    known = {k: v for k, v in info.parameters.items() if k in RunConfig.__dataclass_fields__}
     # the head the base run actually trained (adapt="auto" may have trained none)
-    used = report.run_info.adaptation
+    used = info.adaptation
     known["adapt"] = "none" if used is None else used["method"]
     for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
         if name in known:
             known[name] = tuple(known[name])
     if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
-        known["min_similarity"] = report.run_info.calibration["min_similarity"]
+        known["min_similarity"] = info.calibration["min_similarity"]
     return RunConfig(**{**known, **options})
 
 

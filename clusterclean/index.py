@@ -33,6 +33,8 @@ from ._validation import check_choice, check_int
 from .errors import InvalidInputError
 
 __all__ = [
+    "INDEX_OPTIONS",
+    "index_options",
     "INDEX_KINDS",
     "FLAT_MAX_IMAGES",
     "IndexSpec",
@@ -44,6 +46,16 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+
+#: The options of :func:`choose_index` a run carries (declared in the search stage).
+INDEX_OPTIONS = ("index", "n_lists", "n_probe", "n_components")
+
+
+def index_options(config) -> dict:
+    """The :func:`choose_index` keywords from a ``RunConfig`` (or any object with them)."""
+    return {name: getattr(config, name) for name in INDEX_OPTIONS}
+
+
 FLAT_MAX_IMAGES = 100_000
 _TRAIN_PER_LIST = 40  # k-means training points per IVF cell (FAISS warns below 39)
 _KMEANS_ITERATIONS = 10

@@ -49,7 +49,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ._contracts import Dataset, Embeddings
+from ._contracts import Dataset, Embeddings, check_known_attributes
 from ._validation import check_float, check_int
 from .components import renumber
 from .errors import InvalidInputError
@@ -243,12 +243,7 @@ def find_mixed_components(
             f"component_ids ({component_ids.shape[0]} rows), the dataset ({dataset.n_images} "
             f"images) and the embeddings ({len(embeddings)} rows) must match row for row."
         )
-    unknown = sorted(set(exclude_attributes) - set(dataset.attributes))
-    if unknown:
-        raise InvalidInputError(
-            f"The 'exclude_attributes' parameter of {func} names unknown attributes {unknown}; "
-            f"known attributes are {list(dataset.attributes)[:20]}."
-        )
+    check_known_attributes(exclude_attributes, dataset, "exclude_attributes", func)
     units = _units(dataset, exclude_attributes)
     order = np.argsort(component_ids, kind="stable")
     sizes = np.bincount(component_ids) if len(component_ids) else np.zeros(0, dtype=np.int64)

@@ -34,7 +34,7 @@ from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, search_neighbors
 from .group import Grouper, GroupOptions, components_per_cut
-from .index import choose_index
+from .index import choose_index, index_options
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
 from .options import SEED, make_options
 from .publish import write_report
@@ -279,15 +279,7 @@ def run(
     with _timed(timings, "refine"):
         refined, refinement = refine_vectors(adapted, config, refinement)
     with _timed(timings, "graph"):
-        index_spec = choose_index(
-            len(refined),
-            refined.dim,
-            index=config.index,
-            n_lists=config.n_lists,
-            n_probe=config.n_probe,
-            n_components=config.n_components,
-            func="run",
-        )
+        index_spec = choose_index(len(refined), refined.dim, **index_options(config), func="run")
         if neighbors is not None and neighbors.indices.shape != (len(vectors), config.n_neighbors):
             raise InvalidInputError(
                 f"The 'neighbors' parameter of run must hold {config.n_neighbors} neighbours "

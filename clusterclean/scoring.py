@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._contracts import Dataset, Embeddings
+from ._contracts import Dataset, Embeddings, check_known_attributes
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
 from .options import Option, declare
@@ -350,12 +350,7 @@ def score_components(
             f"component_ids has shape {component_ids.shape} but the dataset has "
             f"{dataset.n_images} images; they must match row for row."
         )
-    unknown = sorted(set(exclude_attributes) - set(dataset.attributes))
-    if unknown:
-        raise InvalidInputError(
-            f"The 'exclude_attributes' parameter of {func} names unknown attributes {unknown}; "
-            f"known attributes are {list(dataset.attributes)[:20]}."
-        )
+    check_known_attributes(exclude_attributes, dataset, "exclude_attributes", func)
     parsed = [(t, parse_threshold(t)) for t in thresholds]
     labels = dataset.labels
     scored = np.array([a not in set(exclude_attributes) for a in dataset.attributes], dtype=bool)

@@ -285,6 +285,16 @@ def _reasons(view: CleaningView, rows: np.ndarray, cols: np.ndarray, make) -> np
     return out
 
 
+def _set_cells(edits: Edits, view: CleaningView, rows, cols, new, make) -> None:
+    """``edits.set_cells`` with one reason per cell from ``make(component, column)``."""
+    edits.set_cells(rows, cols, new, _reasons(view, rows, cols, make))
+
+
+def _tie_cells(edits: Edits, view: CleaningView, rows, cols, make) -> None:
+    """``edits.tie_cells`` with one reason per cell from ``make(component, column)``."""
+    edits.tie_cells(rows, cols, _reasons(view, rows, cols, make))
+
+
 def _task_votes(view: CleaningView, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The value each image votes for in a task, and the votes per component.
 
@@ -337,18 +347,15 @@ def prune_labels(view: CleaningView) -> Edits:
     flagged = (k > 0) & (minority >= t) & view.binary_columns[None, :]
     flagged &= view.is_scored_component[:, None]
     rows, cols = _cells_where(view, flagged, ~np.isnan(view.labels))
-    edits.set_cells(
+    _set_cells(
+        edits,
+        view,
         rows,
         cols,
         np.nan,
-        _reasons(
-            view,
-            rows,
-            cols,
-            lambda comp, col: (
-                f"ambiguous: {c[comp, col]} of {k[comp, col]} labelled images "
-                f"positive (minority {minority[comp, col]:.3g} >= t={t:g})"
-            ),
+        lambda comp, col: (
+            f"ambiguous: {c[comp, col]} of {k[comp, col]} labelled images "
+            f"positive (minority {minority[comp, col]:.3g} >= t={t:g})"
         ),
     )
     for task, task_cols in view.task_columns.items():
@@ -359,19 +366,16 @@ def prune_labels(view: CleaningView) -> Edits:
             task_minority = (n_voters - top) / n_voters
         ambiguous = view.is_scored_component & (n_voters > 0) & (task_minority >= t)
         rows, cols = _task_cells(view, task_cols, ambiguous)
-        edits.set_cells(
+        _set_cells(
+            edits,
+            view,
             rows,
             cols,
             np.nan,
-            _reasons(
-                view,
-                rows,
-                cols,
-                lambda comp, col, task=task, counts=counts, m=task_minority: (
-                    f"ambiguous task {task!r}: the most common value is held by "
-                    f"{counts[comp].max()} of {counts[comp].sum()} labelled images "
-                    f"(minority {m[comp]:.3g} >= t={t:g})"
-                ),
+            lambda comp, col, task=task, counts=counts, m=task_minority: (
+                f"ambiguous task {task!r}: the most common value is held by "
+                f"{counts[comp].max()} of {counts[comp].sum()} labelled images "
+                f"(minority {m[comp]:.3g} >= t={t:g})"
             ),
         )
     return edits
@@ -385,36 +389,28 @@ def intersect_labels(view: CleaningView) -> Edits:
     flagged = (c > 0) & (c < k) & view.binary_columns[None, :]
     flagged &= view.is_scored_component[:, None]
     rows, cols = _cells_where(view, flagged, view.labels == 1)
-    edits.set_cells(
+    _set_cells(
+        edits,
+        view,
         rows,
         cols,
         0.0,
-        _reasons(
-            view,
-            rows,
-            cols,
-            lambda comp, col: (
-                f"not shared: {c[comp, col]} of {k[comp, col]} labelled images positive"
-            ),
-        ),
+        lambda comp, col: f"not shared: {c[comp, col]} of {k[comp, col]} labelled images positive",
     )
     for task, task_cols in view.task_columns.items():
         _, counts = _task_votes(view, task_cols)
         n_values = (counts > 0).sum(axis=1)
         not_shared = view.is_scored_component & (n_values > 1)
         rows, cols = _task_cells(view, task_cols, not_shared)
-        edits.set_cells(
+        _set_cells(
+            edits,
+            view,
             rows,
             cols,
             np.nan,
-            _reasons(
-                view,
-                rows,
-                cols,
-                lambda comp, col, task=task, n_values=n_values, counts=counts: (
-                    f"task {task!r} not shared: {n_values[comp]} different values among "
-                    f"{counts[comp].sum()} labelled images"
-                ),
+            lambda comp, col, task=task, n_values=n_values, counts=counts: (
+                f"task {task!r} not shared: {n_values[comp]} different values among "
+                f"{counts[comp].sum()} labelled images"
             ),
         )
     return edits
@@ -455,30 +451,24 @@ def relabel_majority(view: CleaningView) -> Edits:
     known = ~np.isnan(view.labels)
     for value, flagged in ((1.0, base & (2 * c > k)), (0.0, base & (2 * c < k))):
         rows, cols = _cells_where(view, flagged, known & (view.labels != value))
-        edits.set_cells(
-            rows,
-            cols,
-            value,
-            _reasons(
-                view,
-                rows,
-                cols,
-                lambda comp, col: (
-                    f"majority: {c[comp, col]} of {k[comp, col]} labelled images positive"
-                ),
-            ),
-        )
-    rows, cols = _cells_where(view, base & (2 * c == k), known)
-    edits.tie_cells(
-        rows,
-        cols,
-        _reasons(
+        _set_cells(
+            edits,
             view,
             rows,
             cols,
+            value,
             lambda comp, col: (
-                f"tie: {c[comp, col]} of {k[comp, col]} labelled images positive; left unchanged"
+                f"majority: {c[comp, col]} of {k[comp, col]} labelled images positive"
             ),
+        )
+    rows, cols = _cells_where(view, base & (2 * c == k), known)
+    _tie_cells(
+        edits,
+        view,
+        rows,
+        cols,
+        lambda comp, col: (
+            f"tie: {c[comp, col]} of {k[comp, col]} labelled images positive; left unchanged"
         ),
     )
     for task, task_cols in view.task_columns.items():
