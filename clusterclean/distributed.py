@@ -216,13 +216,14 @@ def run_distributed(
     """
     from .index import build_index, choose_index, index_options
     from .pipeline import (
+        Prepared,
         RunConfig,
         adapt_vectors,
         check_run_arguments,
         embed_dataset,
+        finish_run,
         load_inputs,
         refine_vectors,
-        run,
         run_inputs,
     )
     from .publish import write_report
@@ -341,17 +342,10 @@ def run_distributed(
     timings["search"] = round(time.perf_counter() - step, 4)
     neighbors = _neighbors(indices, sims, config.n_neighbors)
 
-    report = run(
-        labels=dataset,
-        embeddings=Embeddings(ids=dataset.ids, vectors=matrix, backbone=backbone),
-        config=config,
-        neighbors=neighbors,
-        progress=progress,
-        **({} if refinement is None else {"refinement": refinement}),
-        **({} if adaptation is None else {"adaptation": adaptation}),
-    )
+    vectors = Embeddings(ids=dataset.ids, vectors=matrix, backbone=backbone)
+    prepared = Prepared(dataset, vectors, refined, refinement, adaptation)
+    report = finish_run(prepared, neighbors, spec, config, progress=progress)
     run_info = report.run_info.replace(
-        index=spec.as_dict(),
         timings={**report.run_info.timings, **{f"ray_{k}": v for k, v in timings.items()}},
         distributed={
             "engine": f"ray {ray.__version__}",

@@ -12,7 +12,8 @@ options and index (``run.json``). :func:`add_images`
 3. merges: the k nearest of a base image in the union are the k best of its
    saved list and its new-image results, so no base-base search is repeated;
 4. runs the remaining stages (edges, components, scores, duplicates) on the
-   union with :func:`clusterclean.pipeline.run`, and lists what each new image
+   union with the stages after the search (:func:`clusterclean.pipeline.finish_run`,
+   as :func:`~clusterclean.pipeline.run` ends), and lists what each new image
    duplicates or contradicts (``TABLES["additions"]`` in :mod:`clusterclean.report`).
 
 With the exact (``flat``) index the result equals a full run on the union
@@ -309,7 +310,15 @@ def add_images(
     additions : pandas.DataFrame
         One row per new image, columns ``TABLES["additions"]`` in :mod:`clusterclean.report`.
     """
-    from .pipeline import check_run_arguments, embed_dataset, load_inputs, run
+    from .pipeline import (
+        Prepared,
+        adapt_vectors,
+        check_run_arguments,
+        embed_dataset,
+        finish_run,
+        load_inputs,
+        refine_vectors,
+    )
 
     check_run_arguments(images, labels, out, embeddings, embedding_ids, "add_images")
     started = time.perf_counter()
@@ -358,18 +367,12 @@ def add_images(
     )
     nearest_row, nearest_sim = _nearest_base(base_vectors.vectors, new_vectors.vectors)
     search_seconds = time.perf_counter() - search_started
-    fitted = {"refinement": refinement, "adaptation": adaptation}
-    report = run(
-        labels=dataset,
-        embeddings=vectors,
-        config=config,
-        neighbors=neighbors,
-        progress=progress,
-        **fitted,
-    )
+    adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
+    refined, refinement = refine_vectors(adapted, config, refinement)
+    prepared = Prepared(dataset, vectors, refined, refinement, adaptation)
+    report = finish_run(prepared, neighbors, spec, config, progress=progress)
     additions = _additions(report, n_base, nearest_row, nearest_sim)
     run_info = report.run_info.replace(
-        index=spec.as_dict(),
         timings={**report.run_info.timings, "search_new": round(search_seconds, 4)},
         incremental={
             "base": str(base_report.folder) if base_report.folder else None,

@@ -10,7 +10,7 @@ import os
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +62,9 @@ __all__ = [
     "embed_dataset",
     "adapt_vectors",
     "refine_vectors",
+    "search_vectors",
+    "finish_run",
+    "Prepared",
     "check_run_arguments",
     "run_inputs",
 ]
@@ -160,7 +163,7 @@ def align_embeddings(embeddings: Embeddings, dataset: Dataset) -> Embeddings:
 def _timed(timings: dict[str, float], stage: str):
     started = time.perf_counter()
     yield
-    timings[stage] = round(time.perf_counter() - started, 4)
+    timings[stage] = round(timings.get(stage, 0.0) + time.perf_counter() - started, 4)
 
 
 def _versions() -> dict[str, str]:
@@ -287,15 +290,86 @@ def run(
                 "instead."
             )
         if neighbors is None:
-            neighbors = search_neighbors(
-                refined,
-                n_neighbors=config.n_neighbors,
-                progress=progress,
-                index=index_spec.kind,
-                n_lists=index_spec.n_lists,
-                n_probe=index_spec.n_probe,
-                n_components=index_spec.n_components,
-            )
+            neighbors = search_vectors(refined, index_spec, config, progress)
+    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, skipped)
+    return finish_run(
+        prepared,
+        neighbors,
+        index_spec,
+        config,
+        timings=timings,
+        started=started,
+        progress=progress,
+        out=out,
+        inputs=inputs,
+    )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The vectors of a run, ready for the graph: what the stages before the search made.
+
+    Attributes
+    ----------
+    dataset : Dataset
+        The images kept (unreadable ones dropped).
+    vectors : Embeddings
+        The backbone's vectors, row i = dataset row i (their cosines fill the tables).
+    refined : Embeddings
+        The vectors searched and grouped: adapted, then refined.
+    refinement, adaptation : Refinement, Adaptation or None
+        The fitted transforms (None when off).
+    skipped : DataFrame or None
+        The unreadable images (``skipped.parquet``).
+    """
+
+    dataset: Dataset
+    vectors: Embeddings
+    refined: Embeddings
+    refinement: Refinement | None = None
+    adaptation: Adaptation | None = None
+    skipped: pd.DataFrame | None = None
+
+
+def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress: bool) -> Neighbors:
+    """The search stage: the kNN lists of the refined vectors with the chosen index."""
+    return search_neighbors(
+        refined,
+        n_neighbors=config.n_neighbors,
+        progress=progress,
+        index=index_spec.kind,
+        n_lists=index_spec.n_lists,
+        n_probe=index_spec.n_probe,
+        n_components=index_spec.n_components,
+    )
+
+
+def finish_run(
+    prepared: Prepared,
+    neighbors: Neighbors,
+    index_spec,
+    config: RunConfig,
+    *,
+    timings: dict[str, float] | None = None,
+    started: float | None = None,
+    progress: bool = False,
+    out: Path | None = None,
+    inputs: tuple = (),
+) -> Report:
+    """The stages after the search, with which :func:`run`,
+    :func:`~clusterclean.distributed.run_distributed` and
+    :func:`~clusterclean.incremental.add_images` all end: group (with the calibration
+    when ``min_similarity="auto"``), split mixed components, score, duplicates, the
+    record, and the folder written to ``out`` (already checked) when given.
+
+    ``neighbors`` are the kNN lists of ``prepared.refined``; ``timings`` collects the
+    seconds per stage (the caller's earlier stages in it are kept).
+    """
+    timings = {} if timings is None else timings
+    started = time.perf_counter() if started is None else started
+    dataset, vectors, refined = prepared.dataset, prepared.vectors, prepared.refined
+    refinement, adaptation, skipped = prepared.refinement, prepared.adaptation, prepared.skipped
+    with _timed(timings, "graph"):
         searched = neighbors  # saved as neighbors.parquet: what new images merge into
         grouper = Grouper(GroupOptions.of(config))
         calibration = None
