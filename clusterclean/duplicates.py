@@ -37,7 +37,7 @@ import pandas as pd
 from ._contracts import Dataset
 from ._validation import check_float
 from .errors import InvalidInputError, InvalidTypeError
-from .options import Option, declare
+from .options import Option, declare, defaults
 
 __all__ = [
     "OPTIONS",
@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 _EDGE_CHUNK = 200_000
 DUPLICATE_KINDS = ("exact_file", "exact_pixels", "near")
 DEFAULT_SPLIT_PRIORITY = ("train", "val", "test")
-DEFAULT_MIN_DUPLICATE_SIMILARITY = 0.98
+DEFAULT_MIN_DUPLICATE_SIMILARITY = defaults(OPTIONS)["min_duplicate_similarity"]
 _HASH_BYTES = 16
 #: Columns of the duplicates table, in order (documented in find_duplicates).
 DUPLICATE_COLUMNS = (

@@ -40,7 +40,7 @@ from .components import find_components, split_components
 from .errors import InvalidInputError
 from .graph import OPTIONS as SEARCH_OPTIONS
 from .graph import cosine_of_pairs, listed_pairs, score_links, search_neighbors
-from .options import SEED, Option, declare, make_options
+from .options import SEED, Option, declare, defaults, make_options
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .refine import Refinement
@@ -130,6 +130,9 @@ OPTIONS = declare(
     ),
 )
 
+
+#: The declared defaults, which the stage functions' signatures take.
+_DEFAULTS = defaults(OPTIONS)
 
 #: How the grouping graph is made, but its cut: the options of :class:`Grouper`.
 GroupOptions = make_options(
@@ -336,13 +339,13 @@ def link_neighbors(
     embeddings: Embeddings,
     *,
     cosine_of: Embeddings | None = None,
-    min_similarity: float = 0.5,
-    mutual: bool = False,
-    rerank: bool = True,
-    n_reciprocal: int = 6,
-    n_expansion: int = 2,
-    n_local: int = 0,
-    min_cosine: float = 0.5,
+    min_similarity: float = _DEFAULTS["min_similarity"],
+    mutual: bool = _DEFAULTS["mutual"],
+    rerank: bool = _DEFAULTS["rerank"],
+    n_reciprocal: int = _DEFAULTS["n_reciprocal"],
+    n_expansion: int = _DEFAULTS["n_expansion"],
+    n_local: int = _DEFAULTS["n_local"],
+    min_cosine: float = _DEFAULTS["min_cosine"],
 ) -> tuple[Neighbors, pd.DataFrame]:
     """The grouping graph from kNN lists at one cut: ``Grouper(...).link(...)`` then the cut.
 

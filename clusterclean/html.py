@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from ._validation import check_choice, check_int
+from .duplicates import DEFAULT_MIN_DUPLICATE_SIMILARITY
 from .errors import InvalidTypeError, printable
 from .scoring import METRICS
 
@@ -54,7 +55,6 @@ def sort_keys() -> tuple[str, ...]:
 #: :func:`sort_keys` with the built-in metrics.
 SORT_KEYS = sort_keys()
 _SIZE_BINS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 50), (51, None))
-_FALLBACK_DUPLICATE_SIMILARITY = 0.98
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 _CSS = """
@@ -266,7 +266,7 @@ def _bin_count(sizes: np.ndarray, low: int, high: int | None) -> int:
 
 def _duplicate_similarity(report: Report) -> float:
     value = report.run_info.parameters.get("min_duplicate_similarity")
-    return float(value) if value is not None else _FALLBACK_DUPLICATE_SIMILARITY
+    return float(value) if value is not None else DEFAULT_MIN_DUPLICATE_SIMILARITY
 
 
 def _near_pairs(report: Report) -> pd.DataFrame:

@@ -30,6 +30,7 @@ __all__ = [
     "Option",
     "SEED",
     "declare",
+    "defaults",
     "make_options",
     "add_flags",
     "markdown_table",
@@ -179,6 +180,11 @@ SEED = Option(
     low=0,
     stage="run",
 )
+
+
+def defaults(options: Sequence[Option]) -> dict[str, Any]:
+    """``{name: default}`` of ``options``: what a stage function's signature defaults to."""
+    return {o.name: o.default for o in options}
 
 
 def declare(stage: str, *options: Option) -> tuple[Option, ...]:
