@@ -31,6 +31,7 @@ __all__ = [
     "SEED",
     "declare",
     "defaults",
+    "values_of",
     "make_options",
     "add_flags",
     "markdown_table",
@@ -185,6 +186,11 @@ SEED = Option(
 def defaults(options: Sequence[Option]) -> dict[str, Any]:
     """``{name: default}`` of ``options``: what a stage function's signature defaults to."""
     return {o.name: o.default for o in options}
+
+
+def values_of(options: Sequence[Option], config: Any) -> dict[str, Any]:
+    """``{name: config.name}`` for ``options``: a stage's keywords taken from a RunConfig."""
+    return {o.name: getattr(config, o.name) for o in options}
 
 
 def declare(stage: str, *options: Option) -> tuple[Option, ...]:

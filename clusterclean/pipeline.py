@@ -36,7 +36,7 @@ from .graph import check_n_neighbors, search_neighbors
 from .group import Grouper, GroupOptions, components_per_cut
 from .index import choose_index, index_options
 from .mixed import find_mixed_components, mixed_component_columns, split_mixed_components
-from .options import SEED, make_options
+from .options import SEED, make_options, values_of
 from .publish import write_report
 from .refine import Refinement, fit_refinement
 from .report import (
@@ -765,14 +765,8 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
             "Without an images folder there is nothing to embed: give --images DIR, or "
             "--embeddings FILE with vectors you made yourself."
         )
-    return load_dataset(
-        labels,
-        images=images,
-        image_column=config.image_column,
-        multiclass_columns=config.multiclass_columns,
-        allow_unlabeled_images=config.allow_unlabeled_images,
-        follow_symlinks=config.follow_symlinks,
-    )
+    # the load stage's declared options, by the names load_dataset takes
+    return load_dataset(labels, images=images, **values_of(dataset_stage.OPTIONS, config))
 
 
 def embed_dataset(
