@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset, Embeddings
+from ._validation import check_int
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
@@ -233,6 +234,43 @@ def detection_scores(
         "n_planted": len(truth),
         "n_true_positives": hits,
     }
+
+
+def precision_at_k(
+    ranked: pd.DataFrame,
+    planted: pd.DataFrame,
+    k: int = 100,
+    *,
+    tasks: Mapping[str, Sequence[str]] | None = None,
+) -> float:
+    """Share of the first ``k`` cells of ``ranked`` that are planted: what a reviewer of
+    the top ``k`` flags finds. ``hits in top k / min(k, len(ranked))``; NaN when empty.
+
+    Parameters
+    ----------
+    ranked : pandas.DataFrame
+        ``image_id``, ``attribute``, most suspicious first (the report's
+        ``label_issues`` are ranked by ``confidence``).
+    planted : pandas.DataFrame
+        ``image_id``, ``attribute``.
+    k : int, default=100
+    tasks : mapping, optional
+        One-of-K tasks, as in :func:`detection_scores`.
+    """
+    func = "precision_at_k"
+    _require_columns(ranked, ("image_id", "attribute"), "ranked", func)
+    _require_columns(planted, ("image_id", "attribute"), "planted", func)
+    k = check_int(k, "k", func, min_value=1)
+    task_of = {member: task for task, members in (tasks or {}).items() for member in members}
+    top = ranked.head(k)
+    if not len(top):
+        return float("nan")
+    truth = _cells(planted, task_of)
+    hits = sum(
+        (str(i), task_of.get(str(a), str(a))) in truth
+        for i, a in zip(top["image_id"], top["attribute"], strict=True)
+    )
+    return hits / len(top)
 
 
 # --------------------------------------------------------------------------- cleaning

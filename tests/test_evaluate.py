@@ -506,3 +506,18 @@ def test_cli_evaluate_bad_input_is_one_line(argv, message, capsys):
 
     assert main(["evaluate", *argv]) == 1
     assert capsys.readouterr().err == f"clusterclean: error: {message}\n"
+
+
+def test_precision_at_k_counts_hits_among_the_first_k_rows():
+    from clusterclean.evaluate import precision_at_k
+
+    ranked = pd.DataFrame(
+        {"image_id": ["a", "b", "c", "d"], "attribute": ["x", "x", "age=old", "y"]}
+    )
+    planted = pd.DataFrame({"image_id": ["a", "c", "d"], "attribute": ["x", "age", "y"]})
+    assert precision_at_k(ranked, planted, 2) == 0.5  # a hit, b not
+    assert precision_at_k(ranked, planted, 3) == pytest.approx(1 / 3)  # age=old is not 'age'
+    tasks = {"age": ("age=old", "age=young")}
+    assert precision_at_k(ranked, planted, 3, tasks=tasks) == pytest.approx(2 / 3)
+    assert precision_at_k(ranked, planted, 100, tasks=tasks) == 0.75  # all 4 rows
+    assert np.isnan(precision_at_k(ranked.head(0), planted, 10))

@@ -1,0 +1,425 @@
+"""A benchmark suite built to differ: four seeded, offline PETA-like datasets.
+
+    .venv/bin/python scripts/suite.py make --seed 0 --out benchmarks/suite
+    .venv/bin/python scripts/suite.py run --root benchmarks/suite --seeds 1 --out docs/suite
+
+Each dataset varies what matters for grouping and detection; none is a copy of the
+project's older Fashion-MNIST benchmark, and none is used by the unit tests:
+
+The four datasets (``DATASETS``) are described in ``docs/suite/README.md``:
+identities, view strength, look-alike density, attribute kinds and noise kind differ.
+
+Sources ship offline: Debian's ``dataset-fashion-mnist``, scikit-image's bundled
+photos and scikit-learn's digits. Every dataset folder holds ``images/``,
+``labels.csv`` (the noisy labels a user has: ``image``, ``split``, attributes;
+no identity column), ``truth.csv`` (``image``, ``group`` = the identity, true
+labels) and ``planted.csv`` (the wrong cells: ``image_id``, ``attribute``,
+``true_label``, ``given_label``), plus ``dataset.json``.
+
+Seeds: seed 0 is the development seed (defaults are chosen on it); the figures
+reported in the README come from other seeds (``run --seeds 1``).
+
+``run`` runs ``clusterclean.run`` on each dataset as a user would (image files,
+every option at its default, an embedding cache so that reruns do not re-embed),
+then the baseline in the same run: plain FAISS kNN on the same backbone vectors,
+the best cut of a grid chosen with the truth (an oracle), and the minority rule.
+It prints one table per dataset -- pair P/R/F1, suspected-cell P/R/F1,
+precision@100, seconds -- and writes ``suite.json`` and ``suite.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageFilter
+
+from clusterclean.synth import (
+    FASHION_INVISIBLE,
+    FASHION_VISIBLE,
+    inject_noise,
+    load_fashion_mnist,
+    make_views,
+)
+
+logger = logging.getLogger("suite")
+
+DATASETS = ("fashion_mild", "crowd_strong", "two_styles", "photo_digits")
+UPPER_BODY = (0, 2, 4, 6)  # T-shirt, pullover, coat, shirt: one silhouette family
+PALETTE = np.array(
+    [[200, 40, 40], [40, 90, 200], [230, 230, 230], [30, 30, 30], [60, 160, 70], [220, 200, 60]],
+    dtype=np.float32,
+)
+SIZE = (64, 64)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def _jpeg(image: Image.Image, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _garment(
+    item: np.ndarray, garment: np.ndarray, background: np.ndarray, size=(80, 80)
+) -> Image.Image:
+    alpha = item.astype(np.float32)[:, :, None] / 255.0
+    arr = background * (1 - alpha) + garment * alpha
+    canvas = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="RGB")
+    return canvas.resize(size, Image.Resampling.BILINEAR)
+
+
+def _sketch(item: np.ndarray, ink: np.ndarray, size=(80, 80)) -> Image.Image:
+    """The same item as a pencil sketch: its edges in ``ink`` on light paper."""
+    gray = Image.fromarray(item).resize(size, Image.Resampling.BILINEAR)
+    edges = np.asarray(gray.filter(ImageFilter.FIND_EDGES), dtype=np.float32)[:, :, None] / 255.0
+    paper = np.array([235, 230, 215], dtype=np.float32)
+    arr = paper * (1 - edges) + ink * 0.5 * edges
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def strong_view(base: Image.Image, rng: np.random.Generator, size=SIZE) -> tuple[Image.Image, dict]:
+    """A strong camera-like view; returns the view and its per-image facts."""
+    width, height = base.size
+    scale = rng.uniform(0.6, 1.0)
+    aspect = rng.uniform(0.85, 1.15)
+    crop_w, crop_h = min(width, width * scale * aspect), min(height, height * scale / aspect)
+    x0, y0 = rng.uniform(0, width - crop_w), rng.uniform(0, height - crop_h)
+    view = base.rotate(rng.uniform(-12, 12), resample=Image.Resampling.BILINEAR, fillcolor=(0,) * 3)
+    view = view.resize(size, Image.Resampling.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
+    flipped = bool(rng.random() < 0.5)
+    if flipped:
+        view = view.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    view = view.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
+    arr = np.asarray(view, dtype=np.float32)
+    contrast, brightness = rng.uniform(0.6, 1.4, size=2)
+    mean = arr.mean()
+    arr = (arr - mean) * contrast + mean * brightness
+    arr = arr * rng.uniform(0.8, 1.2, size=3) + rng.normal(0, rng.uniform(0, 10), arr.shape)
+    if rng.random() < 0.5:  # an occluder: 10-25 % of the frame
+        h, w = arr.shape[:2]
+        oh, ow = int(h * rng.uniform(0.3, 0.5)), int(w * rng.uniform(0.3, 0.5))
+        oy, ox = int(rng.integers(0, h - oh)), int(rng.integers(0, w - ow))
+        arr[oy : oy + oh, ox : ox + ow] = rng.uniform(0, 255, size=3)
+    out = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), mode="RGB")
+    decoded = Image.open(io.BytesIO(_jpeg(out, int(rng.integers(40, 91))))).convert("RGB")
+    return decoded, {"facing_left": int(flipped), "bright_light": int(brightness > 1.0)}
+
+
+def _mild_view(base: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, dict]:
+    flipped = bool(rng.random() < 0.5)
+    if flipped:
+        base = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    brightness = rng.uniform(0.75, 1.25)
+    arr = np.clip(np.asarray(base, dtype=np.float32) * brightness, 0, 255).astype(np.uint8)
+    view = make_views(Image.fromarray(arr), 1, rng=rng, size=SIZE)[0]
+    return view, {"facing_left": int(flipped), "bright_light": int(brightness > 1.0)}
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _split(n: int, rng: np.random.Generator) -> np.ndarray:
+    return rng.choice(np.array(["train", "val", "test"]), size=n, p=[0.6, 0.2, 0.2])
+
+
+def _fashion_attrs(cls: int, rng: np.random.Generator, invisible: list[str]) -> dict:
+    attrs = {name: int(cls in members) for name, members in FASHION_VISIBLE.items()}
+    attrs.update({name: int(rng.random() < FASHION_INVISIBLE[name]) for name in invisible})
+    return attrs
+
+
+def _persons_fashion(name: str, seed: int) -> list[dict]:
+    """Identity records: base image maker, n_views, attributes."""
+    items, classes = load_fashion_mnist()
+    rng = np.random.default_rng([seed, DATASETS.index(name)])
+    records = []
+    if name == "fashion_mild":
+        chosen = rng.choice(len(items), size=430, replace=False)
+        for index in chosen:
+            cls = int(classes[index])
+            base = _garment(items[index], rng.uniform(40, 255, 3), rng.uniform(0, 90, 3))
+            records.append(
+                {
+                    "bases": [base],
+                    "n_views": int(rng.integers(1, 7)),
+                    "view": "mild",
+                    "attrs": _fashion_attrs(cls, rng, list(FASHION_INVISIBLE)),
+                }
+            )
+    elif name == "crowd_strong":
+        pool = np.flatnonzero(np.isin(classes, UPPER_BODY))
+        chosen = rng.choice(pool, size=2000, replace=False)
+        invisible = list(FASHION_INVISIBLE)[:6]
+        for index in chosen:
+            cls = int(classes[index])
+            garment = PALETTE[rng.integers(len(PALETTE))] + rng.normal(0, 12, 3)
+            background = PALETTE[rng.integers(len(PALETTE))] * 0.3 + rng.normal(0, 8, 3)
+            records.append(
+                {
+                    "bases": [_garment(items[index], garment, background)],
+                    "n_views": int(rng.integers(2, 7)),
+                    "view": "strong",
+                    "attrs": _fashion_attrs(cls, rng, invisible),
+                }
+            )
+    elif name == "two_styles":
+        chosen = rng.choice(len(items), size=195, replace=False)
+        invisible = ["is_male", "age_under_30", "on_phone", "is_tourist"]
+        for index in chosen:  # twins: the same item, near colours, independent attributes
+            cls = int(classes[index])
+            garment, background = rng.uniform(40, 255, 3), rng.uniform(0, 90, 3)
+            for _ in range(2):
+                g = garment + rng.normal(0, 15, 3)
+                records.append(
+                    {
+                        "bases": [
+                            _garment(items[index], g, background + rng.normal(0, 10, 3)),
+                            _sketch(items[index], g),
+                        ],
+                        "n_views": int(rng.integers(3, 7)),
+                        "view": "mild",
+                        "attrs": _fashion_attrs(cls, rng, invisible),
+                        "per_image": True,
+                    }
+                )
+    return records
+
+
+def _persons_photos(seed: int) -> list[dict]:
+    from sklearn.datasets import load_digits
+
+    from clusterclean.synth import DEMO_SOURCES, _demo_person, _load_source
+
+    rng = np.random.default_rng([seed, DATASETS.index("photo_digits")])
+    digits = load_digits()
+    photos = {name: _load_source(name) for name in DEMO_SOURCES}
+    color = {name: int(np.ptp(photos[name].astype(np.int16), axis=2).mean() > 4) for name in photos}
+    records = []
+    for person in range(300):
+        source = DEMO_SOURCES[person % len(DEMO_SOURCES)]
+        d = int(rng.integers(len(digits.images)))
+        base, visible = _demo_person(photos[source], digits.images[d], rng, (96, 192))
+        label = int(digits.target[d])
+        attrs = {
+            "is_color_source": color[source],
+            **visible,
+            "digit_is_even": int(label % 2 == 0),
+            "digit_over_4": int(label > 4),
+        }
+        for i, prior in enumerate((0.5, 0.3, 0.2, 0.4, 0.15, 0.35)):
+            attrs[f"hidden_{i}"] = int(rng.random() < prior)
+        n_views = 1 if rng.random() < 0.1 else int(rng.integers(2, 7))
+        records.append({"bases": [base], "n_views": n_views, "view": "mild", "attrs": attrs})
+    return records
+
+
+NOISE = {
+    "fashion_mild": ("disagreement", 0.10),
+    "crowd_strong": ("uniform", 0.04),
+    "two_styles": ("disagreement", 0.10),
+    "photo_digits": ("class_conditional", 0.06),
+}
+
+
+def make_dataset(name: str, seed: int, out: Path) -> dict:
+    """Write one dataset of the suite; returns its summary (also in dataset.json)."""
+    started = time.perf_counter()
+    records = _persons_photos(seed) if name == "photo_digits" else _persons_fashion(name, seed)
+    rng = np.random.default_rng([seed, 100 + DATASETS.index(name)])
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    splits = _split(len(records), rng)
+    rows = []
+    for p, record in enumerate(records):
+        group = f"p{p:05d}"
+        for v in range(record["n_views"]):
+            base = record["bases"][v % len(record["bases"])]
+            if record["view"] == "strong":
+                view, facts = strong_view(base, rng)
+            else:
+                view, facts = _mild_view(base, rng)
+            image = f"{group}_v{v}.jpg"
+            (images / image).write_bytes(_jpeg(view))
+            row = {"image_id": image, "split": splits[p], "group": group, **record["attrs"]}
+            if record.get("per_image"):
+                row.update(facts)
+            rows.append(row)
+    truth = pd.DataFrame(rows)
+    per_image = [c for c in ("facing_left", "bright_light") if c in truth.columns]
+    kind, rate = NOISE[name]
+    attributes = [c for c in truth.columns if c not in ("image_id", "split", "group", *per_image)]
+    # noise goes where a minority can show: persons seen >= 3 times (cells of singletons
+    # and pairs cannot be told wrong by any grouping method, so they are not planted)
+    sizes = truth.groupby("group")["image_id"].transform("size")
+    multi = truth[sizes >= 3].reset_index(drop=True)
+    noisy = inject_noise(multi, kind=kind, rate=rate, seed=seed, attributes=attributes)
+    labels = truth.copy().set_index("image_id")
+    labels.update(noisy.labels.set_index("image_id")[attributes])
+    labels = labels.reset_index()
+    labels[attributes] = labels[attributes].astype(int)
+    given = labels.drop(columns=["group"]).rename(columns={"image_id": "image"})
+    given.to_csv(out / "labels.csv", index=False)
+    truth.rename(columns={"image_id": "image"}).to_csv(out / "truth.csv", index=False)
+    noisy.planted.to_csv(out / "planted.csv", index=False)
+    summary = {
+        "name": name,
+        "seed": seed,
+        "n_identities": len(records),
+        "n_images": len(truth),
+        "n_attributes": len(attributes) + len(per_image),
+        "per_image_attributes": per_image,
+        "noise": {"kind": kind, "rate": rate, "n_planted": len(noisy.planted)},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (out / "dataset.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("%s seed %d: %s", name, seed, summary)
+    return summary
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def measure(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
+    from clusterclean.evaluate import detection_scores, grouping_scores, precision_at_k
+
+    groups = truth.set_index("image").loc[report.dataset.ids.astype(str), "group"].to_numpy()
+    grouping = grouping_scores(report.images["component_id"].to_numpy(), groups)
+    issues = report.label_issues  # ranked by confidence when the trust step ran
+    flagged = issues[issues["is_flagged"]] if "is_flagged" in issues.columns else issues
+    cells = detection_scores(flagged, planted)
+    return {
+        "pair_precision": grouping["pair_precision"],
+        "pair_recall": grouping["pair_recall"],
+        "pair_f1": grouping["pair_f1"],
+        "cell_precision": cells["precision"],
+        "cell_recall": cells["recall"],
+        "cell_f1": cells["f1"],
+        "n_flagged": cells["n_flagged"],
+        "n_planted": cells["n_planted"],
+        "precision_at_100": precision_at_k(issues, planted, 100),
+    }
+
+
+BASELINE_CUTS = tuple(round(c, 2) for c in np.arange(0.5, 0.99, 0.02))
+
+
+def baseline(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
+    """Plain FAISS kNN on the raw backbone vectors, the best cut (oracle), minority rule."""
+    import clusterclean as cc
+
+    best = None
+    for cut in BASELINE_CUTS:
+        plain = cc.run(
+            labels=report.dataset,
+            embeddings=report.embeddings,
+            progress=False,
+            refine=False,
+            rerank=False,
+            adapt="none",
+            min_cosine=-1.0,
+            min_similarity=float(cut),
+            detect_mixed=False,
+            detect_varying_attributes=False,
+        )
+        scores = measure(plain, truth, planted)
+        if best is None or scores["pair_f1"] > best["pair_f1"]:
+            best = dict(scores, cut=float(cut))
+    return best
+
+
+def run_dataset(folder: Path, work: Path) -> dict:
+    import clusterclean as cc
+
+    truth = pd.read_csv(folder / "truth.csv")
+    planted = pd.read_csv(folder / "planted.csv")
+    started = time.perf_counter()
+    report = cc.run(
+        images=folder / "images",
+        labels=folder / "labels.csv",
+        out=work / f"{folder.name}-report",
+        cache_dir=work / "cache",
+        backbone="efficientnet_lite0",  # the offline backbone; every other option default
+        progress=False,
+    )
+    seconds = time.perf_counter() - started
+    row = dict(measure(report, truth, planted), seconds=round(seconds, 1))
+    row["baseline"] = baseline(report, truth, planted)
+    row["n_images"] = report.dataset.n_images
+    return row
+
+
+def _fmt(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def markdown(results: dict) -> str:
+    columns = (
+        "pair_precision",
+        "pair_recall",
+        "pair_f1",
+        "cell_precision",
+        "cell_recall",
+        "cell_f1",
+        "precision_at_100",
+    )
+    lines = [
+        "| dataset | seed | run | images | pair P | pair R | pair F1 | cell P | cell R | cell F1 "
+        "| P@100 | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in results.items():
+        name, seed = key.rsplit("@", 1)
+        for label, values in (("default", row), ("baseline", row["baseline"])):
+            cells = " | ".join(_fmt(values[c]) for c in columns)
+            extra = _fmt(row["seconds"]) if label == "default" else f"cut {values['cut']}"
+            lines.append(f"| {name} | {seed} | {label} | {row['n_images']} | {cells} | {extra} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    make = sub.add_parser("make", help="write the datasets of one seed")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--out", type=Path, default=Path("benchmarks/suite"))
+    make.add_argument("--datasets", default=",".join(DATASETS))
+    run = sub.add_parser("run", help="run clusterclean and the baseline on each dataset")
+    run.add_argument("--root", type=Path, default=Path("benchmarks/suite"))
+    run.add_argument("--seeds", default="1")
+    run.add_argument("--datasets", default=",".join(DATASETS))
+    run.add_argument("--out", type=Path, default=Path("docs/suite"))
+    run.add_argument("--work", type=Path, default=Path("benchmarks/suite-work"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    names = [n for n in args.datasets.split(",") if n]
+    if args.command == "make":
+        for name in names:
+            make_dataset(name, args.seed, args.out / f"s{args.seed}" / name)
+        return 0
+    results = {}
+    for seed in (int(s) for s in args.seeds.split(",")):
+        for name in names:
+            folder = args.root / f"s{seed}" / name
+            if not folder.is_dir():
+                make_dataset(name, seed, folder)
+            results[f"{name}@{seed}"] = run_dataset(folder, args.work / f"s{seed}")
+            print(markdown({f"{name}@{seed}": results[f"{name}@{seed}"]}), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "suite.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+    (args.out / "suite.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
