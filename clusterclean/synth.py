@@ -554,6 +554,40 @@ def _demo_person(
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)), visible
 
 
+class DemoPersons:
+    """The demo's subjects: scikit-image photos x scikit-learn digits (nothing downloaded).
+
+    ``draw(person, rng)`` returns one person's base image (96 x 192) and its 6
+    visible + 6 invisible binary attributes; person ``p`` uses photo
+    ``DEMO_SOURCES[p % len(DEMO_SOURCES)]``.
+    """
+
+    def __init__(self, n_persons: int) -> None:
+        from sklearn.datasets import load_digits
+
+        self.digits = load_digits()
+        self.photos = {name: _load_source(name) for name in DEMO_SOURCES[:n_persons]}
+        self.color = {
+            name: int(np.ptp(photo.astype(np.int16), axis=2).mean() > 4)
+            for name, photo in self.photos.items()
+        }
+
+    def draw(self, person: int, rng: np.random.Generator) -> tuple[Image.Image, dict[str, int]]:
+        source = DEMO_SOURCES[person % len(DEMO_SOURCES)]
+        d = int(rng.integers(len(self.digits.images)))
+        base, visible = _demo_person(self.photos[source], self.digits.images[d], rng, (96, 192))
+        label = int(self.digits.target[d])
+        attrs = {
+            "is_color_source": self.color[source],
+            **visible,
+            "digit_is_even": int(label % 2 == 0),
+            "digit_over_4": int(label > 4),
+        }
+        for i, prior in enumerate((0.5, 0.3, 0.2, 0.4, 0.15, 0.35)):
+            attrs[f"hidden_{i}"] = int(rng.random() < prior)
+        return base, attrs
+
+
 def make_demo_dataset(
     out: str | Path,
     *,
@@ -594,30 +628,15 @@ def make_demo_dataset(
     n_persons = check_int(n_persons, "n_persons", func, min_value=2)
     seed = check_int(seed, "seed", func, min_value=0)
     disagreement_rate = check_float(disagreement_rate, "disagreement_rate", func, low=0.0, high=0.5)
-    from sklearn.datasets import load_digits
-
     root = Path(out)
     images_dir = root / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    digits = load_digits()
-    photos = {name: _load_source(name) for name in DEMO_SOURCES[:n_persons]}
-    color = {name: int(np.ptp(photos[name].astype(np.int16), axis=2).mean() > 4) for name in photos}
+    persons = DemoPersons(n_persons)
     splits = _split_by_unit(n_persons, rng)
     rows = []
     for person in range(n_persons):
-        source = DEMO_SOURCES[person % len(DEMO_SOURCES)]
-        d = int(rng.integers(len(digits.images)))
-        base, visible = _demo_person(photos[source], digits.images[d], rng, (96, 192))
-        label = int(digits.target[d])
-        attrs = {
-            "is_color_source": color[source],
-            **visible,
-            "digit_is_even": int(label % 2 == 0),
-            "digit_over_4": int(label > 4),
-        }
-        for i, prior in enumerate((0.5, 0.3, 0.2, 0.4, 0.15, 0.35)):
-            attrs[f"hidden_{i}"] = int(rng.random() < prior)
+        base, attrs = persons.draw(person, rng)
         attrs["age"] = DEMO_AGES[int(rng.integers(len(DEMO_AGES)))]
         n_views = 1 if rng.random() < 0.1 else int(rng.integers(3, 7))
         for v, view in enumerate(make_views(base, n_views, rng=rng, size=(64, 128))):

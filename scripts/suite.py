@@ -196,28 +196,13 @@ def _persons_fashion(name: str, seed: int) -> list[dict]:
 
 
 def _persons_photos(seed: int) -> list[dict]:
-    from sklearn.datasets import load_digits
-
-    from clusterclean.synth import DEMO_SOURCES, _demo_person, _load_source
+    from clusterclean.synth import DemoPersons
 
     rng = np.random.default_rng([seed, DATASETS.index("photo_digits")])
-    digits = load_digits()
-    photos = {name: _load_source(name) for name in DEMO_SOURCES}
-    color = {name: int(np.ptp(photos[name].astype(np.int16), axis=2).mean() > 4) for name in photos}
+    persons = DemoPersons(300)
     records = []
     for person in range(300):
-        source = DEMO_SOURCES[person % len(DEMO_SOURCES)]
-        d = int(rng.integers(len(digits.images)))
-        base, visible = _demo_person(photos[source], digits.images[d], rng, (96, 192))
-        label = int(digits.target[d])
-        attrs = {
-            "is_color_source": color[source],
-            **visible,
-            "digit_is_even": int(label % 2 == 0),
-            "digit_over_4": int(label > 4),
-        }
-        for i, prior in enumerate((0.5, 0.3, 0.2, 0.4, 0.15, 0.35)):
-            attrs[f"hidden_{i}"] = int(rng.random() < prior)
+        base, attrs = persons.draw(person, rng)
         n_views = 1 if rng.random() < 0.1 else int(rng.integers(2, 7))
         records.append({"bases": [base], "n_views": n_views, "view": "mild", "attrs": attrs})
     return records
