@@ -437,6 +437,7 @@ def test_control_characters_in_a_message_are_escaped(tmp_path, capsys):
     assert code == 1
     line = _one_error_line(capsys)
     assert "\x1b" not in line
+    assert "--multiclass bad\\x1b[31mcol" in line  # the name is there, shown as an escape
 
 
 def test_two_image_columns_that_disagree_are_refused(tmp_path):
