@@ -381,8 +381,15 @@ def finish_run(
         neighbors, edges = links.neighbors, links.edges(min_similarity)
     with _timed(timings, "components"):
         component_ids = grouper.components(edges, dataset.n_images)
-    with _timed(timings, "scores"):
+        # The per-image attributes are found on the grouping by the vectors alone, so
+        # the labels weighed as evidence below are the identity attributes only.
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
+        if config.label_penalty > 0:
+            identity = [i for i, a in enumerate(dataset.attributes) if a not in excluded]
+            links = grouper.weigh_labels(links, dataset.labels[:, identity])
+            edges = links.edges(min_similarity)
+            component_ids = grouper.components(edges, dataset.n_images)
+    with _timed(timings, "scores"):
         component_ids, mixed, mixed_info = _split_mixed(
             component_ids, dataset, refined, excluded, config
         )
