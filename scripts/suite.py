@@ -42,6 +42,7 @@ import argparse
 import io
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -59,6 +60,7 @@ from clusterclean.synth import (
 )
 
 logger = logging.getLogger("suite")
+ROOT = Path(__file__).resolve().parents[1]
 
 DATASETS = ("fashion_mild", "crowd_strong", "two_styles", "photo_digits")
 UPPER_BODY = (0, 2, 4, 6)  # T-shirt, pullover, coat, shirt: one silhouette family
@@ -480,6 +482,21 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: A README block filled from a suite JSON file: ``<!-- suite: docs/suite/x.json -->``,
+#: the table, ``<!-- /suite -->`` (``python scripts/suite.py readme``).
+README_BLOCK = re.compile(r"(<!-- suite: (\S+) -->\n)(.*?)(<!-- /suite -->)", re.DOTALL)
+
+
+def fill_readme(text: str, root: Path) -> str:
+    """Every suite block of ``text`` rendered from its JSON file (paths from ``root``)."""
+
+    def table(match: re.Match) -> str:
+        results = json.loads((root / match.group(2)).read_text(encoding="utf-8"))
+        return match.group(1) + markdown(results) + match.group(4)
+
+    return README_BLOCK.sub(table, text)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -493,6 +510,7 @@ def main(argv=None) -> int:
     run.add_argument("--datasets", default=",".join(DATASETS))
     run.add_argument("--out", type=Path, default=Path("docs/suite"))
     run.add_argument("--work", type=Path, default=Path("benchmarks/suite-work"))
+    sub.add_parser("readme", help="fill the README's suite tables from their JSON files")
     again = sub.add_parser("measure", help="measure the reports a run already wrote")
     again.add_argument("--root", type=Path, default=Path("benchmarks/suite"))
     again.add_argument("--seeds", default="1")
@@ -508,7 +526,12 @@ def main(argv=None) -> int:
             help="a run option, e.g. min_confidence=0.5 (repeatable)",
         )
     args = parser.parse_args(argv)
-    config = _config(args.config) if args.command != "make" else {}
+    if args.command == "readme":
+        readme = ROOT / "README.md"
+        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+        print(f"filled the suite tables of {readme}")
+        return 0
+    config = _config(args.config) if args.command in ("run", "measure") else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     names = [n for n in args.datasets.split(",") if n]
     if args.command == "make":
