@@ -494,6 +494,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     lines = [f"planted {kind} noise at {rate:g}: {len(result.planted)} wrong cells"]
+    if result.n_disputed_cells:
+        lines.append(
+            f"warning: the given labels already disagree inside their group on "
+            f"{result.n_disputed_pairs} (group, attribute) pairs ({result.n_disputed_cells} "
+            "cells): flags there count as false positives; pass labels you trust"
+        )
     if result.grouping is not None:
         g = result.grouping
         lines.append(
