@@ -103,16 +103,12 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from .incremental import add_images
     from .pipeline import RunConfig
 
-    given = [
-        "--" + name.replace("_", "-")
+    # given flags must repeat the base run's values (add_images says which differ)
+    given = {
+        name: getattr(args, name)
         for name in RunConfig.__dataclass_fields__
-        if getattr(args, name, None) not in (None, (), False)
-    ]
-    if given:
-        raise InvalidInputError(
-            f"With --base the options of the base run are used; drop {', '.join(given)} "
-            "(or run without --base to choose them anew)."
-        )
+        if getattr(args, name, None) is not None
+    }
     report, additions = add_images(
         args.base,
         images=args.add,
@@ -120,6 +116,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
         out=args.out,
         embeddings=args.embeddings,
         embedding_ids=args.embedding_ids,
+        options=given,
         progress=args.progress,
     )
     contradicting = additions.loc[additions["n_contradicting_pairs"] > 0, "image_id"]
