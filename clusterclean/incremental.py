@@ -385,7 +385,9 @@ def add_images(
         refine_vectors,
     )
 
-    check_run_arguments(images, labels, out, embeddings, embedding_ids, "add_images")
+    embeddings, embedding_ids = check_run_arguments(
+        images, labels, out, embeddings, embedding_ids, "add_images"
+    )
     started = time.perf_counter()
     base_report = _read_base(base)
     config = _config_of(base_report, dict(options or {}))
