@@ -805,7 +805,8 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
         return labels
     if images is None and labels is None:
         raise InvalidInputError("Give images (a folder), labels (a table), or both.")
-    if images is None and embeddings is None:
+    located = dataset_stage.is_peta_labels(labels, config.labels_format)  # images beside it
+    if images is None and embeddings is None and not located:
         raise InvalidInputError(
             "Without an images folder there is nothing to embed: give --images DIR, or "
             "--embeddings FILE with vectors you made yourself."
