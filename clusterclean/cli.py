@@ -1,13 +1,17 @@
 """``clusterclean`` command line: parse arguments, call the library, set the exit code.
 
 Exit codes: 0 success, 1 a ClustercleanError or an OS error on user files (one
-line on stderr, no traceback), 2 a usage error (argparse), 130 interrupted.
+line on stderr, no traceback), 2 a usage error (one usage line, the error, where
+to read more), 130 interrupted, 141 stdout closed by its reader (``| head``: quiet,
+files already written). Commands write their files first and print after; -q
+prints nothing but errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,13 +23,52 @@ from .options import csv_list
 __all__ = ["main", "build_parser"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a short usage error: one usage line, the error, where to read more.
+
+    argparse prints the whole usage (about 50 lines for ``run``) before the error;
+    the subcommands' parsers are of this class too (``add_subparsers`` keeps it).
+    """
+
+    def short_usage(self) -> str:
+        words = [self.prog]
+        for action in self._actions:
+            if action.help == argparse.SUPPRESS:
+                continue
+            name = action.metavar or action.dest.upper()
+            if not action.option_strings:
+                words.append(name)
+            elif action.required:
+                words.append(f"{action.option_strings[-1]} {name}")
+        return " ".join([*words, "[options]"])
+
+    def error(self, message: str):
+        self.exit(
+            2,
+            f"usage: {self.short_usage()}\n{self.prog}: error: {message}\nsee {self.prog} --help\n",
+        )
+
+
+def _add_output_flags(parser: argparse.ArgumentParser, prefix: str = ""):
+    """-v / -q: accepted before the subcommand (``prefix`` "top_") and after it."""
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        dest=f"{prefix}verbose",
+        action="count",
+        default=0,
+        help="more log output (-vv for debug)",
+    )
+    group.add_argument(
+        "-q", "--quiet", dest=f"{prefix}quiet", action="store_true", help="only errors"
+    )
+    return group
+
+
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("output")
-    group.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
-    )
-    group.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    group = _add_output_flags(common)
     group.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
@@ -67,7 +110,13 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
     ]
 
 
-def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
+def _say(args: argparse.Namespace, lines: Sequence[str]) -> None:
+    """The command's result on stdout, unless -q (only errors)."""
+    if not args.quiet:
+        print("\n".join(lines))
+
+
+def _summary_lines(report, extra_lines: Sequence[str] = ()) -> list[str]:
     from .pipeline import summarize
 
     s = summarize(report)
@@ -110,23 +159,19 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
     ]
     if s["folder"]:
         lines.append(f"report: {s['folder']}")
-    print("\n".join(lines))
+    return lines
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
     from .incremental import add_images
     from .pipeline import RunConfig
 
-    given = [
-        "--" + name.replace("_", "-")
+    # given flags must repeat the base run's values (add_images says which differ)
+    given = {
+        name: getattr(args, name)
         for name in RunConfig.__dataclass_fields__
-        if getattr(args, name, None) not in (None, (), False)
-    ]
-    if given:
-        raise InvalidInputError(
-            f"With --base the options of the base run are used; drop {', '.join(given)} "
-            "(or run without --base to choose them anew)."
-        )
+        if getattr(args, name, None) is not None
+    }
     report, additions = add_images(
         args.base,
         images=args.add,
@@ -134,18 +179,17 @@ def _cmd_add(args: argparse.Namespace) -> int:
         out=args.out,
         embeddings=args.embeddings,
         embedding_ids=args.embedding_ids,
+        options=given,
         progress=args.progress,
     )
     contradicting = additions.loc[additions["n_contradicting_pairs"] > 0, "image_id"]
-    _print_summary(
-        report,
-        [
-            f"new images: {len(additions)}, duplicating a base image: "
-            f"{int(additions['is_duplicate'].sum())}, contradicting one: {len(contradicting)}"
-            + (f" (first: {', '.join(contradicting[:3])})" if len(contradicting) else ""),
-            f"per new image: {args.out / 'additions.parquet'}",
-        ],
-    )
+    new_lines = [
+        f"new images: {len(additions)}, duplicating a base image: "
+        f"{int(additions['is_duplicate'].sum())}, contradicting one: {len(contradicting)}"
+        + (f" (first: {', '.join(contradicting[:3])})" if len(contradicting) else ""),
+        f"per new image: {args.out / 'additions.parquet'}",
+    ]
+    _say(args, _summary_lines(report, new_lines))
     return 0
 
 
@@ -168,7 +212,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config=config,
         progress=args.progress,
     )
-    _print_summary(report)
+    _say(args, _summary_lines(report))
     return 0
 
 
@@ -236,15 +280,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     recall = result.n_found / result.n_planted if result.n_planted else 0.0
     precision = result.n_found / result.n_flagged if result.n_flagged else 0.0
     confident = result.n_found_confident / result.n_confident if result.n_confident else 0.0
-    _print_summary(
-        result.report,
-        [
-            f"planted disagreements found: {result.n_found} of {result.n_planted} "
-            f"(recall {recall:.2f}, precision {precision:.2f})",
-            f"  among the flagged cells (is_flagged): {result.n_found_confident} of "
-            f"{result.n_confident} are planted (precision {confident:.2f})",
-        ],
-    )
+    found = [
+        f"planted disagreements found: {result.n_found} of {result.n_planted} "
+        f"(recall {recall:.2f}, precision {precision:.2f})",
+        f"  among the flagged cells (is_flagged): {result.n_found_confident} of "
+        f"{result.n_confident} are planted (precision {confident:.2f})",
+    ]
+    _say(args, _summary_lines(result.report, found))
     return 0
 
 
@@ -286,7 +328,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         max_bytes=int(args.max_mb * 2**20),
     )
     refresh_manifest(args.report_dir, (HTML_FILE,))
-    print(f"report: {path}")
+    _say(args, [f"report: {path}"])
     return 0
 
 
@@ -339,7 +381,7 @@ def _strategy_thresholds(text: str | None, strategies, parser) -> dict[str, str]
     return thresholds
 
 
-def _print_clean_summary(summary: dict) -> None:
+def _clean_summary_lines(summary: dict) -> list[str]:
     threshold = summary.get("threshold")
     lines = [
         f"{summary['strategy']}{f' (threshold {threshold})' if threshold else ''}: "
@@ -355,7 +397,7 @@ def _print_clean_summary(summary: dict) -> None:
         lines.append(
             f"  attribute {attribute}: {n['changed_cells']} cells changed, {n['ties']} ties"
         )
-    print("\n".join(lines))
+    return lines
 
 
 def _cmd_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -385,13 +427,14 @@ def _cmd_clean(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
             splits=args.splits,
             **options,
         )
-        _print_clean_summary(result.summary())
         results.append(result)
+    lines = [line for result in results for line in _clean_summary_lines(result.summary())]
     if args.dry_run:
-        print("dry run: nothing written")
+        _say(args, [*lines, "dry run: nothing written"])
         return 0
+    # written before anything is printed: `clean ... | head -1` still gets the files
     written = write_cleaned(results, args.out, overwrite=args.overwrite)
-    print("wrote: " + ", ".join(str(p) for p in written))
+    _say(args, [*lines, "wrote: " + ", ".join(str(p) for p in written)])
     return 0
 
 
@@ -511,6 +554,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         progress=args.progress,
     )
     lines = [f"planted {kind} noise at {rate:g}: {len(result.planted)} wrong cells"]
+    if result.n_disputed_cells:
+        lines.append(
+            f"warning: the given labels already disagree inside their group on "
+            f"{result.n_disputed_pairs} (group, attribute) pairs ({result.n_disputed_cells} "
+            "cells): flags there count as false positives; pass labels you trust"
+        )
     if result.grouping is not None:
         g = result.grouping
         lines.append(
@@ -543,7 +592,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             lines.append(f"  {row['labels']:<13} {scores}")
     if args.out is not None:
         lines.append(f"evaluation: {write_evaluation(result, args.out)}")
-    print("\n".join(lines))
+    _say(args, lines)
     return 0
 
 
@@ -610,14 +659,17 @@ SUBCOMMANDS: list[Callable] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clusterclean",
         description="Find near-duplicate images and the label inconsistencies among them.",
     )
     parser.add_argument("--version", action="version", version=f"clusterclean {__version__}")
+    _add_output_flags(parser, prefix="top_")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
+    for command in sub.choices.values():  # its errors name it (unknown flags included)
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -632,6 +684,25 @@ def _configure_logging(args: argparse.Namespace) -> None:
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # faiss logs at INFO each library it tries ("Could not load library with AVX2 support
+    # due to: ModuleNotFoundError ...") before loading the one that works: not ours to show
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stream
+        return False
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the exit flush cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (tests): nothing to do
+        pass
 
 
 class _CurrentStderrHandler(logging.StreamHandler):
@@ -657,10 +728,25 @@ class _CurrentStderrHandler(logging.StreamHandler):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``clusterclean`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    # -v / -q before the subcommand count as after it
+    args.verbose = getattr(args, "verbose", 0) + args.top_verbose
+    args.quiet = getattr(args, "quiet", False) or args.top_quiet
+    # bars only for a person watching: redirected, tqdm's \r lines would fill the log
+    if getattr(args, "progress", False) and not _stderr_is_tty():
+        args.progress = False
     _configure_logging(args)
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # `clusterclean clean ... | head -1`: the reader left; files are written (each
+        # command writes before it prints). Exit quietly, as a Unix tool killed by SIGPIPE.
+        _quiet_stdout()
+        return 128 + 13
     # OSError: unreadable input, full disk, permissions -- the user's to fix
     except (ClustercleanError, OSError) as error:
         # one line, whatever the message: scripts read stderr line by line

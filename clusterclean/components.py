@@ -315,8 +315,9 @@ def component_hops(edges: pd.DataFrame, component_ids: np.ndarray) -> np.ndarray
     n_images = len(component_ids)
     src, dst = _edge_arrays(edges, n_images, "component_hops")
     n_components = int(component_ids.max()) + 1 if n_images else 0
+    # int32 counts: an int8 product wraps at 128 frontier neighbours and loses the image
     graph = coo_matrix(
-        (np.ones(2 * len(src), dtype=np.int8), (np.r_[src, dst], np.r_[dst, src])),
+        (np.ones(2 * len(src), dtype=np.int32), (np.r_[src, dst], np.r_[dst, src])),
         shape=(n_images, n_images),
     ).tocsr()
 
@@ -328,7 +329,7 @@ def component_hops(edges: pd.DataFrame, component_ids: np.ndarray) -> np.ndarray
         level = 0
         while frontier.any():
             level += 1
-            reached = (graph @ frontier.astype(np.int8)) > 0
+            reached = (graph @ frontier.astype(np.int32)) > 0
             frontier = reached & (distance < 0)
             distance[frontier] = level
         return distance

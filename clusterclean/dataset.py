@@ -35,9 +35,14 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SPLITS",
     "list_images",
+    "LABELS_FORMATS",
+    "is_peta_labels",
     "load_dataset",
     "load_peta",
 ]
+
+#: How a labels argument is read (the ``labels_format`` option).
+LABELS_FORMATS = ("auto", "table", "peta")
 
 #: The options of the load stage, declared once (:mod:`clusterclean.options`).
 OPTIONS = declare(
@@ -62,6 +67,15 @@ OPTIONS = declare(
         "keep images that have no labels row (their labels are missing)",
         "bool",
         flag="--allow-unlabeled",
+    ),
+    Option(
+        "labels_format",
+        "auto",
+        "how --labels is read: table (CSV/TSV/Parquet, wide or long), peta (a PETA "
+        "Label.txt with its images next to it, or a PETA folder), auto (peta for a file named "
+        "Label.txt or a PETA folder, else table)",
+        "choice",
+        choices=LABELS_FORMATS,
     ),
     Option(
         "follow_symlinks",
@@ -759,6 +773,7 @@ def load_dataset(
     split_column: str | None = "split",
     group_column: str | None = "group",
     allow_unlabeled_images: bool = False,
+    labels_format: str = "auto",
     follow_symlinks: bool = False,
 ) -> Dataset:
     """Load a labels table and/or an images folder into a :class:`Dataset`.
@@ -800,6 +815,12 @@ def load_dataset(
         Keep images of the folder that have no labels row, with all labels
         missing, appended after the labelled ones in sorted order. Without it,
         such images are an error.
+    labels_format : {"auto", "table", "peta"}
+        ``peta``: ``labels`` is a PETA ``Label.txt`` (lines ``<person_id>
+        attribute ...``) whose images lie next to it, or a PETA folder, read
+        as :func:`load_peta` reads it (``images``, if given, must be that
+        folder). ``auto``: ``peta`` for a file named ``Label.txt`` or a
+        PETA folder (:func:`is_peta_labels`), else ``table``.
 
     Returns
     -------
@@ -827,6 +848,13 @@ def load_dataset(
         group_column,
         allow_unlabeled_images,
     )
+    if is_peta_labels(labels, labels_format):
+        if multiclass_columns or image_column is not None:
+            raise InvalidInputError(
+                "image_column and multiclass_columns (--multiclass) describe a labels table; "
+                f"'{labels}' is read as PETA labels (--labels-format peta), which have neither."
+            )
+        return _load_peta_labels(Path(labels), images)
     root = _images_root(images) if images is not None else None
     if not isinstance(follow_symlinks, bool):
         raise InvalidTypeError(
@@ -891,6 +919,64 @@ def load_dataset(
     dataset = Dataset(
         table=frame, labels=matrix, attributes=parsed.attributes, tasks=parsed.tasks, root=root
     )
+    _log_summary(dataset)
+    return dataset
+
+
+def is_peta_labels(labels: object, labels_format: str = "auto") -> bool:
+    """Whether ``load_dataset(labels, labels_format=...)`` reads ``labels`` as PETA labels.
+
+    ``peta``: always (for a path); ``table``: never; ``auto``: a file named
+    ``Label.txt`` (any case), or a folder holding ``PETA.mat`` or
+    ``<subset>/archive/Label.txt``.
+    """
+    if labels_format not in LABELS_FORMATS:
+        raise InvalidInputError(
+            f"The 'labels_format' parameter of load_dataset must be one of "
+            f"{', '.join(map(repr, LABELS_FORMATS))}. Got {_show(labels_format)} instead."
+        )
+    if not isinstance(labels, str | os.PathLike):
+        if labels_format == "peta" and labels is not None:
+            raise InvalidTypeError(
+                "labels_format='peta' reads a Label.txt file or a PETA folder; the 'labels' "
+                f"parameter is a {type(labels).__name__}. Pass the path, or leave "
+                "labels_format at 'auto'."
+            )
+        return False
+    if labels_format == "table":
+        return False
+    path = Path(labels)
+    if labels_format == "peta" or path.name.lower() == "label.txt":
+        return True
+    return path.is_dir() and (
+        (path / "PETA.mat").is_file() or any(path.glob("*/archive/Label.txt"))
+    )
+
+
+def _load_peta_labels(path: Path, images: str | Path | None) -> Dataset:
+    """A PETA ``Label.txt`` (images next to it) or a PETA folder, as load_dataset reads it."""
+    path = path.expanduser()
+    if not path.exists():
+        raise InvalidInputError(
+            f"The PETA labels file '{path}' does not exist; give a Label.txt (lines "
+            "'<person_id> attribute ...', images next to it) or a PETA folder."
+        )
+    path = path.resolve()
+    if path.is_dir():
+        folder, places = path, {path}
+    else:
+        # <root>/<subset>/archive/Label.txt: the ids load_peta(<root>) gives
+        folder = path.parent.parent.parent if path.parent.name == "archive" else path.parent
+        places = {folder, path.parent}
+    if images is not None and Path(images).expanduser().resolve() not in places:
+        raise InvalidInputError(
+            f"PETA labels locate their own images (in '{path.parent if path.is_file() else path}'"
+            f"); the images folder '{images}' is another one. Drop --images, or give the "
+            "Label.txt of that folder."
+        )
+    if path.is_dir():
+        return load_peta(folder)
+    dataset = _load_peta_archive(folder, [path])
     _log_summary(dataset)
     return dataset
 
@@ -1111,7 +1197,8 @@ def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
     groups: list[str] = []
     positives: list[list[str]] = []
     for labels_file in labels_files:
-        subset = labels_file.parent.parent.name
+        archive = labels_file.parent
+        subset = archive.parent.name if archive.name == "archive" else archive.name
         persons: dict[str, tuple[str, list[str], int]] = {}
         text = labels_file.read_text(encoding="utf-8", errors="replace")
         # Lines end at "\n" (or "\r\n") only: str.splitlines() would also end one at
@@ -1129,7 +1216,7 @@ def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
                     f"attributes (lines {persons[key][2]} and {line_number})."
                 )
             persons.setdefault(key, (person, tokens[1:], line_number))
-        archive = labels_file.parent
+        relative = archive.relative_to(base).as_posix()
         names = sorted(
             p.name
             for p in archive.iterdir()
@@ -1144,7 +1231,7 @@ def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
                 continue
             seen.add(key)
             person, attrs, _ = persons[key]
-            ids.append(f"{subset}/archive/{name}")
+            ids.append(name if relative == "." else f"{relative}/{name}")
             groups.append(f"{subset}/{person}")
             positives.append(attrs)
         if unlabeled:

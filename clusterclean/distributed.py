@@ -239,7 +239,9 @@ def run_distributed(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**options)
-    check_run_arguments(images, labels, out, embeddings, embedding_ids, "run_distributed")
+    embeddings, embedding_ids = check_run_arguments(
+        images, labels, out, embeddings, embedding_ids, "run_distributed"
+    )
     inputs = run_inputs(images, labels, embeddings, embedding_ids, config)
     if out is not None:
         out = check_output_folder(out, inputs=inputs)

@@ -664,6 +664,10 @@ class Evaluation:
         One row per training labels (``raw``, ``oracle``, each strategy):
         :func:`macro_f1` of a linear probe trained on the train split and
         scored on the TRUE labels of the test split; None without splits.
+    n_disputed_pairs, n_disputed_cells : int
+        (group, attribute) pairs, and their cells, on which the labels given
+        as the truth already disagree (:class:`clusterclean.synth.NoisyLabels`):
+        no noise is planted there, and flags on them count as false positives.
     """
 
     report: Any
@@ -674,12 +678,16 @@ class Evaluation:
     grouping: dict[str, float] | None
     detection: pd.DataFrame
     downstream: pd.DataFrame | None
+    n_disputed_pairs: int = 0
+    n_disputed_cells: int = 0
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready digest: grouping, detection and downstream rows."""
         return {
             "n_images": int(len(self.noisy)),
             "n_planted_cells": int(len(self.planted)),
+            "n_disputed_pairs": int(self.n_disputed_pairs),
+            "n_disputed_cells": int(self.n_disputed_cells),
             "grouping": self.grouping,
             "detection": _records(self.detection),
             "downstream": None if self.downstream is None else _records(self.downstream),
@@ -930,6 +938,8 @@ def evaluate_cleaning(
         grouping=grouping,
         detection=detection,
         downstream=downstream,
+        n_disputed_pairs=noisy_labels.n_disputed_pairs,
+        n_disputed_cells=noisy_labels.n_disputed_cells,
     )
 
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +99,32 @@ def _read_base(base: str | Path | Report) -> Report:
     return report
 
 
-def _config_of(report: Report, options: dict[str, Any]):
+def _config_of(report: Report, expected: Mapping[str, Any]):
+    """The base run's RunConfig; each of ``expected`` must equal the base's value."""
     from .pipeline import RunConfig
 
     info = RunRecord.from_dict(report.run_info)
     known = {k: v for k, v in info.parameters.items() if k in RunConfig.__dataclass_fields__}
+    unknown = sorted(set(expected) - set(RunConfig.__dataclass_fields__))
+    if unknown:
+        raise InvalidInputError(
+            f"The 'options' parameter of add_images names {unknown}, which are not run "
+            f"options; valid ones: {sorted(RunConfig.__dataclass_fields__)}."
+        )
+    recorded = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+    wanted = RunConfig(**{**asdict(recorded), **expected})
+    differing = [name for name in expected if getattr(wanted, name) != getattr(recorded, name)]
+    if differing:
+        flag = {o.name: o.flags[0] for o in RunConfig.OPTIONS}
+        flags = ", ".join(
+            f"{flag[name]} (base: {_shown(getattr(recorded, name))}, "
+            f"given: {_shown(getattr(wanted, name))})"
+            for name in differing
+        )
+        raise InvalidInputError(
+            f"With --base the options of the base run are used; drop {flags} "
+            "(or run without --base to choose them anew)."
+        )
     # the head the base run actually trained (adapt="auto" may have trained none)
     used = info.adaptation
     known["adapt"] = "none" if used is None else used["method"]
@@ -111,18 +133,55 @@ def _config_of(report: Report, options: dict[str, Any]):
             known[name] = tuple(known[name])
     if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
         known["min_similarity"] = info.calibration["min_similarity"]
-    return RunConfig(**{**known, **options})
+    return RunConfig(**known)
+
+
+def _aligned_labels(base: Dataset, new: Dataset) -> np.ndarray:
+    """The new label matrix in the base's columns (one-of-K columns expanded to the base's).
+
+    A batch rarely holds every value of a one-of-K task: a value of the base
+    that the new labels lack becomes an all-zero one-hot column (missing where
+    the task is missing); a value the base never saw is an error naming it.
+    """
+    task_of = {m: t for t, members in base.tasks.items() for m in members}
+    for task, members in new.tasks.items():
+        unseen = [m for m in members if task_of.get(m) != task]
+        if unseen and task in base.tasks:
+            values = ", ".join(m.partition("=")[2] for m in unseen)
+            known = ", ".join(m.partition("=")[2] for m in base.tasks[task])
+            raise InvalidInputError(
+                f"The new labels' one-of-K column {task!r} holds {values}, a value the base "
+                f"report has never seen (its values: {known}). Fix the value, or re-run "
+                "`clusterclean run` on all the images so that the value becomes an attribute."
+            )
+    position = {a: j for j, a in enumerate(new.attributes)}
+    expanded = {
+        m: task for task, members in base.tasks.items() if task in new.tasks for m in members
+    }
+    missing = [a for a in base.attributes if a not in position and a not in expanded]
+    extra = sorted(set(new.attributes) - set(base.attributes))
+    if missing or extra:
+        raise InvalidInputError(
+            "The new labels must have the base report's attributes. "
+            f"Only in the new labels: {extra[:5]}; only in the base: {missing[:5]}. "
+            "Use the same labels table layout (and --multiclass columns) as the base run."
+        )
+    labels = np.empty((new.n_images, len(base.attributes)), dtype=np.float32)
+    for j, attribute in enumerate(base.attributes):
+        if attribute in position:
+            labels[:, j] = new.labels[:, position[attribute]]
+        else:  # a value of the task absent from this batch: 0 where the task is known
+            known = ~np.isnan(new.labels[:, [position[m] for m in new.tasks[expanded[attribute]]]])
+            labels[:, j] = np.where(known.any(axis=1), 0.0, np.nan)
+    return labels
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _union(base: Dataset, new: Dataset) -> Dataset:
-    if tuple(new.attributes) != tuple(base.attributes):
-        only_new = sorted(set(new.attributes) - set(base.attributes))
-        only_base = sorted(set(base.attributes) - set(new.attributes))
-        raise InvalidInputError(
-            "The new labels must have the base report's attributes in the same order. "
-            f"Only in the new labels: {only_new[:5]}; only in the base: {only_base[:5]}. "
-            "Use the same labels table layout as the base run."
-        )
+    new_labels = _aligned_labels(base, new)
     overlap = pd.Index(new.ids.astype(str)).intersection(pd.Index(base.ids.astype(str)))
     if len(overlap):
         raise InvalidInputError(
@@ -139,7 +198,7 @@ def _union(base: Dataset, new: Dataset) -> Dataset:
     table = table.where(table.notna(), None)
     return Dataset(
         table=table,
-        labels=np.vstack([base.labels, new.labels]),
+        labels=np.vstack([base.labels, new_labels]),
         attributes=base.attributes,
         tasks=base.tasks,
         root=base.root if base.root == new.root else None,
@@ -283,6 +342,7 @@ def add_images(
     out: str | Path | None = None,
     embeddings: str | Path | Embeddings | None = None,
     embedding_ids: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> tuple[Report, pd.DataFrame]:
     """Add new images to an existing report without re-embedding or re-searching the old ones.
@@ -301,6 +361,11 @@ def add_images(
         is replaced atomically). ``additions.parquet`` is written into it.
     embeddings, embedding_ids : optional
         Vectors of the new images instead of embedding them (as in ``run``).
+    options : mapping of str to value, optional
+        Run options the caller expects (e.g. the CLI's flags): the base run's
+        options are used, so each must equal the base's value (``--multiclass
+        age`` against a base run with ``age`` one-of-K is fine); a different
+        one raises InvalidInputError naming both values.
     progress : bool, default=True
 
     Returns
@@ -320,10 +385,12 @@ def add_images(
         refine_vectors,
     )
 
-    check_run_arguments(images, labels, out, embeddings, embedding_ids, "add_images")
+    embeddings, embedding_ids = check_run_arguments(
+        images, labels, out, embeddings, embedding_ids, "add_images"
+    )
     started = time.perf_counter()
     base_report = _read_base(base)
-    config = _config_of(base_report, {})
+    config = _config_of(base_report, dict(options or {}))
     # the base folder itself may be --out (replaced as a whole); the new inputs may not
     inputs = (images, labels, embeddings, embedding_ids)
     if out is not None:

@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,7 +30,7 @@ from . import mixed as mixed_stage
 from . import refine as refine_stage
 from . import scoring as score_stage
 from . import trust as trust_stage
-from ._contracts import Dataset, Embeddings, Neighbors
+from ._contracts import Dataset, Embeddings, Neighbors, as_embeddings
 from .components import component_edge_stats
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
 from .errors import InvalidInputError, InvalidTypeError
@@ -213,8 +214,8 @@ def run(
     labels: str | Path | pd.DataFrame | Dataset | None = None,
     *,
     out: str | Path | None = None,
-    embeddings: str | Path | Embeddings | None = None,
-    embedding_ids: str | Path | None = None,
+    embeddings: str | Path | Embeddings | np.ndarray | pd.DataFrame | None = None,
+    embedding_ids: str | Path | Sequence[str] | None = None,
     config: RunConfig | None = None,
     progress: bool = True,
     neighbors: Neighbors | None = None,
@@ -232,12 +233,16 @@ def run(
         Labels table (CSV/Parquet, wide or long form) or a loaded Dataset.
     out : path, optional
         Report folder to write (atomically). Nothing is written when omitted.
-    embeddings : path or Embeddings, optional
-        Vectors to use instead of embedding the images (Parquet with
-        ``image_id`` + a list column, or ``.npy`` with ``embedding_ids``).
-    embedding_ids : path, optional
+    embeddings : path, Embeddings, ndarray or DataFrame, optional
+        Vectors to use instead of embedding the images: a file (Parquet with
+        ``image_id`` + a list column, or ``.npy`` with ``embedding_ids``), an
+        :class:`Embeddings`, an ndarray of shape (n_images, dim) with
+        ``embedding_ids``, or a pandas DataFrame indexed by image id with one
+        numeric column per dimension. Rows are L2-normalised.
+    embedding_ids : path or sequence of str, optional
         With a ``.npy`` file: the ids of its rows (a text file with one id per
-        line, or a CSV/Parquet file with an ``image_id`` column).
+        line, or a CSV/Parquet file with an ``image_id`` column); with an
+        ndarray: the list of its row ids.
     config : RunConfig, optional
         All options at once; ``**options`` override its fields by name.
     progress : bool, default=True
@@ -266,7 +271,9 @@ def run(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**{**asdict(config), **options})
-    check_run_arguments(images, labels, out, embeddings, embedding_ids, "run")
+    embeddings, embedding_ids = check_run_arguments(
+        images, labels, out, embeddings, embedding_ids, "run"
+    )
     inputs = run_inputs(images, labels, embeddings, embedding_ids, config)
     if out is not None:  # a read-only or foreign --out fails now, not after the work
         out = check_output_folder(out, inputs=inputs)
@@ -496,8 +503,21 @@ def _is_path(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike)) and bool(str(value))
 
 
-def check_run_arguments(images, labels, out, embeddings, embedding_ids, func: str) -> None:
-    """The data arguments of a run checked for type at the door, with the library's errors."""
+def _is_id_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray, pd.Index, pd.Series))
+
+
+def check_run_arguments(
+    images, labels, out, embeddings, embedding_ids, func: str
+) -> tuple[Any, Any]:
+    """The data arguments of a run checked for type at the door, with the library's errors.
+
+    Returns ``(embeddings, embedding_ids)`` with in-memory vectors made an
+    :class:`Embeddings` once, here: an ndarray of shape (n_images, dim) with
+    ``embedding_ids`` its row ids (a list), or a pandas DataFrame whose index is
+    the image ids and whose columns are the numeric coordinates.
+    """
+    array, frame = isinstance(embeddings, np.ndarray), isinstance(embeddings, pd.DataFrame)
     expected = {
         "images": ("a folder path (str or os.PathLike)", _is_path(images)),
         "labels": (
@@ -506,11 +526,14 @@ def check_run_arguments(images, labels, out, embeddings, embedding_ids, func: st
         ),
         "out": ("a folder path (str or os.PathLike)", _is_path(out)),
         "embeddings": (
-            "a file path or an Embeddings (clusterclean.as_embeddings(ids, vectors) makes one "
-            "from an array)",
-            _is_path(embeddings) or isinstance(embeddings, Embeddings),
+            "a file path, an Embeddings, an ndarray (n_images, dim) with embedding_ids, or a "
+            "pandas DataFrame indexed by image id with one numeric column per dimension",
+            _is_path(embeddings) or isinstance(embeddings, Embeddings) or array or frame,
         ),
-        "embedding_ids": ("a file path", _is_path(embedding_ids)),
+        "embedding_ids": (
+            "a file path, or a list of ids (one per row) with an ndarray of embeddings",
+            _is_path(embedding_ids) or (array and _is_id_list(embedding_ids)),
+        ),
     }
     given = {
         "images": images,
@@ -525,6 +548,28 @@ def check_run_arguments(images, labels, out, embeddings, embedding_ids, func: st
                 f"The {name!r} parameter of {func} must be {what}. Got "
                 f"{type(given[name]).__name__} {given[name]!r:.60} instead."
             )
+    if array:
+        if embedding_ids is None:
+            raise InvalidInputError(
+                f"The 'embeddings' parameter of {func} is an array without ids; give the image "
+                "id of each row with embedding_ids=[...] (or a DataFrame indexed by image id)."
+            )
+        return as_embeddings(list(embedding_ids), embeddings), None
+    if frame:
+        if embedding_ids is not None:
+            raise InvalidInputError(
+                f"The 'embeddings' DataFrame of {func} carries its ids in its index; drop "
+                "embedding_ids."
+            )
+        numeric = embeddings.apply(pd.api.types.is_numeric_dtype)
+        if not numeric.all():
+            raise InvalidInputError(
+                f"The 'embeddings' DataFrame of {func} must hold one numeric column per "
+                f"dimension; column {numeric.index[~numeric.to_numpy()][0]!r} is not numeric. "
+                "Move the image ids into the index (frame.set_index('image_id'))."
+            )
+        return as_embeddings(embeddings.index, embeddings.to_numpy()), None
+    return embeddings, embedding_ids
 
 
 def run_inputs(images, labels, embeddings, embedding_ids, config: RunConfig) -> tuple:
@@ -783,7 +828,8 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
         return labels
     if images is None and labels is None:
         raise InvalidInputError("Give images (a folder), labels (a table), or both.")
-    if images is None and embeddings is None:
+    located = dataset_stage.is_peta_labels(labels, config.labels_format)  # images beside it
+    if images is None and embeddings is None and not located:
         raise InvalidInputError(
             "Without an images folder there is nothing to embed: give --images DIR, or "
             "--embeddings FILE with vectors you made yourself."

@@ -249,10 +249,17 @@ class NoisyLabels:
     planted : pandas.DataFrame
         One row per changed cell: ``image_id``, ``attribute``, ``true_label``
         (the input value), ``given_label`` (the injected value).
+    n_disputed_pairs, n_disputed_cells : int
+        (group, attribute) pairs of the input whose labelled views already
+        disagree, and their labelled cells: ``disagreement`` noise is never
+        planted there (:func:`inject_noise`), and a detector that flags them is
+        charged a false positive, since the input is taken as the truth.
     """
 
     labels: pd.DataFrame
     planted: pd.DataFrame
+    n_disputed_pairs: int = 0
+    n_disputed_cells: int = 0
 
 
 def _attribute_columns(labels: pd.DataFrame, attributes: Sequence[str] | None) -> list[str]:
@@ -282,6 +289,15 @@ class _Cells:
         self.binary = [_is_binary(labels[c]) for c in columns]
         self.classes = [sorted(set(labels[c].dropna().tolist())) for c in columns]
         self.changed: list[tuple[int, int]] = []
+        # cells of a (group, attribute) pair whose views already disagree: never planted
+        self.disputed = np.zeros_like(self.present)
+        self.n_disputed_pairs = 0
+        if "group" in labels.columns and columns:
+            by_group = labels[columns].groupby(labels["group"].astype(str).to_numpy())
+            n_values = by_group.nunique(dropna=True)
+            self.n_disputed_pairs = int((n_values.to_numpy() > 1).sum())
+            per_row = n_values.reindex(labels["group"].astype(str).to_numpy()).to_numpy()
+            self.disputed = (per_row > 1) & self.present
 
     def wrong_value(self, row: int, c: int, rng: np.random.Generator):
         """1 - x for a binary column, else another class seen in the column (uniformly)."""
@@ -333,6 +349,14 @@ def inject_noise(
         pair (a, b) of binary attributes, among the rows where a != b exactly
         ``round(rate * n_rows)`` rows get a and b swapped (two planted cells
         each). ``round`` rounds halves up.
+
+        The input is taken as the truth. ``disagreement`` leaves out the
+        (group, attribute) pairs whose labelled views already disagree (they
+        are not counted in ``n_pairs``): a flip there could restore the
+        majority and undo an error the input already holds, as planting twice
+        with one seed did. ``uniform`` and ``class_conditional`` model
+        per-image noise and ignore groups. With a ``group`` column, every kind
+        counts such pairs and logs a warning with the numbers.
     rate : float in [0, 0.5]
         Noise level. 0 changes nothing.
     seed : int
@@ -384,6 +408,20 @@ def inject_noise(
         _check_confusions(pairs, binary)
         _inject_swaps(cells, pairs, rate, rng)
     changed = sorted(cells.changed)
+    n_disputed = int(cells.disputed.sum())
+    if n_disputed:
+        n_inside = sum(bool(cells.disputed[r, c]) for r, c in changed)
+        logger.warning(
+            "inject_noise: the labels taken as the truth already disagree inside their group "
+            "on %d (group, attribute) pairs (%d cells); %s, and a detector that flags them is "
+            "charged a false positive. Pass labels you trust (a demo's labels.csv already "
+            "carries its planted noise).",
+            cells.n_disputed_pairs,
+            n_disputed,
+            "no noise was planted there"
+            if kind == "disagreement"
+            else f"{n_inside} of the {len(changed)} planted cells fall in them",
+        )
     planted = pd.DataFrame(
         {
             "image_id": [labels["image_id"].iat[r] for r, _ in changed],
@@ -394,7 +432,12 @@ def inject_noise(
         columns=list(PLANTED_COLUMNS),
     )
     logger.info("inject_noise: kind=%s rate=%.3f planted %d cells", kind, rate, len(planted))
-    return NoisyLabels(labels=cells.apply(labels), planted=planted)
+    return NoisyLabels(
+        labels=cells.apply(labels),
+        planted=planted,
+        n_disputed_pairs=cells.n_disputed_pairs,
+        n_disputed_cells=n_disputed,
+    )
 
 
 def _inject_disagreement(
@@ -407,7 +450,7 @@ def _inject_disagreement(
     for group_rows in np.split(order, bounds) if len(order) else []:
         for c in range(len(cells.columns)):
             rows = group_rows[cells.present[group_rows, c]]
-            if len(rows) >= 3:
+            if len(rows) >= 3 and not cells.disputed[rows, c].any():
                 eligible.append((c, rows))
     n_pick = _round_half_up(rate * len(eligible))
     for index in np.sort(rng.choice(len(eligible), size=n_pick, replace=False)):

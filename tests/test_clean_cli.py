@@ -185,4 +185,43 @@ def test_usage_errors_exit_2(report_dir, capsys, args, message):
     with pytest.raises(SystemExit) as exit_info:
         clean(report_dir, *args)
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"clusterclean clean: error: {message}"
+    # one usage line, the error, where to read more (not argparse's 40-line usage)
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: clusterclean clean REPORT_DIR --strategy STRATEGY [options]",
+        f"clusterclean clean: error: {message}",
+        "see clusterclean clean --help",
+    ]
+
+
+def test_a_closed_pipe_still_gets_the_files_and_a_quiet_exit(report_dir, tmp_path):
+    # `clusterclean clean ... | head -1`: the reader is gone before anything is printed
+    import subprocess
+    import sys
+
+    out = tmp_path / "cleaned.parquet"
+    command = [sys.executable, "-m", "clusterclean.cli", "clean", str(report_dir)]
+    process = subprocess.Popen(
+        [*command, "--strategy", "image", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    code = process.wait(timeout=120)
+    stderr = process.stderr.read().decode()
+    process.stderr.close()
+    assert (code, stderr) == (141, "")  # 128 + SIGPIPE, like any Unix filter; no traceback
+    assert pd.read_parquet(out)["image_id"].tolist()[:2] == ["img00", "img01"]
+    assert (tmp_path / "changes.parquet").is_file()
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_prints_only_errors(report_dir, tmp_path, capsys, where):
+    quiet = ["-q", "clean"] if where == "before" else ["clean", "-q"]
+    out = tmp_path / "cleaned.parquet"
+    assert main([*quiet, str(report_dir), "--strategy", "image", "--out", str(out)]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert out.is_file()
+    missing = tmp_path / "no-report"
+    assert main([*quiet, str(missing), "--strategy", "image", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("clusterclean: error: ")

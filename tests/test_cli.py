@@ -149,7 +149,82 @@ def test_usage_error_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--labels", "x.csv"])
     assert exit_info.value.code == 2
-    assert "the following arguments are required: --out" in capsys.readouterr().err
+    # one usage line, the error, where to read more: not argparse's 50 lines of usage
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: clusterclean run --out OUT [options]",
+        "clusterclean run: error: the following arguments are required: --out",
+        "see clusterclean run --help",
+    ]
+    with pytest.raises(SystemExit):
+        main(["-q", "report", "r", "--bogus"])  # unknown flags name their subcommand
+    assert capsys.readouterr().err.splitlines()[1:] == [
+        "clusterclean report: error: unrecognized arguments: --bogus",
+        "see clusterclean report --help",
+    ]
+    with pytest.raises(SystemExit):
+        main([])
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: clusterclean COMMAND [options]",
+        "clusterclean: error: the following arguments are required: COMMAND",
+        "see clusterclean --help",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "level"),
+    [
+        (["-q", "run"], "ERROR"),
+        (["run", "-q"], "ERROR"),
+        (["-v", "run"], "INFO"),
+        (["-v", "run", "-v"], "DEBUG"),
+        (["run"], "WARNING"),
+    ],
+)
+def test_output_flags_on_both_sides_of_the_subcommand(vectors_and_labels, argv, level, monkeypatch):
+    import logging
+
+    import clusterclean.pipeline
+
+    seen = {}
+
+    def fake_run(**kwargs):
+        seen["level"] = logging.getLevelName(logging.getLogger().level)
+        seen["progress"] = kwargs["progress"]
+        # faiss's loader says at INFO which builds it could not load: never shown
+        seen["faiss"] = logging.getLogger("faiss.loader").isEnabledFor(logging.INFO)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clusterclean.pipeline, "run", fake_run)
+    data, tmp = vectors_and_labels
+    files = ["--labels", str(tmp / "labels.csv"), "--embeddings", str(tmp / "emb.parquet")]
+    assert main([*argv, *files, "--out", str(tmp / "r")]) == 130
+    assert seen == {"level": level, "progress": False, "faiss": False}
+
+
+def test_progress_bars_only_on_a_terminal(vectors_and_labels, monkeypatch):
+    import io
+
+    import clusterclean.pipeline
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    seen = []
+
+    def fake_run(**kwargs):
+        seen.append(kwargs["progress"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(clusterclean.pipeline, "run", fake_run)
+    data, tmp = vectors_and_labels
+    argv = ["run", "--labels", str(tmp / "labels.csv"), "--embeddings", str(tmp / "emb.parquet")]
+    argv += ["--out", str(tmp / "r")]
+    main(argv)  # stderr is captured by pytest: not a terminal
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    main(argv)
+    main([*argv, "--no-progress"])
+    assert seen == [False, True, False]
 
 
 def _write_views(folder, n_views=3):

@@ -316,10 +316,54 @@ def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
     assert set(result.summary()) == {
         "n_images",
         "n_planted_cells",
+        "n_disputed_pairs",
+        "n_disputed_cells",
         "grouping",
         "detection",
         "downstream",
     }
+
+
+def test_evaluate_cleaning_on_already_noisy_labels_plants_elsewhere_and_says_so(caplog):
+    # #17: labels that already carry seed-0 noise, evaluated with seed 0 again, used to
+    # get the same pairs drawn and flipped back (F1 0.06 on the demo, no warning).
+    from clusterclean.pipeline import RunConfig
+    from clusterclean.synth import inject_noise
+
+    truth, emb = _perfect_groups(16, 5, seed=0)
+    first = inject_noise(truth, kind="disagreement", rate=0.3, seed=0)
+    with caplog.at_level("WARNING", logger="clusterclean.synth"):
+        result = evaluate_cleaning(
+            first.labels,
+            kind="disagreement",
+            rate=0.3,
+            seed=0,
+            embeddings=emb,
+            config=RunConfig(min_similarity=0.9, n_neighbors=6),
+            strategies=["majority"],
+            probe=False,
+        )
+    pair = ["image_id", "attribute"]
+    groups = truth[["image_id", "group"]]
+    first_pairs = set(map(tuple, first.planted.merge(groups)[["group", "attribute"]].values))
+    again_pairs = set(map(tuple, result.planted.merge(groups)[["group", "attribute"]].values))
+    assert len(first_pairs) == 19 and not first_pairs & again_pairs  # nothing flipped back
+    assert result.planted.merge(first.planted[pair]).empty
+    n_first = len(first.planted)
+    n_disputed = 5 * 19  # every labelled cell of the 19 pairs planted first
+    assert (result.n_disputed_pairs, result.n_disputed_cells) == (19, n_disputed)
+    assert result.summary()["n_disputed_cells"] == n_disputed
+    # round(0.3 * (64 - 19)) = round(13.5) = 14 new pairs out of the 45 unanimous ones
+    assert len(again_pairs) == 14
+    # perfect components: every new error is found; the first noise counts as false positives
+    found = result.detection.set_index(["method", "attributes"]).loc[("label_issues", "all")]
+    assert found["recall"] == 1.0
+    assert found["precision"] == pytest.approx(
+        len(result.planted) / (len(result.planted) + n_first)
+    )
+    assert "already disagree inside their group on 19 (group, attribute) pairs (95 cells)" in (
+        caplog.text
+    )
 
 
 def test_evaluate_cleaning_rejects_a_table_without_image_column():

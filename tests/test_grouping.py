@@ -221,6 +221,19 @@ def test_hops_hand_computed():
     assert component_hops(_edges([], []), np.zeros(0, dtype=np.int32)).tolist() == []
 
 
+@pytest.mark.parametrize("n_middle", [127, 128, 200])
+def test_hops_wide_frontier(n_middle):
+    # 0 - {1..n_middle} - c - d: image c has n_middle frontier neighbours at once (an
+    # int8 count wraps at 128 and c was never reached); the diameter is 3 whatever n_middle
+    c, d = n_middle + 1, n_middle + 2
+    middle = range(1, n_middle + 1)
+    edges = _edges(
+        [(0, m) for m in middle] + [(m, c) for m in middle] + [(c, d)], [0.9] * (2 * n_middle + 1)
+    )
+    ids = find_components(edges, n_middle + 3)
+    assert component_hops(edges, ids).tolist() == [3]
+
+
 # --------------------------------------------------------------------------- graph + pipeline
 
 

@@ -147,7 +147,7 @@ def test_bad_additions_are_explained(base_folder):
         add_images(folder, labels=overlap, embeddings=overlap_vectors, progress=False)
     new, new_vectors = _subset(dataset, embeddings, np.arange(40, 50))
     renamed = cc.Dataset(table=new.table, labels=new.labels, attributes=[f"b{a}" for a in range(5)])
-    with pytest.raises(InvalidInputError, match="same order. Only in the new labels: \\['b0'"):
+    with pytest.raises(InvalidInputError, match="attributes. Only in the new labels: \\['b0'"):
         add_images(folder, labels=renamed, embeddings=new_vectors, progress=False)
     narrow = cc.as_embeddings(new_vectors.ids, new_vectors.vectors[:, :8])
     with pytest.raises(InvalidInputError, match="have 8 dimensions but the base report's have 24"):
@@ -249,3 +249,79 @@ def test_adding_to_an_ivf_report_keeps_its_index(tmp_path, planted):
     wanted = set(zip(exact.edges["src"], exact.edges["dst"]))
     assert len(found & wanted) >= 0.95 * len(wanted)
     assert len(additions) == 40
+
+
+def test_cli_adds_a_batch_that_lacks_a_value_of_a_one_of_k_column(tmp_path, planted, capsys):
+    # #17: the batch holds no 'adult'; it used to fail with "only in the base: ['age=adult']",
+    # and --multiclass age (the base run's own) was refused with --base
+    from clusterclean.cli import main
+
+    dataset, embeddings = planted
+    n_base, n_new = 60, 6
+    ages = np.array(["young", "adult", "old"])[np.arange(n_base + n_new) % 3]
+    table = pd.DataFrame(dataset.labels[: n_base + n_new], columns=dataset.attributes)
+    table.insert(0, "image", dataset.ids[: n_base + n_new])
+    table["age"] = ages
+    new = table.iloc[n_base:].copy()
+    new["age"] = ["young", "old", None, "old", "young", "young"]
+    table.iloc[:n_base].to_csv(tmp_path / "base.csv", index=False)
+    new.to_csv(tmp_path / "new.csv", index=False)
+    for name, rows in (("base", slice(0, n_base)), ("new", slice(n_base, n_base + n_new))):
+        np.save(tmp_path / f"{name}.npy", embeddings.vectors[rows])
+        (tmp_path / f"{name}.txt").write_text("\n".join(embeddings.ids[rows]) + "\n")
+    common = ["--multiclass", "age", "-q", "--no-progress"]
+
+    def run(*args):
+        return main(["run", *args, *common])
+
+    assert (
+        run(*_files(tmp_path, "base"), "--out", str(tmp_path / "base_report"), "--index", "flat")
+        == 0
+    )
+    base = ["--base", str(tmp_path / "base_report")]
+    assert run(*_files(tmp_path, "new"), *base, "--out", str(tmp_path / "added")) == 0
+    added = cc.read_report(tmp_path / "added", load_embeddings=False).dataset
+    assert added.tasks["age"] == ("age=adult", "age=old", "age=young")
+    new_rows = added.labels[
+        n_base:, [added.attributes.index(f"age={v}") for v in ("adult", "old", "young")]
+    ]
+    np.testing.assert_array_equal(
+        new_rows,
+        [[0, 0, 1], [0, 1, 0], [np.nan] * 3, [0, 1, 0], [0, 0, 1], [0, 0, 1]],
+    )
+    capsys.readouterr()
+    # a value the base never saw: one line naming it
+    new.loc[new.index[0], "age"] = "elderly"
+    new.to_csv(tmp_path / "new.csv", index=False)
+    assert run(*_files(tmp_path, "new"), *base, "--out", str(tmp_path / "x")) == 1
+    assert capsys.readouterr().err == (
+        "clusterclean: error: The new labels' one-of-K column 'age' holds elderly, a value the "
+        "base report has never seen (its values: adult, old, young). Fix the value, or re-run "
+        "`clusterclean run` on all the images so that the value becomes an attribute.\n"
+    )
+    # an option that differs from the base run's: refused, naming both values
+    code = main(
+        [
+            "run",
+            *_files(tmp_path, "new"),
+            *base,
+            "--out",
+            str(tmp_path / "x"),
+            "-q",
+            "--multiclass",
+            "age,attr_0",
+        ]
+    )
+    assert code == 1
+    assert "drop --multiclass (base: age, given: age,attr_0)" in capsys.readouterr().err
+
+
+def _files(folder, name):
+    return [
+        "--labels",
+        str(folder / f"{name}.csv"),
+        "--embeddings",
+        str(folder / f"{name}.npy"),
+        "--embedding-ids",
+        str(folder / f"{name}.txt"),
+    ]

@@ -212,3 +212,67 @@ def test_archive_lines_end_at_newline_only_not_at_unicode_line_separators(tmp_pa
     ds = load_peta(tmp_path)
     assert ds.attributes == ("a", "b", "c", "d")
     assert ds.labels.tolist() == [[1, 1, 0, 0], [0, 0, 1, 1]]
+
+
+# --- a Label.txt given as --labels (#17) ---
+
+
+def test_load_dataset_reads_a_label_txt_like_load_peta(tmp_path: Path) -> None:
+    from clusterclean.dataset import load_dataset
+
+    root = write_archive(tmp_path / "PETA")
+    viper = root / "VIPeR" / "archive"
+    whole = load_peta(root)
+    ds = load_dataset(viper / "Label.txt")  # auto: detected by its name
+    rows = whole.table["image_id"].str.startswith("VIPeR/").to_numpy()
+    assert ds.ids.tolist() == whole.ids[rows].tolist()
+    assert ds.attributes == ("hatNo", "personalMale", "upperBodyBlack")
+    np.testing.assert_array_equal(ds.labels, whole.labels[rows])
+    assert ds.table["group"].tolist() == ["VIPeR/1", "VIPeR/1", "VIPeR/2"]
+    # the images folder may be named when it is the file's own
+    assert load_dataset(viper / "Label.txt", images=viper).ids.tolist() == ds.ids.tolist()
+    # a folder: load_peta; another name: --labels-format peta; images next to the file
+    assert load_dataset(root).ids.tolist() == whole.ids.tolist()
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "persons.txt").write_text("3 hatNo\n")
+    write_png(loose / "3_a.png")
+    write_png(loose / "3_b.png")
+    named = load_dataset(loose / "persons.txt", labels_format="peta")
+    assert named.ids.tolist() == ["3_a.png", "3_b.png"]
+    assert named.table["group"].tolist() == ["loose/3", "loose/3"]
+    with pytest.raises(InvalidInputError, match="PETA labels locate their own images"):
+        load_dataset(viper / "Label.txt", images=loose)
+    with pytest.raises(InvalidInputError, match="multiclass_columns .* read as PETA labels"):
+        load_dataset(viper / "Label.txt", multiclass_columns=["hatNo"])
+    with pytest.raises(InvalidInputError, match="must be one of 'auto', 'table', 'peta'"):
+        load_dataset(viper / "Label.txt", labels_format="csv")
+
+
+def test_cli_runs_on_a_peta_label_txt(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from clusterclean.cli import main
+    from clusterclean.report import read_report
+
+    root = write_archive(tmp_path / "PETA")
+    label_txt = root / "VIPeR" / "archive" / "Label.txt"
+    ids = ["VIPeR/archive/001_45.png", "VIPeR/archive/1_90.png", "VIPeR/archive/2.png"]
+    np.save(tmp_path / "emb.npy", np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0]]))
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    given = [
+        "--embeddings",
+        str(tmp_path / "emb.npy"),
+        "--embedding-ids",
+        str(tmp_path / "ids.txt"),
+    ]
+    common = [*given, "--no-progress", "-q", "--n-neighbors", "2", "--no-rerank", "--no-refine"]
+    assert main(["run", "--labels", str(label_txt), "--out", str(tmp_path / "r"), *common]) == 0
+    report = read_report(tmp_path / "r", load_embeddings=False)
+    assert report.dataset.ids.tolist() == ids
+    assert report.dataset.attributes == ("hatNo", "personalMale", "upperBodyBlack")
+    assert report.images["component_id"].tolist()[:2] == [0, 0]
+    # the declared option forces the table reader: a .txt is no table, one line says so
+    code = main(
+        ["run", "--labels", str(label_txt), "--labels-format", "table", "--out", "x", *common]
+    )
+    assert code == 1
+    assert "Label.txt" in capsys.readouterr().err

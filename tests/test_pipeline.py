@@ -46,6 +46,50 @@ def test_embeddings_are_aligned_to_the_dataset_order():
     assert aligned.ids.tolist() == data.dataset.ids.tolist()
 
 
+def test_run_takes_an_array_with_ids_and_a_frame_indexed_by_id():
+    # #17: in-memory vectors without wrapping them in Embeddings first
+    data = make_planted(n_groups=12, n_flips=4, seed=5)
+    order = np.random.default_rng(1).permutation(data.dataset.n_images)  # any row order
+    ids, vectors = data.embeddings.ids[order], data.embeddings.vectors[order] * 3.0
+    reference = run(labels=data.dataset, embeddings=data.embeddings, progress=False)
+    from_array = run(
+        labels=data.dataset, embeddings=vectors, embedding_ids=list(ids), progress=False
+    )
+    frame = pd.DataFrame(vectors, index=pd.Index(ids, name="image_id"))
+    from_frame = run(labels=data.dataset, embeddings=frame, progress=False)
+    for report in (from_array, from_frame):
+        np.testing.assert_allclose(report.embeddings.vectors, data.embeddings.vectors, atol=1e-6)
+        pd.testing.assert_frame_equal(report.images, reference.images)
+        pd.testing.assert_frame_equal(report.label_issues, reference.label_issues)
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "embedding_ids", "error", "message"),
+    [
+        (np.zeros((2, 3)), None, InvalidInputError, "an array without ids; give the image id"),
+        (np.zeros((2, 3)), 7, InvalidTypeError, "The 'embedding_ids' parameter of run must be"),
+        ([[0.0, 1.0]], ["a"], InvalidTypeError, "The 'embeddings' parameter of run must be a"),
+        (
+            pd.DataFrame({"image_id": ["a"], "x": [1.0]}),
+            None,
+            InvalidInputError,
+            "column 'image_id' is not numeric. Move the image ids into the index",
+        ),
+        (
+            pd.DataFrame({"x": [1.0]}, index=["a"]),
+            ["a"],
+            InvalidTypeError,
+            "The 'embedding_ids' parameter of run must be",
+        ),
+    ],
+    ids=["array-no-ids", "array-int-ids", "list", "frame-id-column", "frame-and-ids"],
+)
+def test_in_memory_embeddings_misuse_is_named(embeddings, embedding_ids, error, message):
+    data = make_planted(n_groups=3, seed=4)
+    with pytest.raises(error, match=message):
+        run(labels=data.dataset, embeddings=embeddings, embedding_ids=embedding_ids)
+
+
 def test_embedding_ids_that_do_not_match_are_named():
     data = make_planted(n_groups=6, seed=4)
     ids = data.embeddings.ids.copy()

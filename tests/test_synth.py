@@ -96,6 +96,51 @@ def test_disagreement_flips_one_view_of_three_and_skips_small_groups():
     pd.testing.assert_frame_equal(noisy.labels.iloc[6:].reset_index(drop=True), untouched)
 
 
+def test_disagreement_stays_off_pairs_that_already_disagree(caplog):
+    # g0 already disagrees on a (1, 1, 0): its 3 cells are disputed, so the eligible
+    # pairs are (g0, b), (g1, a), (g1, b); rate 0.5 -> round(1.5) = 2 pairs, 1 view each.
+    labels = _table(["g0"] * 3 + ["g1"] * 3, a=[1, 1, 0, 1, 1, 1], b=[0, 0, 0, 1, 1, 1])
+    for seed in range(12):
+        with caplog.at_level("WARNING", logger="clusterclean.synth"):
+            caplog.clear()
+            noisy = inject_noise(labels, kind="disagreement", rate=0.5, seed=seed)
+        cells = set(zip(noisy.planted["image_id"], noisy.planted["attribute"], strict=True))
+        assert len(cells) == 2 and not cells & {("i0", "a"), ("i1", "a"), ("i2", "a")}
+        assert (noisy.n_disputed_pairs, noisy.n_disputed_cells) == (1, 3)
+        assert "on 1 (group, attribute) pairs (3 cells); no noise was planted there" in (
+            caplog.text
+        )
+    # uniform ignores groups (per-image noise) but still counts and says so
+    with caplog.at_level("WARNING", logger="clusterclean.synth"):
+        caplog.clear()
+        uniform = inject_noise(labels, kind="uniform", rate=0.5, seed=0)
+    inside = uniform.planted["attribute"].eq("a") & uniform.planted["image_id"].isin(
+        ["i0", "i1", "i2"]
+    )
+    assert f"{int(inside.sum())} of the 6 planted cells fall in them" in caplog.text
+    # a clean table: nothing disputed, no warning
+    caplog.clear()
+    clean = _table(["g0"] * 3, a=[1, 1, 1])
+    assert inject_noise(clean, kind="disagreement", rate=0.5, seed=0).n_disputed_cells == 0
+    assert not caplog.records
+
+
+def test_disagreement_twice_with_one_seed_never_flips_back():
+    # the demo case of #17: planting again with the seed that made the noise
+    rng = np.random.default_rng(0)
+    groups = np.repeat([f"g{k}" for k in range(30)], 5)
+    truth = _table(groups, **{f"a{j}": np.repeat(rng.integers(0, 2, 30), 5) for j in range(6)})
+    first = inject_noise(truth, kind="disagreement", rate=0.2, seed=0)
+    again = inject_noise(first.labels, kind="disagreement", rate=0.2, seed=0)
+    assert len(first.planted) > 0 and len(again.planted) > 0
+    restored = again.planted.merge(first.planted[["image_id", "attribute"]])
+    assert restored.empty
+    assert (
+        again.n_disputed_pairs
+        == first.planted.merge(truth[["image_id", "group"]]).groupby(["group", "attribute"]).ngroups
+    )
+
+
 def test_disagreement_one_of_k_moves_to_another_seen_class():
     labels = _table(["g0"] * 5, age=["old"] * 5)
     labels.loc[:, "age"] = ["old", "old", "old", "old", "old"]
