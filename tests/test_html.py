@@ -39,6 +39,20 @@ PERSONS = {
 }
 
 
+def _plain_run(dataset, embeddings, out):
+    """A plain cosine graph: these tests are about the page, and their hand-computed
+    galleries assume each planted group forms one component."""
+    return run(
+        labels=dataset,
+        embeddings=embeddings,
+        out=out,
+        progress=False,
+        refine=False,
+        rerank=False,
+        min_similarity=0.9,
+    )
+
+
 def build_report(
     tmp_path: Path, *, with_paths: bool = True, out: Path | None = None, image_size=(24, 48)
 ):
@@ -80,17 +94,7 @@ def build_report(
         table=table, labels=np.asarray(labels, dtype=np.float32), attributes=ATTRIBUTES
     )
     embeddings = as_embeddings(table["image_id"], np.asarray(vectors))
-    # a plain cosine graph: these tests are about the page, and their hand-computed
-    # gallery assumes each person's views form one component
-    report = run(
-        labels=dataset,
-        embeddings=embeddings,
-        out=out,
-        progress=False,
-        refine=False,
-        rerank=False,
-        min_similarity=0.9,
-    )
+    report = _plain_run(dataset, embeddings, out)
     if with_paths:
         Path(rows[4]["path"]).unlink()  # p1_v1: its thumbnail must become a placeholder
     return report
@@ -469,15 +473,7 @@ def test_a_run_without_labels_is_a_gallery_of_duplicate_groups(tmp_path):
             vectors.append(base + scale * rng.normal(size=8))
     table = pd.DataFrame(rows)
     dataset = Dataset(table=table, labels=np.zeros((len(rows), 0), np.float32), attributes=())
-    run(
-        labels=dataset,
-        embeddings=as_embeddings(table["image_id"], np.asarray(vectors)),
-        out=tmp_path / "out",
-        progress=False,
-        refine=False,
-        rerank=False,
-        min_similarity=0.9,
-    )
+    _plain_run(dataset, as_embeddings(table["image_id"], np.asarray(vectors)), tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     data = _data(page)
     assert not data["labelled"] and data["sort"] == "size"
@@ -503,3 +499,24 @@ def test_image_links_are_relative_to_the_page_or_file_uris(tmp_path):
     assert file_link(tmp_path / "javascript:x.png", tmp_path) == "javascript%3Ax.png"
     assert file_link(tmp_path / "x.png", None) == (tmp_path / "x.png").as_uri()
     assert file_link(None, folder) is None and file_link(float("nan"), folder) is None
+
+
+def test_the_cli_summary_of_a_run_without_labels(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    names = [f"i{i}.png" for i in range(6)]
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((8, 8, 3), 30 * i, np.uint8)).save(folder / name)
+    rng = np.random.default_rng(0)
+    vectors = np.repeat(rng.normal(size=(3, 8)), 2, axis=0) + 0.01 * rng.normal(size=(6, 8))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    frame = pd.DataFrame({"image_id": names, "embedding": list(vectors.astype("float32"))})
+    frame.to_parquet(tmp_path / "e.parquet")
+    args = ["run", "--images", str(folder), "--embeddings", str(tmp_path / "e.parquet")]
+    args += ["--out", str(tmp_path / "out"), "--no-progress", "--no-refine", "--no-rerank"]
+    assert main([*args, "--min-similarity", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "components: 3 (3 with 2+ images, largest 2)\nno labels: duplicate groups only\n" in out
+    assert "label cells" not in out and "two people" not in out
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert [len(c["images"]) for c in _data(page)["components"]] == [2, 2, 2]
