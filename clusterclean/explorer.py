@@ -219,13 +219,32 @@ def explorer_data(
     position = {int(cid): i for i, cid in enumerate(order)}
     multi = multi.set_index("component_id").loc[order].reset_index()
 
+    # one sort and one pass per table, grouped by component (no per-component pandas work)
     images = report.images.assign(row=np.arange(len(report.images)))
-    members = dict(
-        tuple(images[images["component_id"].isin(position)].groupby("component_id", sort=False))
+    images = images[images["component_id"].isin(list(position))].sort_values(
+        ["component_id", "n_rare_labels", "row"], ascending=[True, False, True], kind="stable"
     )
+    members: dict[int, list[dict[str, Any]]] = {}
+    for member in images.to_dict("records"):
+        members.setdefault(int(member["component_id"]), []).append(member)
     table = report.component_attributes
     column = {a: i for i, a in enumerate(report.dataset.attributes)}
-    counts = dict(tuple(table[table["component_id"].isin(position)].groupby("component_id")))
+    active = table[(table["n_positive"] > 0) & table["component_id"].isin(list(position))]
+    active = active.assign(disagree=active["minority_fraction"] > 0).sort_values(
+        ["component_id", "disagree", "n_positive", "attribute"],
+        ascending=[True, False, False, True],
+        kind="stable",
+    )
+    counts: dict[int, list[list[Any]]] = {}
+    for cid, name, n_positive, n_known, disagree in zip(
+        active["component_id"].tolist(),
+        active["attribute"].tolist(),
+        active["n_positive"].tolist(),
+        active["n_known"].tolist(),
+        active["disagree"].tolist(),
+        strict=True,
+    ):
+        counts.setdefault(int(cid), []).append([column[name], n_positive, n_known, disagree])
     issues = report.label_issues
     issue_fields = [c for c in issues.columns if c not in _ISSUE_KEYS]
     by_image: dict[str, list[dict[str, Any]]] = {}
@@ -235,8 +254,8 @@ def explorer_data(
             for name, value in zip(issue_fields, record[1:], strict=True)
         }
         by_image.setdefault(record[0], []).append(entry)
-    row_of = pd.Index(report.dataset.ids.astype(str))
-    labels = report.dataset.labels
+    row_of = {image_id: row for row, image_id in enumerate(report.dataset.ids.astype(str))}
+    positive = report.dataset.labels == 1
 
     fact_names = (
         ("inconsistency_score", *METRICS, "n_label_issues", "mean_similarity", "min_similarity")
@@ -246,22 +265,14 @@ def explorer_data(
     records = []
     for i, component in enumerate(multi.to_dict("records")):
         cid = int(component["component_id"])
-        attrs = counts.get(cid, table.iloc[:0])
-        attrs = attrs.assign(disagree=attrs["minority_fraction"] > 0)
-        active = attrs[attrs["n_positive"] > 0]
-        active = active.sort_values(
-            ["disagree", "n_positive", "attribute"], ascending=[False, False, True], kind="stable"
-        )
-        group = members[cid].sort_values(
-            ["n_rare_labels", "row"], ascending=[False, True], kind="stable"
-        )
+        rows = counts.get(cid, [])
+        group = members[cid]
         shown = []
-        for member in group.head(max_images).to_dict("records"):
+        for member in group[:max_images]:
             image_id = str(member["image_id"])
             rare = member.get("rare_labels")
             rare = list(rare) if isinstance(rare, (list, np.ndarray)) else []
-            where = [member.get(c) for c in ("split", "group")]
-            positives = np.flatnonzero(labels[row_of.get_loc(image_id)] == 1) if labelled else []
+            where = [_plain(member.get(c)) for c in ("split", "group")]
             path = member.get("path")
             shown.append(
                 {
@@ -269,8 +280,8 @@ def explorer_data(
                     "href": file_link(path, page_folder),
                     "thumb": thumbnail(path, image_id) if i < n_thumbnail_components else None,
                     "sim": _plain(member.get("centroid_similarity")),
-                    "where": " · ".join(_plain(w) for w in where if _plain(w) is not None),
-                    "pos": [int(a) for a in positives],
+                    "where": " · ".join(w for w in where if w is not None),
+                    "pos": np.flatnonzero(positive[row_of[image_id]]).tolist(),
                     "rare": sorted(column[a] for a in rare if a in column),
                     "issues": by_image.get(image_id, []),
                 }
@@ -291,15 +302,10 @@ def explorer_data(
                     [name, _fact(component[name])] for name in fact_names if name in component
                 ],
                 "flags": flags,
-                "disagree": sorted(column[a] for a in active.loc[active["disagree"], "attribute"]),
-                "counts": [
-                    [column[r.attribute], int(r.n_positive), int(r.n_known), bool(r.disagree)]
-                    for r in active.itertuples()
-                ],
+                "disagree": sorted(row[0] for row in rows if row[3]),
+                "counts": rows,
                 "images": shown,
-                "otherIds": [
-                    printable(v, bidi_only=True) for v in group["image_id"].iloc[max_images:]
-                ],
+                "otherIds": [printable(m["image_id"], bidi_only=True) for m in group[max_images:]],
             }
         )
     orders = {key: [position[int(cid)] for cid in component_order(multi, key)] for key in sorts}
