@@ -111,7 +111,7 @@ word-break:break-all;padding:4px}
 border:1px solid #ddd;padding:.5em 1em;position:sticky;top:0;z-index:1}
 .pager button{margin:0 .5em}
 .component h3 a.anchor{color:#888;text-decoration:none;margin-right:.3em}
-figure a.id{color:#1a4f9c}
+figure .id{display:block}figure a.id{color:#1a4f9c}
 button.attribute{font:inherit;border:1px solid #bbb;background:#fff;cursor:pointer}
 """
 
