@@ -18,6 +18,9 @@ import urllib.request
 from pathlib import Path
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # W3C WebDriver element key
+# chromedriver is on 127.0.0.1: never through a proxy. urlopen's global opener keeps the
+# proxies of the environment it first saw (a test may have set a dead one), so use our own.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def chromedriver_binary() -> str | None:
@@ -74,7 +77,7 @@ class Browser:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=60) as response:
+            with _OPENER.open(request, timeout=60) as response:
                 return json.loads(response.read())["value"]
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"webdriver {method} {path}: {error.read()[:500]!r}") from None
