@@ -57,6 +57,7 @@ __all__ = [
 FLAGS: dict[str, str] = {
     "issues": "has label issues",
     "mixed": "possibly two people (split)",
+    "grouping": "an image grouped with another identity",
 }
 _ISSUE_KEYS = ("image_id", "component_id")
 
@@ -254,6 +255,8 @@ def explorer_data(
             for name, value in zip(issue_fields, record[1:], strict=True)
         }
         by_image.setdefault(record[0], []).append(entry)
+    grouping = getattr(report, "grouping_issues", None)
+    grouped = set() if grouping is None else set(grouping["component_id"].astype(int).tolist())
     row_of = {image_id: row for row, image_id in enumerate(report.dataset.ids.astype(str))}
     positive = report.dataset.labels == 1
 
@@ -291,6 +294,7 @@ def explorer_data(
             for name, on in (
                 ("issues", component.get("n_label_issues", 0) > 0),
                 ("mixed", bool(component.get("is_possibly_two_people", False))),
+                ("grouping", cid in grouped),
             )
             if on
         ]

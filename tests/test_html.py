@@ -520,3 +520,23 @@ def test_the_cli_summary_of_a_run_without_labels(tmp_path, capsys):
     assert "label cells" not in out and "two people" not in out
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert [len(c["images"]) for c in _data(page)["components"]] == [2, 2, 2]
+
+
+def test_trust_fields_and_grouping_reach_the_explorer(report):
+    """Columns added to label_issues reach each issue; grouping issues set a flag."""
+    page = render_html(report)
+    assert {"confidence", "is_flagged"} <= set(_data(page)["issueFields"])
+    p0 = _component(page, _component_of(report, "p0_v0"))
+    (issue,) = _image(p0, "p0_v0")["issues"]
+    assert 0 <= issue["confidence"] <= 1 and isinstance(issue["is_flagged"], bool)
+    p2 = _component_of(report, "p2_v0")
+    grouping = pd.DataFrame(
+        {
+            "image_id": ["p2_v0"],
+            "component_id": np.array([p2], dtype=np.int32),
+            "n_disagreeing_attributes": [3],
+            "disagreeing_attributes": [["male", "hat", AMP]],
+        }
+    )
+    flagged = _data(render_html(replace(report, grouping_issues=grouping)))
+    assert [c["id"] for c in flagged["components"] if "grouping" in c["flags"]] == [p2]
