@@ -129,31 +129,43 @@ def _summary_lines(report, extra_lines: Sequence[str] = ()) -> list[str]:
         ),
         f"components: {s['components']} ({s['components_multi']} with 2+ images, "
         f"largest {s['largest_component']})",
-        f"inconsistent components (any attribute disagrees): {s['inconsistent_components']}",
-        "flagged components: "
-        + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
-        f"suspected wrong label cells: {s['label_issues']}"
-        + (
-            f" ({s['flagged_label_issues']} flagged at confidence >= {s['min_confidence']:g}: "
-            "review those first, label_issues.parquet is ranked by confidence)"
-            if s["flagged_label_issues"] is not None
-            else ""
-        ),
-        *(
-            [
-                "images grouped with another identity (grouping problems, not label errors): "
-                f"{s['grouping_issues']}"
-            ]
-            if s["grouping_issues"]
-            else []
-        ),
-        "attributes treated as per-image (not scored): "
-        + (", ".join(s["per_image_attributes"]) or "none"),
-        f"components split as possibly two people: {s['possibly_two_people']}",
+    ]
+    if s["attributes"]:
+        lines += [
+            f"inconsistent components (any attribute disagrees): {s['inconsistent_components']}",
+            "flagged components: "
+            + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
+            f"suspected wrong label cells: {s['label_issues']}"
+            + (
+                f" ({s['flagged_label_issues']} flagged at confidence >= {s['min_confidence']:g}: "
+                "review those first, label_issues.parquet is ranked by confidence)"
+                if s["flagged_label_issues"] is not None
+                else ""
+            ),
+            *(
+                [
+                    "images grouped with another identity (grouping problems, not label errors): "
+                    f"{s['grouping_issues']}"
+                ]
+                if s["grouping_issues"]
+                else []
+            ),
+            "attributes treated as per-image (not scored): "
+            + (", ".join(s["per_image_attributes"]) or "none"),
+            f"components split as possibly two people: {s['possibly_two_people']}",
+        ]
+    else:
+        lines.append("no labels: duplicate groups only")
+    lines += [
         "duplicate groups: "
         + (", ".join(f"{k}={v}" for k, v in s["duplicates"].items()) or "not computed"),
-        "most inconsistent attributes (components disagreeing): "
-        + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none"),
+    ]
+    if s["attributes"]:
+        lines.append(
+            "most inconsistent attributes (components disagreeing): "
+            + (", ".join(f"{a} ({n})" for a, n in s["top_attributes"]) or "none")
+        )
+    lines += [
         *_calibration_lines(s["calibration"]),
         *extra_lines,
     ]
@@ -344,13 +356,18 @@ def _add_report_parser(sub) -> None:
     )
     parser.add_argument("report_dir", type=Path, metavar="REPORT_DIR", help="report folder")
     parser.add_argument(
-        "--top", type=int, default=20, help="components shown in the gallery (default 20)"
+        "--top",
+        type=int,
+        default=100,
+        help="components (in the initial order) whose thumbnails are embedded; every "
+        "component is listed either way (default 100)",
     )
     parser.add_argument(
         "--sort-by",
         choices=sort_keys(),
         default="inconsistency_score",
-        help="component score that ranks the gallery, worst first (default inconsistency_score)",
+        help="initial order of the components, worst first; for a score, components with "
+        "label issues come first (default inconsistency_score)",
     )
     parser.add_argument(
         "--max-mb",

@@ -1,22 +1,36 @@
 """``report.html``: one self-contained page to look at a run.
 
-The page holds a summary (counts, run parameters, plots), a gallery of the
-worst components (each image's thumbnail and labels, the attributes the
-component disagrees on highlighted, the component's label counts), the
-near-duplicate pairs whose labels differ, and the copies that leak across
-splits. Thumbnails and plots are embedded as base64 data, so the file works
-when moved; when the page would grow past ``max_bytes``, later thumbnails are
-left out and the page says so.
+The page is a list of sections (:data:`SECTIONS`, each an id, a title and a
+function of the page's context): a summary (counts, plots), the attributes left
+unscored, the components split as possibly two people, the component explorer,
+the near-duplicate pairs whose labels differ, the copies that leak across
+splits, and the run's parameters.
+
+The explorer lists every component of 2+ images, 25 a page, with sorting,
+filters (attribute, flags, minimum size, image id), a per-attribute view and an
+anchor per component (``#c12`` opens component 12 alone). Its data is built by
+:mod:`clusterclean.explorer` and embedded as JSON in a ``<script
+type="application/json">`` element; a small script of our own
+(``report_page.js``, allowed by its hash in the Content-Security-Policy, no
+other script may run) draws it. A run without labels shows its components as
+duplicate groups, largest and tightest first.
+
+Thumbnails and plots are embedded as base64 data, so the file works when moved.
+Thumbnails are asked for the first ``n_gallery`` components of the explorer's
+initial order (and the tables' images); when the page would grow past
+``max_bytes``, later thumbnails are left out, the page says so, and those
+images show their id, linked to the file.
 
 Every string that comes from the data (ids, paths, attribute names, splits,
-parameters) is escaped with :func:`html.escape`, and the page carries a
-Content-Security-Policy that allows no script at all, so a label named
-``<script>`` shows as text.
+parameters) is escaped with :func:`html.escape` in the markup and by
+:func:`clusterclean.explorer.script_json` in the JSON; the script writes text
+with ``textContent`` only, so a label named ``<script>`` shows as text.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import logging
@@ -24,7 +38,7 @@ import math
 import re
 import uuid
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,12 +49,21 @@ import pandas as pd
 from ._validation import check_choice, check_int
 from .duplicates import DEFAULT_MIN_DUPLICATE_SIMILARITY
 from .errors import InvalidTypeError, printable
+from .explorer import FLAGS, attribute_view, explorer_data, script_json
 from .scoring import METRICS
 
 if TYPE_CHECKING:
     from .report import Report
 
-__all__ = ["DEFAULT_MAX_BYTES", "SORT_KEYS", "sort_keys", "render_html", "write_html"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "SECTIONS",
+    "SORT_KEYS",
+    "Section",
+    "sort_keys",
+    "render_html",
+    "write_html",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +78,13 @@ def sort_keys() -> tuple[str, ...]:
 #: :func:`sort_keys` with the built-in metrics.
 SORT_KEYS = sort_keys()
 _SIZE_BINS = ((1, 1), (2, 2), (3, 5), (6, 10), (11, 50), (51, None))
-_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+_SCRIPT = Path(__file__).with_name("report_page.js").read_text(encoding="utf-8")
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+# the page's one script is allowed by its hash; no other script, inline or not, may run
+_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    f"script-src 'sha256-{_SCRIPT_HASH}'"
+)
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0 2em 3em;color:#222;background:#fafafa}
@@ -78,6 +107,12 @@ word-break:break-all;padding:4px}
 .chip{display:inline-block;border-radius:3px;padding:0 4px;margin:1px;background:#e8eef7}
 .chip.disagree{background:#ffe08a}.chip.issue{background:#f58c8c;font-weight:600}
 .chip.absent{text-decoration:line-through}
+.controls{display:flex;flex-wrap:wrap;gap:.4em 1.2em;align-items:center;background:#fff;
+border:1px solid #ddd;padding:.5em 1em;position:sticky;top:0;z-index:1}
+.pager button{margin:0 .5em}
+.component h3 a.anchor{color:#888;text-decoration:none;margin-right:.3em}
+figure .id{display:block}figure a.id{color:#1a4f9c}
+button.attribute{font:inherit;border:1px solid #bbb;background:#fff;cursor:pointer}
 """
 
 
@@ -113,9 +148,9 @@ def _table(header: Iterable[str], rows: Iterable[Iterable[str]], *, raw: bool = 
 class _Thumbnails:
     """Thumbnail requests, filled in after the text is known so the size cap is exact.
 
-    ``request`` returns a marker; :meth:`fill` replaces the markers in page
-    order with embedded JPEGs while the byte budget lasts, with placeholders
-    after that.
+    ``request`` (markup) and ``request_data`` (JSON) return markers; :meth:`fill`
+    replaces them in request order with embedded JPEGs while the byte budget
+    lasts, with placeholders after that.
     """
 
     size: int
@@ -125,11 +160,23 @@ class _Thumbnails:
     n_omitted: int = 0
     n_unreadable: int = 0
 
+    kinds: list[str] = field(default_factory=list)
+
     def request(self, path: Any, name: str) -> str:
+        """A marker in the markup: an ``<img>`` or a placeholder once filled."""
         if not self.enabled:
             return ""
         self.requests.append((None if path is None or pd.isna(path) else str(path), name))
+        self.kinds.append("html")
         return f"<!--thumb-{self.nonce}-{len(self.requests) - 1}-->"
+
+    def request_data(self, path: Any, name: str) -> str | None:
+        """A marker in a JSON string: a ``data:`` URI, or ``!why`` when there is none."""
+        if not self.enabled or path is None or pd.isna(path):
+            return None
+        self.requests.append((str(path), name))
+        self.kinds.append("json")
+        return f"@@thumb-{self.nonce}-{len(self.requests) - 1}@@"
 
     def _encode(self, path: str) -> str | None:
         from PIL import Image
@@ -151,30 +198,37 @@ class _Thumbnails:
         cache: dict[str, str | None] = {}
         used = 0
         out: list[str] = []
-        for path, name in self.requests:
+        for (path, name), kind in zip(self.requests, self.kinds, strict=True):
+            missing = _placeholder if kind == "html" else _why
             if path is None:
-                out.append(_placeholder(name, "no image file"))
+                out.append(missing(name, "no image file"))
                 continue
             if path not in cache and used < budget:
                 cache[path] = self._encode(path)
             data = cache.get(path, "")
             if data is None:
                 self.n_unreadable += 1
-                out.append(_placeholder(name, "unreadable image"))
+                out.append(missing(name, "unreadable image"))
                 continue
-            tag = f'<img class="thumb" src="data:image/jpeg;base64,{data}" alt="{_e(name)}">'
+            uri = f"data:image/jpeg;base64,{data}"
+            tag = f'<img class="thumb" src="{uri}" alt="{_e(name)}">' if kind == "html" else uri
             if not data or used + len(tag) > budget:
                 self.n_omitted += 1
-                out.append(_placeholder(name, "omitted: size cap"))
+                out.append(missing(name, "omitted: size cap"))
                 continue
             used += len(tag)
             out.append(tag)
-        pattern = re.compile(f"<!--thumb-{self.nonce}-([0-9]+)-->")
-        return pattern.sub(lambda m: out[int(m.group(1))], text)
+        pattern = re.compile(f"<!--thumb-{self.nonce}-([0-9]+)-->|@@thumb-{self.nonce}-([0-9]+)@@")
+        return pattern.sub(lambda m: out[int(m.group(1) or m.group(2))], text)
 
 
 def _placeholder(name: str, why: str) -> str:
     return f'<div class="placeholder">{_e(name)}<br>({_e(why)})</div>'
+
+
+def _why(name: str, why: str) -> str:
+    """The JSON side of a placeholder: the page shows ``why`` (plain ASCII, JSON-safe)."""
+    return f"!{why}"
 
 
 def _figure_png(draw, *, left: float = 0.14) -> str:
@@ -196,27 +250,11 @@ def _figure_png(draw, *, left: float = 0.14) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="plot">'
 
 
-def _top_disagreeing_attributes(report: Report, n: int = 15) -> pd.DataFrame:
-    """Per attribute: components (>= 2 images) disagreeing on it, and their share."""
-    table = report.component_attributes
-    if table.empty:
-        return pd.DataFrame(columns=["attribute", "n_disagreeing", "n_components", "share"])
-    grouped = table.assign(disagree=table["minority_fraction"] > 0).groupby("attribute")
-    counts = pd.DataFrame(
-        {"n_disagreeing": grouped["disagree"].sum(), "n_components": grouped["disagree"].size()}
-    )
-    counts["share"] = counts["n_disagreeing"] / counts["n_components"]
-    counts = counts[counts["n_disagreeing"] > 0].reset_index()
-    return counts.sort_values(
-        ["n_disagreeing", "attribute"], ascending=[False, True], kind="stable"
-    ).head(n)
-
-
 def _plots(report: Report, sort_by: str) -> str:
     components = report.components
     multi = components[components["size"] >= 2]
     parts = []
-    if len(multi):
+    if len(multi) and report.dataset.n_attributes:
 
         def histogram(ax):
             ax.hist(multi[sort_by].to_numpy(dtype=float), bins=30, color="#4c72b0")
@@ -238,7 +276,7 @@ def _plots(report: Report, sort_by: str) -> str:
             ax.set_title("component sizes")
 
         parts.append(_figure_png(size_bars))
-    top = _top_disagreeing_attributes(report)
+    top = attribute_view(report).head(15)
     if len(top):
 
         def attribute_bars(ax):
@@ -280,32 +318,38 @@ def _summary(report: Report) -> str:
     sizes = components["size"].to_numpy() if len(components) else np.zeros(0)
     multi = components[components["size"] >= 2]
     issues = report.label_issues
-    rows = [
-        ("images", _num(report.dataset.n_images)),
-        ("attributes", _num(report.dataset.n_attributes)),
+    rows = [("images", _num(report.dataset.n_images))]
+    if not report.dataset.n_attributes:
+        rows.append(("labels", "no labels: duplicate groups only"))
+    else:
+        rows.append(("attributes", _num(report.dataset.n_attributes)))
+    rows += [
         ("components (singletons included)", _num(len(components))),
         ("components of 2+ images", _num(len(multi))),
         ("largest component", _num(int(sizes.max()) if len(sizes) else 0)),
-        (
-            "components that disagree on an attribute",
-            _num(int((multi["n_disagreeing_attributes"] > 0).sum())),
-        ),
     ]
-    rows += [
-        (f"flagged: {column}", _num(int(components[column].sum())))
-        for column in components.columns
-        if column.startswith("is_bad_component_")
-    ]
-    rows += [
-        ("suspected wrong label cells", _num(len(issues))),
-        ("images with a suspected wrong label", _num(int(issues["image_id"].nunique()))),
-    ]
-    if "is_flagged" in issues.columns:  # reports written before the trust stage lack it
+    if report.dataset.n_attributes:
         rows.append(
-            ("cells flagged with confidence (review first)", _num(issues["is_flagged"].sum()))
+            (
+                "components that disagree on an attribute",
+                _num(int((multi["n_disagreeing_attributes"] > 0).sum())),
+            )
         )
-    if report.grouping_issues is not None:
-        rows.append(("images grouped with another identity", _num(len(report.grouping_issues))))
+        rows += [
+            (f"flagged: {column}", _num(int(components[column].sum())))
+            for column in components.columns
+            if column.startswith("is_bad_component_")
+        ]
+        rows += [
+            ("suspected wrong label cells", _num(len(issues))),
+            ("images with a suspected wrong label", _num(int(issues["image_id"].nunique()))),
+        ]
+        if "is_flagged" in issues.columns:  # reports written before the trust stage lack it
+            rows.append(
+                ("cells flagged with confidence (review first)", _num(issues["is_flagged"].sum()))
+            )
+        if report.grouping_issues is not None:
+            rows.append(("images grouped with another identity", _num(len(report.grouping_issues))))
     near = _near_pairs(report)
     dup_rows = []
     dup_rows.append(
@@ -378,10 +422,6 @@ class _Lookup:
     attributes: np.ndarray
     paths: dict[str, Any]
 
-    def positives(self, image_id: str) -> list[str]:
-        row = self.position.get_loc(image_id)
-        return self.attributes[self.labels[row] == 1].tolist()
-
     def value(self, image_id: str, attribute_col: int) -> str:
         value = self.labels[self.position.get_loc(image_id), attribute_col]
         return "?" if np.isnan(value) else str(int(value))
@@ -394,128 +434,6 @@ def _known(value: Any) -> bool:
 
 def _chip(text: str, classes: str = "") -> str:
     return f'<span class="chip {classes}">{_e(text)}</span>'
-
-
-def _component_card(
-    component: pd.Series,
-    members: pd.DataFrame,
-    counts: pd.DataFrame,
-    lookup: _Lookup,
-    thumbs: _Thumbnails,
-    *,
-    sort_by: str,
-    max_images: int,
-) -> str:
-    cid = int(component["component_id"])
-    disagreeing = set(counts.loc[counts["minority_fraction"] > 0, "attribute"])
-    metrics = ", ".join(
-        f"{name} {_num(component.get(name))}"
-        for name in (
-            "inconsistency_score",
-            *METRICS,
-            "n_label_issues",
-            "mean_similarity",
-            "min_similarity",
-        )
-        if name in component.index
-    )
-    active = counts[counts["n_positive"] > 0].assign(disagree=lambda f: f["minority_fraction"] > 0)
-    active = active.sort_values(
-        ["disagree", "n_positive", "attribute"], ascending=[False, False, True], kind="stable"
-    )
-    label_counts = "".join(
-        _chip(f"{row.attribute} {row.n_positive}/{row.n_known}", "disagree" if row.disagree else "")
-        for row in active.itertuples()
-    )
-    members = members.sort_values(["n_rare_labels", "row"], ascending=[False, True], kind="stable")
-    figures = []
-    for member in members.head(max_images).itertuples():
-        rare = (
-            set(member.rare_labels) if isinstance(member.rare_labels, (list, np.ndarray)) else set()
-        )
-        positives = lookup.positives(member.image_id)
-        chips = [
-            _chip(a, "issue" if a in rare else "disagree" if a in disagreeing else "")
-            for a in positives
-        ]
-        chips += [_chip(a, "issue absent") for a in sorted(rare - set(positives))]
-        where = "".join(
-            f" · {_e(getattr(member, column))}"
-            for column in ("split", "group")
-            if _known(getattr(member, column, None))
-        )
-        figures.append(
-            f'<figure data-image-id="{_e(member.image_id)}">'
-            + thumbs.request(member.path, member.image_id)
-            + f'<figcaption><div class="id">{_e(member.image_id)}</div>'
-            f"centroid sim {_num(member.centroid_similarity)}{where}<br>"
-            + "".join(chips)
-            + "</figcaption></figure>"
-        )
-    more = len(members) - max_images
-    more_note = f'<p class="metrics">… and {more} more images.</p>' if more > 0 else ""
-    return (
-        f'<section class="component" id="component-{cid}" data-component-id="{cid}">'
-        f"<h3>Component {cid} · {int(component['size'])} images · "
-        f"{_e(sort_by)} {_num(component[sort_by])}</h3>"
-        f'<p class="metrics">{_e(metrics)}</p>'
-        f'<div class="counts">label counts (positive/known): {label_counts or "none"}</div>'
-        f'<div class="images">{"".join(figures)}</div>{more_note}</section>'
-    )
-
-
-def _gallery(
-    report: Report,
-    lookup: _Lookup,
-    thumbs: _Thumbnails,
-    *,
-    sort_by: str,
-    n_gallery: int,
-    max_images: int,
-) -> str:
-    components = report.components
-    multi = components[components["size"] >= 2]
-    top = (
-        multi[multi[sort_by] > 0]
-        .sort_values([sort_by, "component_id"], ascending=[False, True], kind="stable")
-        .head(n_gallery)
-    )
-    if top.empty:
-        return (
-            f'<div id="gallery"><p>No component of 2+ images has {_e(sort_by)} above 0.</p></div>'
-        )
-    images = report.images.assign(row=np.arange(len(report.images)))
-    if "centroid_similarity" not in images.columns:
-        images = images.assign(centroid_similarity=np.nan)
-    wanted = set(top["component_id"].tolist())
-    members = dict(
-        tuple(images[images["component_id"].isin(wanted)].groupby("component_id", sort=False))
-    )
-    attrs = report.component_attributes
-    counts = dict(tuple(attrs[attrs["component_id"].isin(wanted)].groupby("component_id")))
-    empty = attrs.iloc[:0]
-    cards = [
-        _component_card(
-            component,
-            members[component["component_id"]],
-            counts.get(component["component_id"], empty),
-            lookup,
-            thumbs,
-            sort_by=sort_by,
-            max_images=max_images,
-        )
-        for _, component in top.iterrows()
-    ]
-    return (
-        f'<div id="gallery"><p>The {len(top)} components of 2+ images with the highest '
-        f"{_e(sort_by)} (of {int((multi[sort_by] > 0).sum())} above 0; {len(multi)} in all). "
-        "Highlighted: "
-        f"{_chip('attribute the component disagrees on', 'disagree')} "
-        f"{_chip('suspected wrong label of this image', 'issue')} "
-        f"{_chip('a label this image lacks but its component has', 'issue absent')}</p>"
-        + "".join(cards)
-        + "</div>"
-    )
 
 
 def _capped(frame: pd.DataFrame, max_rows: int, what: str) -> tuple[pd.DataFrame, str]:
@@ -567,6 +485,8 @@ def _per_image_section(report: Report) -> str:
     info = report.run_info
     user = list(info.parameters.get("exclude_attributes", []))
     varying = info.varying_attributes
+    if not report.dataset.n_attributes:
+        return '<p id="per-image">No labels: duplicate groups only.</p>'
     text = "Given by the user (never scored): " + (_e(", ".join(user)) or "none") + ". "
     if not varying.get("detected"):
         return f'<p id="per-image">{text}Automatic detection was off.</p>'
@@ -596,6 +516,8 @@ def _per_image_section(report: Report) -> str:
 def _mixed_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
     """Components split because their labels and embedding both said two people."""
     mixed = report.run_info.mixed_components
+    if not report.dataset.n_attributes:
+        return '<p id="mixed">No labels: duplicate groups only.</p>'
     if not mixed.get("detected"):
         return '<p id="mixed">Detection of components mixing two people was off.</p>'
     splits = pd.DataFrame(mixed.get("components", []))
@@ -630,6 +552,8 @@ def _mixed_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
 def _grouping_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
     """Images whose many minority labels say they were grouped with another identity."""
     issues = report.grouping_issues
+    if not report.dataset.n_attributes:
+        return '<p id="grouping">No labels: duplicate groups only.</p>'
     if issues is None:
         return (
             '<p id="grouping">This report was written before grouping problems were told apart.</p>'
@@ -711,15 +635,206 @@ def _leaks_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
     )
 
 
+@dataclass(frozen=True)
+class Page:
+    """What a section is rendered from: the report and the page's options.
+
+    ``thumbs.request(path, name)`` returns a marker that becomes a thumbnail (or
+    a placeholder) once the page's size is known; ``lookup`` finds an image's
+    labels and path by id.
+    """
+
+    report: Report
+    lookup: _Lookup
+    thumbs: _Thumbnails
+    sort_by: str
+    n_gallery: int
+    max_images: int
+    max_rows: int
+    page_size: int
+    page_folder: str | Path | None
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.report.dataset.n_attributes)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the page: ``<h2 id=heading_id>title</h2>`` then ``render(page)``.
+
+    ``title`` may be a function of the :class:`Page`. Sections with
+    ``thumbnails_first`` are rendered first, so their thumbnails get the byte
+    budget before the others' (their place on the page is unchanged).
+    """
+
+    heading_id: str
+    title: str | Callable[[Page], str]
+    render: Callable[[Page], str]
+    thumbnails_first: bool = False
+
+
+def _explorer_title(page: Page) -> str:
+    return "Components" if page.labelled else "Duplicate groups"
+
+
+def _explorer(page: Page) -> str:
+    """The controls and the empty list the script fills from the embedded JSON."""
+    report = page.report
+    data = explorer_data(
+        report,
+        sort_by=page.sort_by,
+        n_thumbnail_components=page.n_gallery,
+        max_images=page.max_images,
+        thumbnail=page.thumbs.request_data,
+        page_folder=page.page_folder,
+    )
+    components = data["components"]
+    if not components:
+        return '<div id="explorer"><p>No component of 2+ images.</p></div>'
+    data = {"pageSize": page.page_size, "hasPaths": page.thumbs.enabled, **data}
+    n = len(components)
+    thumbnails = (
+        f"Thumbnails are embedded for the first {data['nThumbnails']} components of the "
+        "initial order (within the page's size cap); every image's id links to its file."
+        if page.thumbs.enabled
+        else "No image files: images show their ids and labels."
+    )
+    if page.labelled:
+        intro = (
+            f"All {n} components of 2+ images, {page.page_size} a page. By default the "
+            "components with suspected wrong labels come first, then the highest "
+            f"inconsistency score. {thumbnails} Highlighted: "
+            f"{_chip('attribute the component disagrees on', 'disagree')} "
+            f"{_chip('suspected wrong label of this image', 'issue')} "
+            f"{_chip('a label this image lacks but its component has', 'issue absent')}"
+        )
+    else:
+        intro = (
+            f"No labels: duplicate groups only. The {n} components of 2+ images (groups of "
+            f"near-duplicate images), largest and tightest first, {page.page_size} a page. "
+            + thumbnails
+        )
+    sorts = "".join(
+        f'<option value="{_e(s["key"])}"{" selected" if s["key"] == data["sort"] else ""}>'
+        f"{_e(s['label'])}</option>"
+        for s in data["sorts"]
+    )
+    controls = [f'<label>sort by <select id="cc-sort">{sorts}</select></label>']
+    if page.labelled:
+        disagreeing = attribute_view(report)
+        column = {a: i for i, a in enumerate(report.dataset.attributes)}
+        options = "".join(
+            f'<option value="{column[a]}">{_e(a)}</option>' for a in disagreeing["attribute"]
+        )
+        controls.append(
+            '<label>attribute disagrees <select id="cc-attribute"><option value="-1">any'
+            f"</option>{options}</select></label>"
+        )
+        controls += [
+            f'<label><input type="checkbox" data-flag="{_e(key)}"> {_e(label)}</label>'
+            for key, label in FLAGS.items()
+        ]
+    controls += [
+        '<label>min size <input id="cc-min-size" type="number" min="2" value="2" size="4"></label>',
+        '<label>image id <input id="cc-text" type="search" placeholder="contains…"></label>',
+        '<span id="cc-count"></span>',
+    ]
+    controls.append(
+        '<span class="pager"><button type="button" id="cc-prev">previous</button>'
+        '<span id="cc-page"></span> <button type="button" id="cc-next">next</button>'
+        '<button type="button" id="cc-only" hidden>show all components</button></span>'
+    )
+    return (
+        f'<div id="explorer"><p>{intro}</p>'
+        f'<div class="controls">{"".join(controls)}</div>'
+        '<div id="cc-list"><noscript><p class="note">The component list needs JavaScript '
+        "(the page's own script; no other runs).</p></noscript></div>"
+        f'<script type="application/json" id="cc-data">{script_json(data)}</script></div>'
+    )
+
+
+def _attributes_section(page: Page) -> str:
+    """Which attributes disagree most; a click filters the explorer on one."""
+    if not page.labelled:
+        return '<p id="attributes">No labels: duplicate groups only.</p>'
+    view = attribute_view(page.report)
+    if view.empty:
+        return '<p id="attributes">No attribute disagrees inside a component.</p>'
+    column = {a: i for i, a in enumerate(page.report.dataset.attributes)}
+    rows = [
+        (
+            f'<button type="button" class="attribute" data-attribute="{column[r.attribute]}">'
+            f"{_e(r.attribute)}</button>",
+            _num(r.n_disagreeing),
+            _num(r.n_components),
+            _num(r.share),
+            _num(r.n_label_issues),
+        )
+        for r in view.itertuples()
+    ]
+    header = (
+        "attribute",
+        "components disagreeing",
+        "components with it known",
+        "share",
+        "suspected wrong cells",
+    )
+    return (
+        '<div id="attributes"><p>Attributes by the number of components (2+ images) whose '
+        "images disagree on them. Click one to list those components.</p>"
+        + _table(header, rows, raw=True)
+        + "</div>"
+    )
+
+
+#: The page, in order. Add a section with one entry (its function takes a :class:`Page`).
+SECTIONS: list[Section] = [
+    Section(
+        "summary", "Summary", lambda page: _summary(page.report) + _plots(page.report, page.sort_by)
+    ),
+    Section(
+        "per-image-title",
+        "Attributes treated as per-image",
+        lambda page: _per_image_section(page.report),
+    ),
+    Section(
+        "mixed-title",
+        "Possibly two people",
+        lambda page: _mixed_section(page.report, page.lookup, page.thumbs, page.max_rows),
+    ),
+    Section(
+        "grouping-title",
+        "Grouped with another identity",
+        lambda page: _grouping_section(page.report, page.lookup, page.thumbs, page.max_rows),
+    ),
+    Section("attributes-title", "Attributes that disagree", _attributes_section),
+    Section("explorer-title", _explorer_title, _explorer, thumbnails_first=True),
+    Section(
+        "pairs-title",
+        "Near-duplicate pairs whose labels differ",
+        lambda page: _pairs_section(page.report, page.lookup, page.thumbs, page.max_rows),
+    ),
+    Section(
+        "leaks-title",
+        "Cross-split leaks",
+        lambda page: _leaks_section(page.report, page.lookup, page.thumbs, page.max_rows),
+    ),
+    Section("parameters", "Run parameters", lambda page: _parameters(page.report)),
+]
+
+
 def render_html(
     report: Report,
     *,
-    n_gallery: int = 20,
+    n_gallery: int = 100,
     sort_by: str = "inconsistency_score",
     max_bytes: int = DEFAULT_MAX_BYTES,
     thumbnail_size: int = 128,
     max_images_per_component: int = 24,
     max_rows: int = 200,
+    page_size: int = 25,
+    page_folder: str | Path | None = None,
 ) -> str:
     """Render the report as one self-contained HTML page.
 
@@ -728,27 +843,38 @@ def render_html(
     report : Report
         A run's report (from :func:`clusterclean.pipeline.run` or
         :func:`clusterclean.report.read_report`).
-    n_gallery : int, default=20
-        Number of components the gallery shows (the worst ones).
+    n_gallery : int, default=100
+        Components, in the explorer's initial order, whose images get embedded
+        thumbnails. Every component of 2+ images is listed either way; the
+        others show each image's id linked to its file.
     sort_by : str, default="inconsistency_score"
-        Component column that ranks the gallery, highest first; one of
-        :func:`sort_keys`.
+        Initial order of the explorer, highest first; one of :func:`sort_keys`
+        (see :func:`clusterclean.explorer.component_order`: for a score,
+        components with label issues come first). A run without labels starts
+        by size.
     max_bytes : int, default=20 MiB
-        Size cap of the page. Thumbnails are embedded in page order while
-        they fit; the rest are replaced by a placeholder and a note says how
-        many were left out.
+        Size cap of the page. Thumbnails are embedded (explorer first, then the
+        tables) while they fit; the rest are replaced by a placeholder and a
+        note says how many were left out. The explorer's data (ids, links,
+        labels) is never cut.
     thumbnail_size : int, default=128
         Longest side of a thumbnail, in pixels.
     max_images_per_component : int, default=24
         Images shown per component (those with the most suspected wrong
-        labels first).
+        labels first); the others' ids still match the id filter.
     max_rows : int, default=200
         Rows shown in the pairs, leaks and possibly-two-people tables.
+    page_size : int, default=25
+        Components per page of the explorer.
+    page_folder : path, optional
+        Folder the page will be saved in: each image links to its file by a
+        path relative to it. Default: the report's folder; with neither, links
+        are absolute ``file://`` URIs.
 
     Returns
     -------
     str
-        The page.
+        The page; the same report and options give the same bytes.
     """
     from .report import Report
 
@@ -764,6 +890,7 @@ def render_html(
     thumbnail_size = check_int(thumbnail_size, "thumbnail_size", func, min_value=8)
     max_images = check_int(max_images_per_component, "max_images_per_component", func, min_value=1)
     max_rows = check_int(max_rows, "max_rows", func, min_value=0)
+    page_size = check_int(page_size, "page_size", func, min_value=1)
 
     has_paths = "path" in report.images.columns and report.images["path"].notna().any()
     thumbs = _Thumbnails(size=thumbnail_size, enabled=bool(has_paths))
@@ -773,41 +900,39 @@ def render_html(
         attributes=np.asarray(report.dataset.attributes, dtype=object),
         paths=_paths(report),
     )
+    context = Page(
+        report=report,
+        lookup=lookup,
+        thumbs=thumbs,
+        sort_by=sort_by,
+        n_gallery=n_gallery,
+        max_images=max_images,
+        max_rows=max_rows,
+        page_size=page_size,
+        page_folder=report.folder if page_folder is None else page_folder,
+    )
     title = "clusterclean report"
     if report.folder is not None:
         title += f" — {Path(report.folder).resolve().parent.name}/{Path(report.folder).name}"
     no_paths = (
         ""
         if has_paths
-        else '<p class="note">No image files in this run (embeddings were given): the gallery '
-        "shows ids and labels without thumbnails.</p>"
+        else '<p class="note">No image files in this run (embeddings were given): the '
+        "components show ids and labels without thumbnails.</p>"
     )
-    body = (
-        f"<h1>{_e(title)}</h1>{no_paths}<!--size-note-->"
-        '<h2 id="summary">Summary</h2>'
-        + _summary(report)
-        + _plots(report, sort_by)
-        + '<h2 id="per-image-title">Attributes treated as per-image</h2>'
-        + _per_image_section(report)
-        + '<h2 id="mixed-title">Possibly two people</h2>'
-        + _mixed_section(report, lookup, thumbs, max_rows)
-        + '<h2 id="grouping-title">Grouped with another identity</h2>'
-        + _grouping_section(report, lookup, thumbs, max_rows)
-        + '<h2 id="gallery-title">Worst components</h2>'
-        + _gallery(
-            report, lookup, thumbs, sort_by=sort_by, n_gallery=n_gallery, max_images=max_images
-        )
-        + '<h2 id="pairs-title">Near-duplicate pairs whose labels differ</h2>'
-        + _pairs_section(report, lookup, thumbs, max_rows)
-        + '<h2 id="leaks-title">Cross-split leaks</h2>'
-        + _leaks_section(report, lookup, thumbs, max_rows)
-        + '<h2 id="parameters">Run parameters</h2>'
-        + _parameters(report)
+    first = sorted(range(len(SECTIONS)), key=lambda i: not SECTIONS[i].thumbnails_first)
+    rendered = {i: SECTIONS[i].render(context) for i in first}
+    body = f"<h1>{_e(title)}</h1>{no_paths}<!--size-note-->" + "".join(
+        f'<h2 id="{_e(section.heading_id)}">'
+        f"{_e(section.title(context) if callable(section.title) else section.title)}</h2>"
+        + rendered[i]
+        for i, section in enumerate(SECTIONS)
     )
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>{body}"
+        f"<script>{_SCRIPT}</script></body></html>\n"
     )
     reserve = 400  # room for the size note
     budget = max(max_bytes - len(page.encode("utf-8")) - reserve, 0)
@@ -816,18 +941,23 @@ def render_html(
     if thumbs.n_omitted:
         note = (
             f'<p class="note" id="size-note">This page is capped at {max_bytes / 2**20:.1f} MiB: '
-            f"{thumbs.n_omitted} thumbnails were left out. Rebuild it with a larger cap or a "
-            "smaller gallery: clusterclean report REPORT_DIR --top N.</p>"
+            f"{thumbs.n_omitted} thumbnails were left out (their images show the id, linked "
+            "to the file). Rebuild it with a larger cap or fewer thumbnails: "
+            "clusterclean report REPORT_DIR --max-mb M --top N.</p>"
         )
         logger.warning("report.html: %d thumbnails left out by the size cap", thumbs.n_omitted)
     return page.replace("<!--size-note-->", note, 1)
 
 
 def write_html(report: Report, path: str | Path, **options: Any) -> Path:
-    """Render :func:`render_html` (same keyword options) and write it atomically to ``path``."""
+    """Render :func:`render_html` (same keyword options) and write it atomically to ``path``.
+
+    Image links are relative to ``path``'s folder unless ``page_folder`` is given.
+    """
     from .atomic import atomic_write
 
     path = Path(path)
+    options.setdefault("page_folder", path.parent)
     text = render_html(report, **options)
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     logger.info("report.html written to %s (%.1f KiB)", path, len(text.encode("utf-8")) / 1024)

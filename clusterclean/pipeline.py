@@ -893,6 +893,7 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
     flag_columns = [c for c in components.columns if c.startswith("is_bad_component_")]
     return {
         "images": report.dataset.n_images,
+        "attributes": report.dataset.n_attributes,
         "skipped_images": 0 if report.skipped is None else len(report.skipped),
         "components": len(components),
         "components_multi": len(multi),

@@ -4,7 +4,10 @@ Chromium comes from the Debian packages ``chromium`` and ``chromium-driver``
 (installed by scripts/setup.sh). The page's DOM is read with ``--dump-dom``
 and its console messages from Chromium's log (``--enable-logging=stderr``
 prints each one as a ``:CONSOLE`` line); a screenshot is kept under
-``build/browser/`` for CI to publish.
+``build/browser/`` for CI to publish. The explorer is clicked through with
+chromedriver (tests/webdriver.py): a sort, a filter, the next page, an attribute
+of the per-attribute view and a component's anchor, reading what is shown after
+each click.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_html import XSS, build_report
+from test_html import BOLD_ID, XSS, build_report
+from webdriver import Browser, chromedriver_binary
 
+from clusterclean.html import write_html
 from clusterclean.report import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,9 +76,8 @@ def rendered(tmp_path_factory):
 
 def test_the_gallery_renders_with_the_expected_components(rendered):
     report = read_report(rendered["out"], load_embeddings=False)
-    components = report.components
-    expected = int(((components["size"] >= 2) & (components["inconsistency_score"] > 0)).sum())
-    assert expected == 2
+    expected = int((report.components["size"] >= 2).sum())
+    assert expected == 4  # every component of 2+ images: 4 persons, 25 a page
     sections = rendered["dom"].elements("section", "component")
     assert len(sections) == expected
     thumbs = rendered["dom"].elements("img", "thumb")
@@ -83,7 +87,10 @@ def test_the_gallery_renders_with_the_expected_components(rendered):
 def test_the_escaped_label_is_text_and_no_script_runs(rendered):
     dom = rendered["dom"]
     assert any(XSS in text for text in dom.texts)  # shown as text ...
-    assert dom.elements("script") == []  # ... and never parsed as an element
+    # ... and never parsed as an element: the two scripts are the page's own
+    assert dom.elements("script") == [{"type": "application/json", "id": "cc-data"}, {}]
+    assert dom.elements("b") == []  # the image id <b>bold</b> is text too
+    assert any(BOLD_ID in text for text in dom.texts)
     assert not any(attr.startswith("on") for _, attrs in dom.tags for attr in attrs)
     assert browser.console_lines(rendered["stderr"]) == []
 
@@ -108,3 +115,120 @@ def test_screenshot_is_saved_for_ci(rendered):
         assert image.size == (1280, 2000)
         pixels = np.asarray(image.convert("L"), dtype=np.float32)
     assert pixels.std() > 5  # not a blank page
+
+
+@pytest.fixture(scope="module")
+def explorer(rendered):
+    """The report's page rebuilt 2 components a page, in a driven browser."""
+    if chromedriver_binary() is None:
+        pytest.skip("chromedriver is not installed (Debian: apt-get install chromium-driver)")
+    out = rendered["out"]
+    report = read_report(out, load_embeddings=False)
+    page = write_html(report, out.parent / "paged.html", page_size=2)
+    ids = report.images.set_index("image_id")["component_id"].astype(int)
+    session = Browser(browser.chromium_binary())
+    try:
+        yield {
+            "browser": session,
+            "page": page,
+            # p1 (score 0.471, 1 issue), p0 + copy (0.354, 1 issue, 4 images), p2, p3 (0)
+            "p0": ids["p0_v0"],
+            "p1": ids["p1_v0"],
+            "p2": ids["p2_v0"],
+            "p3": ids["p3_v0"],
+        }
+    finally:
+        session.close()
+
+
+def _shown(session: Browser) -> list[int]:
+    return [
+        int(session.attribute(e, "data-component-id"))
+        for e in session.find_all("#cc-list section.component")
+    ]
+
+
+def _open(explorer, fragment: str = "") -> Browser:
+    session = explorer["browser"]
+    session.open(explorer["page"].resolve().as_uri() + fragment)
+    return session
+
+
+def test_default_order_then_the_next_page(explorer):
+    session = _open(explorer)
+    p0, p1, p2, p3 = (explorer[k] for k in ("p0", "p1", "p2", "p3"))
+    # components with label issues first: p1 (0.471) then p0 (0.354); then p2, p3 by id
+    assert _shown(session) == [p1, p0]
+    assert session.text("#cc-page") == "page 1 of 2"
+    assert session.text("#cc-count") == "4 of 4 components"
+    session.click("#cc-next")
+    assert _shown(session) == sorted([p2, p3])
+    assert session.text("#cc-page") == "page 2 of 2"
+    assert session.attribute(session.find("#cc-next"), "disabled") == "true"
+
+
+def test_sort_by_size(explorer):
+    session = _open(explorer)
+    session.click('#cc-sort option[value="size"]')
+    shown = _shown(session)
+    assert shown[0] == explorer["p0"] and len(shown) == 2  # 4 images, then a 3-image one
+    assert "4 images" in session.text(f"#c{explorer['p0']} h3")
+
+
+def test_filters_issues_size_and_image_id(explorer):
+    session = _open(explorer)
+    session.click('input[data-flag="issues"]')
+    assert _shown(session) == [explorer["p1"], explorer["p0"]]
+    assert session.text("#cc-count") == "2 of 4 components"
+    assert session.text("#cc-page") == "page 1 of 1"
+    session.click('input[data-flag="mixed"]')  # nothing was split as two people
+    assert _shown(session) == []
+    assert session.text("#cc-list") == "No component matches these filters."
+    session.click('input[data-flag="mixed"]')
+    session.click('input[data-flag="issues"]')
+    session.type("#cc-text", "COPY")  # case-insensitive: p0_copy
+    assert _shown(session) == [explorer["p0"]]
+    session.clear("#cc-text")
+    assert len(_shown(session)) == 2 and session.text("#cc-count") == "4 of 4 components"
+    session.clear("#cc-min-size")
+    session.type("#cc-min-size", "4")
+    assert _shown(session) == [explorer["p0"]]
+
+
+def test_an_attribute_of_the_per_attribute_view_filters(explorer):
+    session = _open(explorer)
+    buttons = session.find_all("#attributes button.attribute")
+    # XSS and hat disagree in one component each; ties by name ('<' before 'h')
+    assert [session.text_of(b) for b in buttons] == [XSS, "hat"]
+    session.click('#attributes button[data-attribute="2"]')  # hat
+    assert _shown(session) == [explorer["p0"]]
+    chips = session.text(f"#c{explorer['p0']} .counts")
+    assert "hat 1/4" in chips and "male 4/4" in chips
+    session.click('#attributes button[data-attribute="1"]')  # the attribute named <script>
+    assert _shown(session) == [explorer["p1"]]
+    assert f"{XSS} 2/3" in session.text(f"#c{explorer['p1']} .counts")
+
+
+def test_an_anchor_opens_one_component(explorer):
+    session = _open(explorer)
+    p0 = explorer["p0"]
+    session.click(f"#c{p0} h3 a.anchor")
+    assert session.url.endswith(f"#c{p0}")
+    assert _shown(session) == [p0]
+    assert session.displayed("#cc-only")
+    session.click("#cc-only")
+    assert _shown(session) == [explorer["p1"], p0]
+    session = _open(explorer, f"#c{explorer['p3']}")  # a link from elsewhere
+    assert _shown(session) == [explorer["p3"]]
+
+
+def test_each_image_shows_its_id_and_links_to_its_file(explorer):
+    session = _open(explorer)
+    link = session.find(f"#c{explorer['p0']} figure a.id")
+    assert session.text_of(link) == "p0_v0"  # the image with a suspected wrong label first
+    href = session.property(link, "href")
+    assert href.startswith("file:///") and Path(href[len("file://") :]).is_file()
+    assert session.attribute(link, "href") == "images/00.png"  # relative to the page
+    figures = session.text(f"#c{explorer['p0']} .images")
+    assert BOLD_ID in figures  # the id <b>bold</b> as text
+    assert session.find_all("#cc-list b") == []
