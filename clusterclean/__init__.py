@@ -71,6 +71,7 @@ _EXPORTS = {
     "RunConfig": "pipeline",
     "run": "pipeline",
     "summarize": "pipeline",
+    "find_label_issues": "find",
 }
 
 __all__ = ["__version__", *_EXPORTS]
