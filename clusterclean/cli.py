@@ -63,6 +63,13 @@ def _add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         "--tta", choices=("none", "flip"), default=None, help="flip: average with the mirror image"
     )
     embed.add_argument(
+        "--engine",
+        choices=("auto", "onnxruntime", "torch"),
+        default=None,
+        help="what runs the model: auto (default) = ONNX Runtime on CPU when installed and the "
+        "export succeeds, else torch",
+    )
+    embed.add_argument(
         "--cache-dir",
         default=None,
         help="keep each image's vector here, so an interrupted run resumes (default: no cache)",

@@ -251,7 +251,7 @@ def run_distributed(
     for part in ("embeddings", "neighbors"):
         (shards / part).mkdir(parents=True, exist_ok=True)
     if embeddings is not None:
-        dataset, vectors, _ = _embed(dataset, embeddings, embedding_ids, config, progress=False)
+        dataset, vectors, _, _ = _embed(dataset, embeddings, embedding_ids, config, progress=False)
         vector_paths = [
             _write_shard(str(shards / "embeddings"), rows, embedding=vectors.vectors[rows])[
                 "path"

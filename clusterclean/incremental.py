@@ -313,7 +313,9 @@ def add_images(
     base_report = _read_base(base)
     config = _config_of(base_report, {})
     new_dataset = _load(images, labels, embeddings, config)
-    new_dataset, new_vectors, _ = _embed(new_dataset, embeddings, embedding_ids, config, progress)
+    new_dataset, new_vectors, _, _ = _embed(
+        new_dataset, embeddings, embedding_ids, config, progress
+    )
     base_vectors = base_report.embeddings
     if new_vectors.dim != base_vectors.dim:
         raise InvalidInputError(

@@ -21,6 +21,7 @@ from ._contracts import Dataset, Embeddings, Neighbors
 from ._validation import check_choice, check_float, check_int
 from .components import component_edge_stats, find_components, split_components
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
+from .engine import ENGINES
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import link_neighbors, search_neighbors
 from .index import INDEX_KINDS, choose_index
@@ -156,6 +157,12 @@ class RunConfig:
         and across them, on the refined vectors.
     tta : str
         ``"flip"`` averages each image's features with its mirror's.
+    engine : str
+        What runs the backbone (:func:`clusterclean.engine.load_engine`):
+        ``"auto"`` (ONNX Runtime on CPU when installed and the export succeeds,
+        else torch), ``"onnxruntime"`` or ``"torch"``; the images and the
+        views of the head go through the same one. ``run.json``'s
+        ``embedding.engine`` says which ran.
     cache_dir : str or None
         Per-image embedding cache; an interrupted run resumes from it.
     on_error : str
@@ -204,6 +211,7 @@ class RunConfig:
         check_float(self.min_cosine, "min_cosine", func, low=-1.0, high=1.0)
         check_int(self.seed, "seed", func, min_value=0)
         check_choice(self.tta, "tta", func, ("none", "flip"))
+        check_choice(self.engine, "engine", func, ENGINES)
         check_choice(self.on_error, "on_error", func, ("skip", "raise"))
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", str(self.cache_dir))
@@ -280,6 +288,7 @@ class RunConfig:
     max_component_size: int | None = None
     seed: int = 0
     tta: str = "none"
+    engine: str = "auto"
     cache_dir: str | None = None
     on_error: str = "skip"
     detect_varying_attributes: bool = True
@@ -434,7 +443,9 @@ def run(
     with _timed(timings, "load"):
         dataset = _load(images, labels, embeddings, config)
     with _timed(timings, "embed"):
-        dataset, vectors, skipped = _embed(dataset, embeddings, embedding_ids, config, progress)
+        dataset, vectors, skipped, engine_used = _embed(
+            dataset, embeddings, embedding_ids, config, progress
+        )
     with _timed(timings, "adapt"):
         adapted, adaptation = _adapt(dataset, vectors, config, adaptation, progress)
     with _timed(timings, "refine"):
@@ -547,7 +558,7 @@ def run(
         "excluded_attributes": list(excluded),
         "varying_attributes": varying,
         "mixed_components": mixed_info,
-        "embedding": {"backbone": vectors.backbone, "dim": vectors.dim},
+        "embedding": {"backbone": vectors.backbone, "dim": vectors.dim, "engine": engine_used},
         "refinement": None
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
@@ -692,6 +703,7 @@ def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, 
         num_workers=config.num_workers,
         device=config.device,
         progress=progress,
+        engine=config.engine,
     )
 
 
@@ -855,9 +867,14 @@ def _load(images, labels, embeddings, config: RunConfig) -> Dataset:
 
 def _embed(
     dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
-) -> tuple[Dataset, Embeddings, pd.DataFrame | None]:
-    """Vectors for the dataset; images that cannot be read are dropped and listed."""
+) -> tuple[Dataset, Embeddings, pd.DataFrame | None, dict[str, Any] | None]:
+    """Vectors for the dataset; images that cannot be read are dropped and listed.
+
+    Also returns what ran the model (:meth:`Engine.describe`; None for given vectors).
+    """
+    from .backbones import load_backbone
     from .embed import embed_images, load_embeddings
+    from .engine import load_engine
 
     if embeddings is not None:
         vectors = (
@@ -865,15 +882,16 @@ def _embed(
             if isinstance(embeddings, Embeddings)
             else load_embeddings(embeddings, ids_path=embedding_ids)
         )
-        return dataset, align_embeddings(vectors, dataset), None
+        return dataset, align_embeddings(vectors, dataset), None, None
     skipped: list = []
+    model = load_backbone(config.backbone, weights=config.weights, device=config.device)
+    engine = load_engine(model, engine=config.engine)
     vectors = embed_images(
         dataset,
-        backbone=config.backbone,
-        weights=config.weights,
+        backbone=model,
+        engine=engine,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
-        device=config.device,
         tta=config.tta,
         cache_dir=config.cache_dir,
         on_error=config.on_error,
@@ -891,7 +909,7 @@ def _embed(
             table=dataset.table[keep].reset_index(drop=True),
             labels=dataset.labels[keep],
         )
-    return dataset, align_embeddings(vectors, dataset), table
+    return dataset, align_embeddings(vectors, dataset), table, engine.describe()
 
 
 def _per_image_attributes(run_info: dict[str, Any]) -> list[str]:
