@@ -228,34 +228,56 @@ def _model_device(model):
     return torch.device("cpu")
 
 
-def plan_workers(
-    n_images: int,
-    *,
-    num_workers: int | None = None,
-    threads: int | None = None,
-    func: str = "embed_images",
-) -> tuple[int, int]:
-    """``(decoding worker processes, engine threads)`` for ``n_images`` images.
+def plan_workers(n_images: int, engine: Engine, *, num_workers: int | None = None) -> int:
+    """Decoding worker processes for ``n_images`` images run by ``engine``.
 
-    Defaults: no worker for at most 64 images (starting one costs more than it
-    saves); else ``min(4, cores - 1)`` workers, at least 1. The engine gets the
-    cores: on ``cores`` cores the engine runs ``cores`` threads and one worker
-    decodes beside it. The workers spend a fraction of the time the model does
-    (EfficientNet-Lite0 at 224 px: about 1.5 ms of decoding against 10 ms of
-    forward pass per image), so they are idle most of the time, and the
-    engine's threads sleep instead of spinning when they wait: measured, this
-    beats splitting the cores between the two (scripts/bench_embed.py).
+    ``num_workers`` when given; else none for at most 64 images (starting a worker
+    costs more than it saves), else:
+
+    - an engine that workers may run themselves (ONNX Runtime): one worker per
+      core. Each worker decodes its batch, transforms it and runs the model on it
+      with ``engine.threads // workers`` threads (1 on a machine whose cores all
+      have a worker), and sends back only the features: decoding and model never
+      compete for a core, no thread waits on another, and only ``(batch, dim)``
+      floats cross between processes. Measured on 2 cores (EfficientNet-Lite0,
+      224 px): 12 ms of CPU per image, against 14.6 ms with one decoding worker
+      beside a 2-thread engine (scripts/bench_embed.py);
+    - otherwise (torch): ``min(4, cores - 1)`` workers decode, and the model runs
+      in this process.
     """
     from .engine import available_cores
 
     if num_workers is not None:
-        num_workers = check_int(num_workers, "num_workers", func, min_value=0)
-    if threads is not None:
-        threads = check_int(threads, "threads", func, min_value=1)
+        return num_workers
+    if n_images <= _TINY_INPUT:
+        return 0
     cores = available_cores()
-    if num_workers is None:
-        num_workers = 0 if n_images <= _TINY_INPUT else max(1, min(4, cores - 1))
-    return num_workers, threads or cores
+    return cores if engine.runs_in_workers else max(0, min(4, cores - 1))
+
+
+class _Forward:
+    """``collate_fn`` of a worker that runs the engine itself: items -> features.
+
+    Picklable (the engine drops its session and opens one in the worker).
+    """
+
+    def __init__(self, engine: Engine, tta: str) -> None:
+        self.engine = engine
+        self.tta = tta
+
+    def __call__(self, items):
+        indices, batch, failed = _collate(items)
+        if batch is None:
+            return indices, None, failed
+        return indices, _forward(self.engine, batch, self.tta), failed
+
+
+def _forward(engine: Engine, batch, tta: str) -> np.ndarray:
+    """Raw features of a batch, float32; with ``tta="flip"`` the mean with the mirror's."""
+    out = engine(batch)
+    if tta == "flip":
+        out = (out + engine(batch.flip(-1))) / 2
+    return np.asarray(out, dtype=np.float32)
 
 
 def _run_model(
@@ -274,8 +296,10 @@ def _run_model(
     """Embed ``paths`` with ``engine``, handing each batch's raw features to
     ``on_batch(indices, features)``.
 
-    Worker processes decode and transform the images (``num_workers`` of them;
-    0 = in this process) while the engine runs the previous batch.
+    ``num_workers`` worker processes (0 = this process) decode and transform the
+    images; with an engine that workers may run (ONNX Runtime), each worker also
+    runs the model on its batch (see :func:`plan_workers`), else the model runs
+    here while the workers prepare the next batches.
     ``view_transform(image, index)``, when given, replaces the backbone's
     transform (it must end with it): a picklable callable that knows the item's
     index into ``paths``. Returns the reasons of the unreadable images, by
@@ -285,6 +309,7 @@ def _run_model(
     from tqdm.auto import tqdm
 
     on_gpu = engine.name == "torch" and engine.detail.startswith("cuda")
+    in_workers = num_workers > 0 and engine.runs_in_workers
     # every transform shrinks the shorter side to at most 8/7 of the largest input side
     min_size = math.ceil(max(backbone.input_size) * 8 / 7)
     loader = torch.utils.data.DataLoader(
@@ -297,26 +322,21 @@ def _run_model(
         batch_size=batch_size,
         shuffle=False,
         num_workers=num_workers,
-        collate_fn=_collate,
+        collate_fn=_Forward(engine.for_workers(num_workers), tta) if in_workers else _collate,
         pin_memory=on_gpu,
-        prefetch_factor=4 if num_workers else None,
-        persistent_workers=False,
     )
     reasons: dict[int, str] = {}
     with tqdm(total=len(paths), disable=not progress, unit="img", desc=desc) as bar:
         for indices, batch, failed in loader:
             reasons.update(failed)
             if batch is not None:
-                out = engine(batch)
-                if tta == "flip":  # mean of the image's and its mirror's features
-                    out = (out + engine(batch.flip(-1))) / 2
-                on_batch(indices, np.asarray(out, dtype=np.float32))
+                on_batch(indices, batch if in_workers else _forward(engine, batch, tta))
             bar.update(len(indices) + len(failed))
     return reasons
 
 
 #: Bump when read_image or the transforms change in a way that changes vectors.
-_PREPROCESS_VERSION = 1
+_PREPROCESS_VERSION = 2  # 2: ResizeCrop resamples the crop box only
 #: A cache shard is written once this many new vectors are pending, or ...
 _SHARD_ROWS = 1024
 #: ... once this many seconds have passed since the last shard, so a kill loses little.
@@ -496,8 +516,9 @@ def embed_images(
     batch_size : int, default 32
         Images per forward pass.
     num_workers : int, optional
-        DataLoader worker processes that decode images. Default
-        ``min(4, os.cpu_count() - 1)``, and 0 for at most 64 images.
+        Worker processes that decode images (and, with ONNX Runtime, run the
+        model on them). Default (:func:`plan_workers`): one per core with ONNX
+        Runtime, ``min(4, cores - 1)`` with torch, and 0 for at most 64 images.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ...; default the GPU when there is one. On a GPU
         the forward pass runs under float16 autocast.
@@ -537,8 +558,8 @@ def embed_images(
         (measured >= 0.9999998), not bit for bit; the embedding cache keeps
         the two apart.
     threads : int, optional
-        Threads of the ONNX Runtime engine. Default: the cores left after the
-        decoding workers, at least 1 (see ``num_workers``).
+        Threads of the ONNX Runtime engine, shared by its worker processes
+        (``threads // num_workers`` each, at least 1). Default: the cores.
 
     Returns
     -------
@@ -575,7 +596,8 @@ def embed_images(
     if not ids:
         raise InvalidInputError(f"{func} got no images; give at least one image path.")
     model = _resolve_backbone(backbone, weights, device, func)
-    _, threads = plan_workers(len(ids), num_workers=num_workers, threads=threads, func=func)
+    if threads is not None:
+        threads = check_int(threads, "threads", func, min_value=1)
     runner = load_engine(model, engine=engine, threads=threads)
 
     start = time.perf_counter()
@@ -614,7 +636,7 @@ def embed_images(
                 [paths[i] for i in todo],
                 store,
                 batch_size=batch_size,
-                num_workers=plan_workers(len(todo), num_workers=num_workers, func=func)[0],
+                num_workers=plan_workers(len(todo), runner, num_workers=num_workers),
                 tta=tta,
                 progress=progress,
             )

@@ -210,12 +210,9 @@ def embed_views(
     if max_images is not None and len(rows) > max_images:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
     items = [paths[r] for r in rows] * n_views
-    workers, threads = plan_workers(len(items), num_workers=num_workers, threads=threads, func=func)
-    runner = load_engine(
-        model,
-        engine=engine,
-        threads=threads,
-    )
+    if threads is not None:
+        threads = check_int(threads, "threads", func, min_value=1)
+    runner = load_engine(model, engine=engine, threads=threads)
     started = time.perf_counter()
     features = np.zeros((n_views * len(rows), model.dim), dtype=np.float32)
 
@@ -228,7 +225,7 @@ def embed_views(
         items,
         store,
         batch_size=batch_size,
-        num_workers=workers,
+        num_workers=plan_workers(len(items), runner, num_workers=num_workers),
         tta="none",
         progress=progress,
         view_transform=_ViewTransform(model.transform, rows, seed),
