@@ -21,6 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ._validation import check_choice
 from .errors import InvalidInputError, WeightsUnavailableError
 
@@ -161,7 +163,9 @@ class ResizeCrop:
     cropped box of the source (``PIL.Image.resize(..., box=...)``) at the same
     scale: the same filter on the same source pixels, about twice as fast on a
     500x375 photo (0.8 ms instead of 1.4 ms); pixels differ from resize-then-crop
-    by rounding only (at most 1 level of 255, measured on 0.1% of them).
+    by rounding only (at most 1 level of 255, measured on 0.1% of them). The
+    normalisation is a table lookup holding torch's own float32 values: bit for
+    bit ``Normalize(ToTensor(pixels))``.
 
     Parameters
     ----------
@@ -194,7 +198,6 @@ class ResizeCrop:
         self.interpolation = interpolation
 
     def __call__(self, image: PIL.Image.Image) -> torch.Tensor:
-        import numpy as np
         import torch
         from PIL import Image
 
@@ -215,11 +218,22 @@ class ResizeCrop:
         else:
             resample = Image.Resampling[self.interpolation.upper()]
             pixels = image.resize((crop_w, crop_h), resample, box=box)
-        tensor = torch.from_numpy(np.array(pixels, dtype=np.uint8)).permute(2, 0, 1)
-        tensor = tensor.contiguous().float().div_(255)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return tensor.sub_(mean).div_(std)
+        # ToTensor + Normalize as one table lookup per channel: the table holds torch's own
+        # float32 (v / 255 - mean) / std for every byte v, so the result is bit for bit theirs
+        channels = np.asarray(pixels, dtype=np.uint8).transpose(2, 0, 1)
+        out = np.empty(channels.shape, dtype=np.float32)
+        for c in range(3):
+            np.take(self._table[c], channels[c], out=out[c])
+        return torch.from_numpy(out)
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray:
+        import torch
+
+        values = torch.arange(256, dtype=torch.float32).div(255).expand(3, 256)
+        mean = torch.tensor(self.mean).view(3, 1)
+        std = torch.tensor(self.std).view(3, 1)
+        return values.sub(mean).div(std).numpy()
 
     def _slow(self, image: PIL.Image.Image) -> torch.Tensor:
         from torchvision import transforms as T
