@@ -69,7 +69,7 @@ ONNX_OPSET = 18
 MIN_EXPORT_COSINE = 0.9999
 #: Bump when the export recipe changes in a way that changes the exported file.
 _EXPORT_VERSION = 1
-_INSTALL_HINT = "pip install onnxruntime (or: pip install 'clusterclean[onnx]')"
+_INSTALL_HINT = "pip install onnxruntime onnx onnxscript (pinned in requirements.txt)"
 
 
 def available_cores() -> int:
@@ -298,31 +298,26 @@ def _export_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
                 torch.no_grad(),
             ):
                 warnings.simplefilter("ignore")
-                if dynamo:
-                    batch = torch.export.Dim("batch", min=1)
-                    torch.onnx.export(
-                        model,
-                        (example,),
-                        buffer,
-                        input_names=["images"],
-                        output_names=["features"],
-                        dynamic_shapes=({0: batch},),
-                        opset_version=ONNX_OPSET,
-                        dynamo=True,
-                        external_data=False,
-                        verbose=False,
-                    )
-                else:
-                    torch.onnx.export(
-                        model,
-                        (example,),
-                        buffer,
-                        input_names=["images"],
-                        output_names=["features"],
-                        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
-                        opset_version=ONNX_OPSET,
-                        dynamo=False,
-                    )
+                # the two exporters name the dynamic batch axis differently
+                dynamic = (
+                    {
+                        "dynamic_shapes": ({0: torch.export.Dim("batch", min=1)},),
+                        "external_data": False,
+                        "verbose": False,
+                    }
+                    if dynamo
+                    else {"dynamic_axes": {"images": {0: "batch"}, "features": {0: "batch"}}}
+                )
+                torch.onnx.export(
+                    model,
+                    (example,),
+                    buffer,
+                    input_names=["images"],
+                    output_names=["features"],
+                    opset_version=ONNX_OPSET,
+                    dynamo=dynamo,
+                    **dynamic,
+                )
             return buffer.getvalue()
         except Exception as exc:  # the exporters raise many types; both are tried
             errors.append(

@@ -14,6 +14,7 @@ import skimage.data
 import torch
 import torchvision
 from PIL import Image
+from tiny_model import save_tiny_torchscript
 
 from clusterclean import run
 from clusterclean.backbones import Backbone, _reid_networks, load_backbone
@@ -71,23 +72,11 @@ def random_state_dict(name: str, path) -> str:
     return str(path)
 
 
-class _Tiny(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, kernel_size=5, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3)) + 0.01
-
-
 def weights_for(name: str, tmp_path) -> str | None:
     if name == "efficientnet_lite0":
         return None  # the real weights ship in a package
     if name == "torchscript":
-        torch.manual_seed(0)
-        path = tmp_path / "tiny.pt"
-        torch.jit.script(_Tiny().eval()).save(str(path))
-        return str(path)
+        return save_tiny_torchscript(tmp_path / "tiny.pt")
     return random_state_dict(name, tmp_path / f"{name}.pth")
 
 
