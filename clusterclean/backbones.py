@@ -37,6 +37,7 @@ __all__ = [
     "available_backbones",
     "load_backbone",
     "register_backbone",
+    "save_random_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -582,6 +583,33 @@ for _depth in (18, 34, 50, 101):
     register_backbone(f"resnet{_depth}")(_resnet_factory(_depth))
 register_backbone("osnet_x1_0")(_osnet_factory((64, 256, 384, 512)))
 register_backbone("osnet_x0_25")(_osnet_factory((16, 64, 96, 128)))
+
+
+def save_random_weights(name: str, path: str | Path, *, seed: int = 0) -> str:
+    """Write a state dict of random weights (seeded) in the layout ``--weights`` expects
+    for the built-in backbone ``name``; returns the path as str.
+
+    For tests and speed benchmarks where the real weights are not at hand: the
+    architecture is the real one, so timings and export behaviour are too.
+    """
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    if name.startswith("osnet"):
+        widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
+        model = _reid_networks().OSNet(widths[name])
+    elif name == "resnet50_bnneck":
+        model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
+    elif name.startswith("resnet"):
+        model = torchvision.models.get_model(name, weights=None)
+    else:
+        raise InvalidInputError(
+            f"save_random_weights makes weights for the resnet, osnet and resnet50_bnneck "
+            f"backbones. Got {name!r} instead."
+        )
+    torch.save(model.state_dict(), path)
+    return str(path)
 
 
 def available_backbones() -> list[str]:

@@ -76,23 +76,10 @@ def generate_jpegs(folder: Path, n_images: int, size: tuple[int, int], seed: int
 
 def random_weights(backbone: str, folder: Path) -> str:
     """A state dict with random weights for a backbone that needs a file (speed only)."""
-    import torch
-    import torchvision
-
-    from clusterclean.backbones import _reid_networks
+    from clusterclean.backbones import save_random_weights
 
     path = folder / f"{backbone}-random.pth"
-    if not path.exists():
-        torch.manual_seed(0)
-        if backbone.startswith("osnet"):
-            widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
-            model = _reid_networks().OSNet(widths[backbone])
-        elif backbone == "resnet50_bnneck":
-            model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
-        else:
-            model = torchvision.models.get_model(backbone, weights=None)
-        torch.save(model.state_dict(), path)
-    return str(path)
+    return str(path) if path.exists() else save_random_weights(backbone, path)
 
 
 def bare_rate(engine, input_size, n_images: int, batch_size: int) -> float:

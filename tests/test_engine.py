@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 import skimage.data
 import torch
-import torchvision
 from PIL import Image
 from tiny_model import save_tiny_torchscript
 
 from clusterclean import run
-from clusterclean.backbones import Backbone, _reid_networks, load_backbone
+from clusterclean.backbones import Backbone, load_backbone, save_random_weights
 from clusterclean.embed import embed_images, plan_workers
 from clusterclean.engine import (
     MIN_EXPORT_COSINE,
@@ -59,25 +58,12 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def random_state_dict(name: str, path) -> str:
-    torch.manual_seed(0)
-    if name.startswith("osnet"):
-        widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
-        model = _reid_networks().OSNet(widths[name])
-    elif name == "resnet50_bnneck":
-        model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
-    else:
-        model = torchvision.models.get_model(name, weights=None)
-    torch.save(model.state_dict(), path)
-    return str(path)
-
-
 def weights_for(name: str, tmp_path) -> str | None:
     if name == "efficientnet_lite0":
         return None  # the real weights ship in a package
     if name == "torchscript":
         return save_tiny_torchscript(tmp_path / "tiny.pt")
-    return random_state_dict(name, tmp_path / f"{name}.pth")
+    return save_random_weights(name, tmp_path / f"{name}.pth")
 
 
 # --------------------------------------------------------------------------- same vectors
@@ -148,7 +134,7 @@ def test_views_go_through_the_same_engine(photos, tmp_path):
 
 
 def test_export_is_cached_keyed_by_weights_and_written_atomically(tmp_path, engine_cache, caplog):
-    weights = random_state_dict("resnet18", tmp_path / "a.pth")
+    weights = save_random_weights("resnet18", tmp_path / "a.pth")
     backbone = load_backbone("resnet18", weights=weights, device="cpu")
     first = export_onnx(backbone)
     assert first.parent == engine_cache and first.suffix == ".onnx"
