@@ -36,6 +36,7 @@ __all__ = [
     "ResizeCrop",
     "available_backbones",
     "load_backbone",
+    "load_onnx_backbone",
     "register_backbone",
     "save_random_weights",
 ]
@@ -98,14 +99,18 @@ class Backbone:
         What the weights are: a torchvision weights name, or ``sha256:<hex>`` of
         the weights file. Two backbones with the same name and ``weights_id``
         give the same vectors.
+    onnx_file : str or None
+        An ONNX model run by ONNX Runtime instead of a torch module (``model`` is
+        then None): the ``onnx`` backbone, :func:`load_onnx_backbone`.
     """
 
     name: str
-    model: torch.nn.Module
+    model: torch.nn.Module | None
     transform: Callable[[PIL.Image.Image], torch.Tensor]
     dim: int
     input_size: tuple[int, int]
     weights_id: str = ""
+    onnx_file: str | None = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -395,6 +400,107 @@ def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None)
     return Backbone(name, model, transform, int(out.shape[1]), size, _file_sha256(path))
 
 
+def load_onnx_backbone(
+    path: str | Path,
+    *,
+    input_size: tuple[int, int] | None = None,
+    mean: tuple[float, float, float] | None = None,
+    std: tuple[float, float, float] | None = None,
+) -> Backbone:
+    """A user's own ONNX model as a backbone, run by ONNX Runtime on CPU.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.onnx`` file. Its first input takes float32 images of shape
+        ``(batch, 3, height, width)``; its first output is ``(batch, dim)``.
+    input_size : tuple of int, optional
+        ``(height, width)``; default the model's own input shape, or
+        ``(224, 224)`` when its height and width are dynamic.
+    mean, std : tuple of float, optional
+        Per-channel normalisation of pixels scaled to [0, 1]; default the
+        model's metadata properties ``mean`` and ``std`` (comma-separated,
+        ``onnx.helper.set_model_props``) when it has them, else ImageNet's.
+
+    Returns
+    -------
+    Backbone
+        ``name="onnx"``, ``model=None``, ``onnx_file`` the path; resized and
+        centre-cropped as the torchvision backbones are (:class:`ResizeCrop`).
+
+    Raises
+    ------
+    InvalidInputError
+        Missing file, a file ONNX Runtime cannot load, or a model whose input
+        or output does not have the shapes above; the message names the file.
+    MissingDependencyError
+        onnxruntime is not installed.
+    """
+    from .engine import OnnxRuntimeEngine
+
+    name = "onnx"
+    path = _existing_file(path, name)
+    engine = OnnxRuntimeEngine(path, threads=1)  # raises, naming the file, when it cannot load
+    session = engine.session
+    where = f"The ONNX model {str(path)!r}"
+    images = session.get_inputs()[0]
+    shape = list(images.shape)  # ints, or str / None for dynamic axes
+    wrong_channels = len(shape) == 4 and isinstance(shape[1], int) and shape[1] != 3
+    if images.type != "tensor(float)" or len(shape) != 4 or wrong_channels:
+        raise InvalidInputError(
+            f"{where} takes {images.type} of shape {shape}; clusterclean feeds it float32 "
+            "images of shape (batch, 3, height, width)."
+        )
+    own = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+    if input_size is not None and own is not None and tuple(input_size) != own:
+        raise InvalidInputError(
+            f"{where} takes images of {own[0]}x{own[1]}, not the input_size {tuple(input_size)} "
+            "given; leave input_size out to use the model's."
+        )
+    size = tuple(input_size or own or (224, 224))
+    properties = session.get_modelmeta().custom_metadata_map
+    channels = {}
+    for key, given in (("mean", mean), ("std", std)):
+        try:
+            value = given if given is not None else properties.get(key, None)
+            if isinstance(value, str):
+                value = [float(v) for v in value.split(",")]
+            channels[key] = tuple(float(v) for v in value) if value is not None else None
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"{where} has a metadata property {key}={value!r}; write three comma-separated "
+                "numbers, e.g. 0.485,0.456,0.406."
+            ) from exc
+        if channels[key] is not None and len(channels[key]) != 3:
+            raise InvalidInputError(f"{where}: {key} needs 3 values. Got {channels[key]!r}.")
+    try:
+        out = engine(np.zeros((1, 3, *size), dtype=np.float32))
+    except Exception as exc:  # onnxruntime's own error types: shapes the graph cannot take
+        raise InvalidInputError(
+            f"{where} fails on a (1, 3, {size[0]}, {size[1]}) input ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass the input_size it was made for."
+        ) from exc
+    if out.ndim != 2:
+        raise InvalidInputError(
+            f"{where} returns features of shape {out.shape}; clusterclean needs (batch, dim). "
+            "Export the model with its global pooling and without its classifier."
+        )
+    transform = ResizeCrop(size, channels["mean"] or IMAGENET_MEAN, channels["std"] or IMAGENET_STD)
+    return Backbone(
+        name, None, transform, int(out.shape[1]), size, _file_sha256(path), onnx_file=str(path)
+    )
+
+
+@register_backbone("onnx")
+def _onnx(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
+    if weights is None:
+        raise InvalidInputError(
+            "The 'onnx' backbone needs the model file: pass --weights model.onnx "
+            "(Python: load_backbone('onnx', weights=PATH))."
+        )
+    return load_onnx_backbone(weights, input_size=input_size)
+
+
 # --------------------------------------------------------------------------- person ReID
 
 REID_INPUT_SIZE = (256, 128)
@@ -651,11 +757,14 @@ def load_backbone(
         and the person re-identification models ``osnet_x1_0``, ``osnet_x0_25``
         (torchreid checkpoints) and ``resnet50_bnneck`` (fast-reid BoT /
         reid-strong-baseline checkpoints), which need ``weights`` and take
-        256x128 person crops.
+        256x128 person crops, and ``onnx`` (a model of your own run by ONNX
+        Runtime on CPU, ``weights`` = the ``.onnx`` file; see
+        :func:`load_onnx_backbone`).
     weights : str or Path, optional
         A local weights file: a state dict (``torch.save(model.state_dict())``,
         read with ``weights_only=True``; a classifier head in it is ignored) or,
-        for ``torchscript``, the TorchScript file. ``None`` = the default
+        for ``torchscript``, the TorchScript file, for ``onnx``, the ``.onnx``
+        file. ``None`` = the default
         weights (for ResNets: torchvision's cache, downloaded when online).
     device : str, optional
         ``"cpu"``, ``"cuda"``, ... ; ``None`` = the GPU when there is one.
@@ -686,8 +795,16 @@ def load_backbone(
 
     torch_device = resolve_device(device)
     backbone = BACKBONES[name](weights, tuple(input_size) if input_size else None)
-    # channels-last: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
-    backbone.model.eval().to(torch_device, memory_format=torch.channels_last)
+    if backbone.model is None:  # an ONNX model: ONNX Runtime runs it, on CPU
+        if device is not None and torch_device.type != "cpu":
+            raise InvalidInputError(
+                f"Backbone {name!r} runs with ONNX Runtime on CPU; device={device!r} is not "
+                "supported for it. Leave device out (--device) or pass 'cpu'."
+            )
+        torch_device = torch.device("cpu")
+    else:
+        # channels-last: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
+        backbone.model.eval().to(torch_device, memory_format=torch.channels_last)
     logger.info(
         "Loaded backbone %s (dim %d, weights %s) on %s",
         name,

@@ -74,8 +74,8 @@ OPTIONS = declare(
     Option(
         "weights",
         None,
-        "local weights file (state dict, or TorchScript for --backbone torchscript); "
-        "loaded with weights_only=True",
+        "local weights file: a state dict (loaded with weights_only=True), the TorchScript "
+        "file for --backbone torchscript, the .onnx file for --backbone onnx",
         "str",
         nullable=True,
     ),
@@ -343,7 +343,7 @@ def resolve_backbone(backbone, weights, device, func: str) -> Backbone:
                 f"The 'weights' parameter of {func} applies to a backbone given by name; "
                 "this backbone is already loaded. Pass one or the other."
             )
-        if device is not None:
+        if device is not None and backbone.model is not None:
             backbone.model.to(resolve_device(device))
         return backbone
     raise InvalidTypeError(

@@ -200,8 +200,8 @@ class OnnxRuntimeEngine(Engine):
             where = "the exported model" if isinstance(self.model, bytes) else repr(self.model)
             raise InvalidInputError(
                 f"ONNX Runtime cannot load {where} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). Check that the file is an "
-                "ONNX model, or use engine='torch' (--engine torch)."
+                f"{str(exc).splitlines()[0] if str(exc) else ''}). Check that the file is a "
+                "whole ONNX model (export it again if it was cut short)."
             ) from exc
         self._session = session
         self.input_name = session.get_inputs()[0].name
@@ -469,13 +469,12 @@ def load_engine(
     EngineError
         ``"onnxruntime"`` and the export failed or does not match torch.
     """
-    from .backbones import Backbone
-
     func = "load_engine"
     if isinstance(engine, Engine):
         return engine
     check_choice(engine, "engine", func, ENGINES)
-    if not isinstance(backbone, Backbone):
+    # duck-typed: clusterclean.backbones imports this module (its "onnx" backbone runs here)
+    if not all(hasattr(backbone, a) for a in ("name", "model", "input_size", "onnx_file")):
         raise InvalidTypeError(
             f"The 'backbone' parameter of {func} must be a Backbone. "
             f"Got {type(backbone).__name__} instead."
@@ -483,14 +482,13 @@ def load_engine(
     if threads is not None:
         threads = check_int(threads, "threads", func, min_value=1)
     threads = threads or available_cores()
-    onnx_file = getattr(backbone, "onnx_file", None)
     if backbone.model is None:  # an ONNX-only backbone: nothing else can run it
         if engine == "torch":
             raise InvalidInputError(
                 f"Backbone {backbone.name!r} is an ONNX model and has no torch module; use "
                 "engine='onnxruntime' or 'auto'."
             )
-        return OnnxRuntimeEngine(onnx_file, threads=threads)
+        return OnnxRuntimeEngine(backbone.onnx_file, threads=threads)
     if engine == "torch":
         return TorchEngine(backbone.model)
     device = _module_device(backbone.model)

@@ -8,6 +8,7 @@ import json
 import logging
 
 import numpy as np
+import onnx
 import pandas as pd
 import pytest
 import skimage.data
@@ -16,7 +17,13 @@ from PIL import Image
 from tiny_model import save_tiny_torchscript
 
 from clusterclean import run
-from clusterclean.backbones import Backbone, load_backbone, save_random_weights
+from clusterclean.backbones import (
+    Backbone,
+    load_backbone,
+    load_onnx_backbone,
+    save_random_weights,
+)
+from clusterclean.cli import main
 from clusterclean.embed import embed_images, plan_workers
 from clusterclean.engine import (
     MIN_EXPORT_COSINE,
@@ -25,7 +32,7 @@ from clusterclean.engine import (
     export_onnx,
     load_engine,
 )
-from clusterclean.errors import EngineError, InvalidInputError
+from clusterclean.errors import ClustercleanError, EngineError, InvalidInputError
 from clusterclean.pipeline import RunConfig
 from clusterclean.synth import make_views
 from clusterclean.views import embed_views
@@ -229,7 +236,8 @@ def test_embedding_cache_keeps_engines_apart(photos, tmp_path):
     assert sorted(s["engine"] for s in setups) == ["onnxruntime", "torch"]
 
 
-def test_run_json_records_the_engine_that_ran(tmp_path):
+def _image_folder(tmp_path):
+    """Two subjects x three views as JPEG, and their labels table: (folder, labels path)."""
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(1)
@@ -241,9 +249,14 @@ def test_run_json_records_the_engine_that_ran(tmp_path):
             view.save(folder / f"s{s}_v{v}.jpg", quality=90)
             rows.append({"image": f"s{s}_v{v}.jpg", "hat": s})
     pd.DataFrame(rows).to_csv(tmp_path / "labels.csv", index=False)
+    return folder, tmp_path / "labels.csv"
+
+
+def test_run_json_records_the_engine_that_ran(tmp_path):
+    folder, labels = _image_folder(tmp_path)
     report = run(
         images=folder,
-        labels=tmp_path / "labels.csv",
+        labels=labels,
         out=tmp_path / "out",
         backbone="efficientnet_lite0",
         min_similarity=0.8,
@@ -253,3 +266,89 @@ def test_run_json_records_the_engine_that_ran(tmp_path):
     assert info["parameters"]["engine"] == "auto"
     assert info["embedding"]["engine"]["name"] == "onnxruntime"
     assert report.run_info["embedding"]["engine"]["name"] == "onnxruntime"
+
+
+# --------------------------------------------------------------------------- a user's ONNX model
+
+
+def _small_onnx_model(path) -> torch.nn.Module:
+    """A small random-weight convolutional net exported to ONNX at ``path`` (64x48 input,
+    dynamic batch, 16 features), the way a user would; returns the torch module."""
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 3, stride=2),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+    )
+    with torch.no_grad():  # non-trivial running statistics, so BatchNorm is tested too
+        net[1].running_mean.uniform_(-0.5, 0.5)
+        net[1].running_var.uniform_(0.5, 2.0)
+    net.eval()
+    torch.onnx.export(
+        net,
+        (torch.rand(2, 3, 64, 48),),
+        str(path),
+        input_names=["images"],
+        output_names=["features"],
+        dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+        opset_version=18,
+        dynamo=False,
+    )
+    return net
+
+
+def test_onnx_backbone_runs_a_users_model_with_torchs_vectors(photos, tmp_path):
+    net = _small_onnx_model(tmp_path / "model.onnx")
+    backbone = load_backbone("onnx", weights=tmp_path / "model.onnx")
+    assert (backbone.model, backbone.input_size, backbone.dim) == (None, (64, 48), 16)
+    assert backbone.transform.mean == (0.485, 0.456, 0.406)  # ImageNet unless told otherwise
+    got = embed_images(photos, backbone=backbone, num_workers=0, progress=False)
+    # the same module and the same transform, run by torch
+    mine = Backbone("mine", net, backbone.transform, backbone.dim, backbone.input_size)
+    want = embed_images(photos, backbone=mine, engine="torch", num_workers=0, progress=False)
+    assert cosines(got.vectors, want.vectors).min() >= MIN_EXPORT_COSINE
+    assert not np.allclose(got.vectors[0], got.vectors[1])  # the check has teeth
+    # the normalisation can be given, or carried by the file
+    other = load_onnx_backbone(tmp_path / "model.onnx", mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert (other.transform.mean, other.transform.std) == ((0.5,) * 3, (0.25,) * 3)
+    tagged = onnx.load(tmp_path / "model.onnx")
+    onnx.helper.set_model_props(tagged, {"mean": "0.5,0.5,0.5", "std": "0.25,0.25,0.25"})
+    onnx.save(tagged, tmp_path / "tagged.onnx")
+    carried = load_backbone("onnx", weights=tmp_path / "tagged.onnx").transform
+    assert (carried.mean, carried.std) == ((0.5,) * 3, (0.25,) * 3)
+    with pytest.raises(InvalidInputError, match="takes images of 64x48"):
+        load_backbone("onnx", weights=tmp_path / "model.onnx", input_size=(32, 32))
+    with pytest.raises(InvalidInputError, match="no torch module"):
+        load_engine(backbone, engine="torch")
+
+
+def test_onnx_backbone_in_a_run_records_onnxruntime(tmp_path):
+    _small_onnx_model(tmp_path / "model.onnx")
+    folder, labels = _image_folder(tmp_path)
+    report = run(
+        images=folder,
+        labels=labels,
+        backbone="onnx",
+        weights=tmp_path / "model.onnx",
+        min_similarity=0.8,
+        progress=False,
+    )
+    assert report.run_info["embedding"]["backbone"] == "onnx"
+    assert report.run_info["embedding"]["engine"]["name"] == "onnxruntime"
+    assert report.embeddings.dim == 16
+
+
+def test_a_bad_onnx_file_is_one_error_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not an ONNX model")
+    with pytest.raises(ClustercleanError) as info:
+        load_backbone("onnx", weights=bad)
+    assert str(bad) in str(info.value)
+    folder, labels = _image_folder(tmp_path)
+    argv = ["run", "--images", str(folder), "--labels", str(labels), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--backbone", "onnx", "--weights", str(bad)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "ONNX Runtime cannot load" in lines[0]
