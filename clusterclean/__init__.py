@@ -56,6 +56,7 @@ _EXPORTS = {
     "register_metric": "scoring",
     "find_mixed_components": "mixed",
     "split_mixed_components": "mixed",
+    "rank_label_issues": "trust",
     "find_pairs": "duplicates",
     "Report": "report",
     "write_report": "publish",

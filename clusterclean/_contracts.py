@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InvalidInputError, InvalidTypeError
+from ._validation import check_type
+from .errors import InvalidInputError
 
 __all__ = [
     "Dataset",
@@ -207,11 +208,9 @@ class Neighbors:
 
 def check_embeddings(embeddings: object, func: str) -> Embeddings:
     """``embeddings`` when it is an :class:`Embeddings`; else the library's TypeError."""
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
+    check_type(
+        embeddings, Embeddings, "embeddings", func, "an Embeddings (see clusterclean.as_embeddings)"
+    )
     return embeddings
 
 

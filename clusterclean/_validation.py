@@ -15,6 +15,19 @@ def _message(name: str, func: str, expected: str, value: object) -> str:
     return f"The {name!r} parameter of {func} must be {expected}. Got {value!r} instead."
 
 
+def check_type(value: object, types: type | tuple[type, ...], name: str, func: str, expected: str):
+    """Return ``value`` when it is an instance of ``types``, else raise naming what it is.
+
+    ``expected`` completes "must be ..." and may say where such a value comes from.
+    """
+    if not isinstance(value, types):
+        raise InvalidTypeError(
+            f"The {name!r} parameter of {func} must be {expected}. "
+            f"Got {type(value).__name__} instead."
+        )
+    return value
+
+
 def check_int(
     value: object,
     name: str,

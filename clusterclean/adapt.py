@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._contracts import Embeddings, VectorTransform
-from ._validation import check_float, check_int
+from ._contracts import Embeddings, VectorTransform, check_embeddings
+from ._validation import check_float, check_int, check_type
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare
 from .views import AugmentedViews
@@ -213,11 +213,9 @@ def load_adaptation(path: str | Path) -> Adaptation:
 
 
 def _check_views(views: object, embeddings: Embeddings, func: str) -> AugmentedViews:
-    if not isinstance(views, AugmentedViews):
-        raise InvalidTypeError(
-            f"The 'views' parameter of {func} must be AugmentedViews (see "
-            f"clusterclean.embed_views). Got {type(views).__name__} instead."
-        )
+    check_type(
+        views, AugmentedViews, "views", func, "AugmentedViews (see clusterclean.embed_views)"
+    )
     if views.vectors.ndim != 3 or views.vectors.shape[2] != embeddings.dim:
         raise InvalidInputError(
             f"The views have shape {views.vectors.shape} but the embeddings have dimension "
@@ -415,11 +413,7 @@ def fit_adaptation(
     Adaptation
     """
     func = "fit_adaptation"
-    if not isinstance(embeddings, Embeddings):
-        raise InvalidTypeError(
-            f"The 'embeddings' parameter of {func} must be an Embeddings (see "
-            f"clusterclean.as_embeddings). Got {type(embeddings).__name__} instead."
-        )
+    check_embeddings(embeddings, func)
     if views is not None:
         views = _check_views(views, embeddings, func)
     codes = None if groups is None else _group_codes(groups, len(embeddings), func)

@@ -49,8 +49,8 @@ from typing import Any
 import numpy as np
 
 from ._contracts import Embeddings, Neighbors, check_embeddings
-from ._validation import check_float, check_int
-from .errors import InvalidInputError, InvalidTypeError
+from ._validation import check_float, check_int, check_type
+from .errors import InvalidInputError
 from .group import Grouper, grouper_links
 from .options import Option, declare
 from .refine import Refinement
@@ -253,11 +253,13 @@ def _grouped_pairs(component_ids: np.ndarray) -> int:
 
 
 def _view_rows(views: AugmentedViews, n_images: int, func: str) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(views, AugmentedViews):
-        raise InvalidTypeError(
-            f"The 'views' parameter of {func} must be an AugmentedViews (see "
-            f"clusterclean.views.embed_views). Got {type(views).__name__} instead."
-        )
+    check_type(
+        views,
+        AugmentedViews,
+        "views",
+        func,
+        "an AugmentedViews (see clusterclean.views.embed_views)",
+    )
     rows = np.asarray(views.rows, dtype=np.int64)
     vectors = np.asarray(views.vectors, dtype=np.float32)
     if vectors.ndim != 3 or len(vectors) != len(rows) or vectors.shape[1] < 1:

@@ -83,7 +83,21 @@ def _print_summary(report, extra_lines: Sequence[str] = ()) -> None:
         f"inconsistent components (any attribute disagrees): {s['inconsistent_components']}",
         "flagged components: "
         + (", ".join(f"{k}={v}" for k, v in s["flagged_components"].items()) or "none"),
-        f"suspected wrong label cells: {s['label_issues']}",
+        f"suspected wrong label cells: {s['label_issues']}"
+        + (
+            f" ({s['flagged_label_issues']} flagged at confidence >= {s['min_confidence']:g}: "
+            "review those first, label_issues.parquet is ranked by confidence)"
+            if s["flagged_label_issues"] is not None
+            else ""
+        ),
+        *(
+            [
+                "images grouped with another identity (grouping problems, not label errors): "
+                f"{s['grouping_issues']}"
+            ]
+            if s["grouping_issues"]
+            else []
+        ),
         "attributes treated as per-image (not scored): "
         + (", ".join(s["per_image_attributes"]) or "none"),
         f"components split as possibly two people: {s['possibly_two_people']}",
@@ -221,11 +235,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     recall = result.n_found / result.n_planted if result.n_planted else 0.0
     precision = result.n_found / result.n_flagged if result.n_flagged else 0.0
+    confident = result.n_found_confident / result.n_confident if result.n_confident else 0.0
     _print_summary(
         result.report,
         [
             f"planted disagreements found: {result.n_found} of {result.n_planted} "
-            f"(recall {recall:.2f}, precision {precision:.2f})"
+            f"(recall {recall:.2f}, precision {precision:.2f})",
+            f"  among the flagged cells (is_flagged): {result.n_found_confident} of "
+            f"{result.n_confident} are planted (precision {confident:.2f})",
         ],
     )
     return 0
@@ -506,6 +523,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         extra = ""
         if row.method != "label_issues":
             extra = f", clean cells removed {int(row.n_clean_removed)}"
+        elif hasattr(row, "flagged_f1"):
+            extra = (
+                f"; flagged (confidence >= min_confidence) {row.flagged_precision:.3f} / "
+                f"{row.flagged_recall:.3f} / {row.flagged_f1:.3f}"
+            )
         lines.append(
             f"  {row.method:<13} {row.attributes:<10} {row.precision:.3f} / {row.recall:.3f} / "
             f"{row.f1:.3f}{extra}"

@@ -1114,7 +1114,10 @@ def _load_peta_archive(base: Path, labels_files: list[Path]) -> Dataset:
         subset = labels_file.parent.parent.name
         persons: dict[str, tuple[str, list[str], int]] = {}
         text = labels_file.read_text(encoding="utf-8", errors="replace")
-        for line_number, line in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" (or "\r\n") only: str.splitlines() would also end one at
+        # \x85 or U+2028, cutting a person's attributes in two and numbering lines
+        # differently from every editor.
+        for line_number, line in enumerate(text.split("\n"), start=1):
             tokens = line.split()
             if not tokens:
                 continue

@@ -35,6 +35,8 @@ class DemoResult:
     n_planted, n_found, n_flagged : int
         Planted cells, planted cells among the suspected label issues, and
         suspected label issues in all.
+    n_found_confident, n_confident : int
+        The same two counts for the cells ``is_flagged`` (confidence >= min_confidence).
     """
 
     report: Report
@@ -42,12 +44,17 @@ class DemoResult:
     n_planted: int
     n_found: int
     n_flagged: int
+    n_found_confident: int = 0
+    n_confident: int = 0
 
 
-def _issue_cells(report: Report) -> set[tuple[str, str]]:
-    """Suspected cells as (image_id, attribute), one-hot task columns mapped to their task."""
+def _issue_cells(report: Report, *, confident: bool = False) -> set[tuple[str, str]]:
+    """Suspected cells as (image_id, attribute), one-hot task columns mapped to their task;
+    only the ``is_flagged`` ones when ``confident``."""
     to_task = {col: task for task, cols in report.dataset.tasks.items() for col in cols}
     issues = report.label_issues
+    if confident:
+        issues = issues[issues["is_flagged"]]
     return {
         (str(i), to_task.get(a, a))
         for i, a in zip(issues["image_id"], issues["attribute"], strict=True)
@@ -82,10 +89,13 @@ def run_demo(
         for i, a in zip(data.planted["image_id"], data.planted["attribute"], strict=True)
     }
     flagged = _issue_cells(report)
+    confident = _issue_cells(report, confident=True)
     return DemoResult(
         report=report,
         planted=data.planted,
         n_planted=len(planted),
         n_found=len(planted & flagged),
         n_flagged=len(flagged),
+        n_found_confident=len(planted & confident),
+        n_confident=len(confident),
     )

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
-from ._validation import check_float
+from ._validation import check_float, check_type
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare, defaults
 
@@ -357,11 +357,7 @@ def find_duplicates(
     func = "find_duplicates"
     min_similarity = check_float(min_similarity, "min_similarity", func, low=-1.0, high=1.0)
     priority = _check_split_priority(split_priority, func)
-    if not isinstance(pairs, pd.DataFrame):
-        raise InvalidTypeError(
-            f"The 'pairs' parameter of {func} must be a pandas DataFrame from find_pairs. "
-            f"Got {type(pairs).__name__} instead."
-        )
+    check_type(pairs, pd.DataFrame, "pairs", func, "a pandas DataFrame from find_pairs")
     started = time.perf_counter()
     if hashes is None:
         paths = (

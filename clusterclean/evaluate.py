@@ -812,7 +812,9 @@ def evaluate_cleaning(
     3. every strategy of :func:`clusterclean.strategies.clean_labels` with its
        default options;
     4. measures: :func:`grouping_scores` (when a ``group`` column is known),
-       :func:`detection_scores` of ``label_issues``, :func:`cleaning_scores`
+       :func:`detection_scores` of ``label_issues`` (every suspected cell, and as
+       ``flagged_precision`` / ``flagged_recall`` / ``flagged_f1`` the ``is_flagged``
+       ones), :func:`cleaning_scores`
        of each strategy, per attribute group; and, when ``probe`` and the
        labels have ``train`` and ``test`` splits, :func:`probe_f1` of probes
        trained on raw / oracle / cleaned train labels and scored on the true
@@ -881,10 +883,20 @@ def evaluate_cleaning(
     rows = []
     for name, columns in groups.items():
         names = sorted({task_of.get(c, c) for c in columns})
+        issues = report.label_issues
         found = detection_scores(
-            report.label_issues, noisy_labels.planted, tasks=dataset.tasks, attributes=names
+            issues, noisy_labels.planted, tasks=dataset.tasks, attributes=names
         )
-        rows.append({"method": "label_issues", "attributes": name, **found})
+        row = {"method": "label_issues", "attributes": name, **found}
+        if "is_flagged" in issues.columns:  # the confident cells: what a user reviews first
+            flagged = detection_scores(
+                issues[issues["is_flagged"]],
+                noisy_labels.planted,
+                tasks=dataset.tasks,
+                attributes=names,
+            )
+            row.update({f"flagged_{k}": flagged[k] for k in ("precision", "recall", "f1")})
+        rows.append(row)
     cleaned = {}
     for strategy in strategies:
         result = clean_labels(report, strategy=strategy)

@@ -13,6 +13,9 @@ How a graph is made, in the order applied:
    ``rerank``, made relative (:func:`clusterclean.graph.scale_locally`) with
    ``n_local``; a pair's score is the higher of its two listings, or with
    ``mutual`` the lower (both must list each other);
+   with ``label_penalty`` > 0 the labels are evidence too (:meth:`Grouper.weigh_labels`):
+   a pair's score loses ``label_penalty × max(0, d − label_tolerance)``, ``d`` the
+   number of identity attributes both images have labelled and that differ;
 2. *the cut*: pairs whose score is at least ``min_similarity`` are edges, and
    their ``similarity`` column is the plain cosine of the unrefined vectors;
    edges below the cosine floor ``min_cosine`` are dropped;
@@ -55,6 +58,7 @@ __all__ = [
     "Links",
     "Grouper",
     "link_neighbors",
+    "label_disagreements",
     "components_per_cut",
 ]
 
@@ -111,6 +115,23 @@ OPTIONS = declare(
         "n_local",
         0,
         "scale similarities relative to this many nearest neighbours (0 = off)",
+        "int",
+        low=0,
+    ),
+    Option(
+        "label_penalty",
+        0.15,
+        "labels as evidence: subtract this much from a pair's link similarity for each "
+        "attribute the two images' labels disagree on beyond label_tolerance (0 = off)",
+        "float",
+        low=0.0,
+        high=1.0,
+    ),
+    Option(
+        "label_tolerance",
+        2,
+        "attributes two images of one identity may disagree on before label_penalty applies "
+        "(so a single wrong label never separates them)",
         "int",
         low=0,
     ),
@@ -250,7 +271,8 @@ class Grouper:
 
         ``neighbors`` were searched on ``embeddings`` (e.g. the refined vectors);
         ``cosine_of`` holds the same images in the space whose cosine the tables
-        report (default ``embeddings``).
+        report (default ``embeddings``). The labels are not used here
+        (:meth:`weigh_labels` adds them).
         """
         embeddings = check_embeddings(embeddings, func)
         reference = embeddings if cosine_of is None else check_embeddings(cosine_of, func)
@@ -285,6 +307,25 @@ class Grouper:
         cosines = cosine_of_pairs(reference, rows, scored.indices.ravel())
         lists = Neighbors(scored.indices, cosines.reshape(scored.indices.shape))
         return Links(n_images=len(embeddings), neighbors=lists, pairs=pairs)
+
+    def weigh_labels(self, links: Links, labels: np.ndarray) -> Links:
+        """The links with the labels as evidence (``label_penalty``; unchanged when 0).
+
+        ``link' = link − label_penalty × max(0, d − label_tolerance)``, ``d`` from
+        :func:`label_disagreements` over the columns of ``labels`` (n_images ×
+        n_attributes, 0/1, NaN = unknown). Pass only the attributes that describe
+        an identity: one that legitimately varies between images of one person
+        (``find_varying_attributes``) is no evidence against linking them.
+        """
+        o = self.options
+        if o.label_penalty == 0:
+            return links
+        pairs = links.pairs
+        src, dst = pairs["src"].to_numpy(), pairs["dst"].to_numpy()
+        excess = np.maximum(label_disagreements(labels, src, dst) - o.label_tolerance, 0)
+        link = pairs["link"].to_numpy()
+        weighed = pairs.assign(link=(link - o.label_penalty * excess).astype(link.dtype))
+        return Links(n_images=links.n_images, neighbors=links.neighbors, pairs=weighed)
 
     def search_and_link(
         self, embeddings: Embeddings, *, cosine_of: Embeddings | None = None
@@ -332,6 +373,17 @@ class Grouper:
                 shape=(links.n_images, links.n_images),
             )
             yield connected_components(graph, directed=False)[1]
+
+
+def label_disagreements(labels: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """For each pair, the number of attributes both images have labelled and that differ.
+
+    ``d(i, j) = Σ_a [y_ia known] [y_ja known] [y_ia ≠ y_ja]`` over the columns of
+    ``labels`` (NaN = unknown), as int32.
+    """
+    labels = np.asarray(labels, dtype=np.float32)
+    a, b = labels[src], labels[dst]
+    return ((a != b) & ~np.isnan(a) & ~np.isnan(b)).sum(axis=1).astype(np.int32)
 
 
 def link_neighbors(

@@ -300,6 +300,12 @@ def _summary(report: Report) -> str:
         ("suspected wrong label cells", _num(len(issues))),
         ("images with a suspected wrong label", _num(int(issues["image_id"].nunique()))),
     ]
+    if "is_flagged" in issues.columns:  # reports written before the trust stage lack it
+        rows.append(
+            ("cells flagged with confidence (review first)", _num(issues["is_flagged"].sum()))
+        )
+    if report.grouping_issues is not None:
+        rows.append(("images grouped with another identity", _num(len(report.grouping_issues))))
     near = _near_pairs(report)
     dup_rows = []
     dup_rows.append(
@@ -621,6 +627,46 @@ def _mixed_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
     )
 
 
+def _grouping_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
+    """Images whose many minority labels say they were grouped with another identity."""
+    issues = report.grouping_issues
+    if issues is None:
+        return (
+            '<p id="grouping">This report was written before grouping problems were told apart.</p>'
+        )
+    if issues.empty:
+        off = report.run_info.parameters.get("min_grouping_attributes") is None
+        why = " (off: min_grouping_attributes is none)" if off else ""
+        return f'<p id="grouping">No image was reported as grouped with another identity{why}.</p>'
+    issues, note = _capped(issues, max_rows, "images")
+    images = report.images
+    sizes = images.groupby("component_id")["image_id"].size()
+    others = images.drop_duplicates("component_id").set_index("component_id")["image_id"]
+    rows = []
+    for row in issues.itertuples():
+        component = int(row.component_id)
+        other = others.get(component)
+        if other == row.image_id:  # show another member than the image itself
+            members = images.loc[images["component_id"] == component, "image_id"]
+            other = next((m for m in members if m != row.image_id), None)
+        rows.append(
+            (
+                _image_cell(row.image_id, None, lookup, thumbs),
+                (_image_cell(other, None, lookup, thumbs) if other is not None else "")
+                + f"<div>component {component}: {int(sizes.get(component, 0))} images</div>",
+                _num(row.n_disagreeing_attributes),
+                _e(", ".join(str(a) for a in row.disagreeing_attributes)),
+            )
+        )
+    header = ("image", "its component", "attributes in the minority", "which")
+    return (
+        '<div id="grouping"><p>Each image below disagrees with its component on many '
+        "attributes at once: more likely another person grouped in by the embedding than as "
+        "many annotator mistakes. Its cells are not reported as label errors; check the "
+        "grouping (grouping_issues.parquet).</p>" + note + _table(header, rows, raw=True) + "</div>"
+    )
+
+
 def _image_cell(image_id: str, split: Any, lookup: _Lookup, thumbs: _Thumbnails) -> str:
     path = lookup.paths.get(image_id)
     split_text = f"<br>{_e(split)}" if _known(split) else ""
@@ -745,6 +791,8 @@ def render_html(
         + _per_image_section(report)
         + '<h2 id="mixed-title">Possibly two people</h2>'
         + _mixed_section(report, lookup, thumbs, max_rows)
+        + '<h2 id="grouping-title">Grouped with another identity</h2>'
+        + _grouping_section(report, lookup, thumbs, max_rows)
         + '<h2 id="gallery-title">Worst components</h2>'
         + _gallery(
             report, lookup, thumbs, sort_by=sort_by, n_gallery=n_gallery, max_images=max_images

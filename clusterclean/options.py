@@ -8,7 +8,7 @@ come
   (:func:`make_options`: fields, defaults, the docstring, the checks);
 * the CLI flags with their help, choices and defaults (:func:`add_flags`);
 * ``run.json``'s ``parameters`` (the RunConfig fields) and ``docs/options.md``
-  (:func:`markdown_table`).
+  and the README's option tables (:func:`markdown_table`, :func:`fill_option_tables`).
 
 ``tests/test_options.py`` fails when a flag, a default or a doc line disagrees with
 its declaration.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "add_flags",
     "markdown_table",
     "options_page",
+    "fill_option_tables",
     "csv_list",
 ]
 
@@ -341,3 +343,26 @@ def options_page(options: Sequence[Option]) -> str:
         parts.append(f"## {stage}\n")
         parts.append(markdown_table(members))
     return "\n".join(parts)
+
+
+#: A generated block in a Markdown page: ``<!-- options: group, calibrate -->``,
+#: the table of those stages' options, then ``<!-- /options -->``.
+_BLOCK = re.compile(r"(<!-- options: ([a-z_, ]+) -->\n)(.*?)(<!-- /options -->)", re.DOTALL)
+
+
+def fill_option_tables(text: str, options: Sequence[Option]) -> str:
+    """Fill every ``<!-- options: stage, ... -->`` block of ``text`` from the declarations.
+
+    The README's option tables are these blocks, so a default or a help line is
+    typed once, in its declaration (``python scripts/write_options_doc.py``).
+    """
+
+    def table(match: re.Match) -> str:
+        stages = [s.strip() for s in match.group(2).split(",")]
+        unknown = sorted(set(stages) - {o.stage for o in options})
+        if unknown:
+            raise ValueError(f"no option is declared by stage(s) {unknown}")
+        members = [o for o in options if o.stage in stages]
+        return match.group(1) + markdown_table(members) + match.group(4)
+
+    return _BLOCK.sub(table, text)

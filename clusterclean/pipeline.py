@@ -28,6 +28,7 @@ from . import group as group_stage
 from . import mixed as mixed_stage
 from . import refine as refine_stage
 from . import scoring as score_stage
+from . import trust as trust_stage
 from ._contracts import Dataset, Embeddings, Neighbors
 from .components import component_edge_stats
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
@@ -48,6 +49,7 @@ from .report import (
 )
 from .run_record import RunRecord
 from .scoring import find_varying_attributes, score_components
+from .trust import rank_label_issues
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .adapt import Adaptation
@@ -89,6 +91,7 @@ RUN_OPTIONS = (
     *calibrate_stage.OPTIONS,
     *mixed_stage.OPTIONS,
     *score_stage.OPTIONS,
+    *trust_stage.OPTIONS,
     *duplicates_stage.OPTIONS,
     SEED,
 )
@@ -363,8 +366,9 @@ def finish_run(
     """The stages after the search, with which :func:`run`,
     :func:`~clusterclean.distributed.run_distributed` and
     :func:`~clusterclean.incremental.add_images` all end: group (with the calibration
-    when ``min_similarity="auto"``), split mixed components, score, duplicates, the
-    record, and the folder written to ``out`` (already checked) when given.
+    when ``min_similarity="auto"``), split mixed components, score, trust (the
+    confidence of each suspected cell, :func:`~clusterclean.trust.rank_label_issues`),
+    duplicates, the record, and the folder written to ``out`` (already checked) when given.
 
     ``neighbors`` are the kNN lists of ``prepared.refined``; ``timings`` collects the
     seconds per stage (the caller's earlier stages in it are kept).
@@ -385,8 +389,15 @@ def finish_run(
         neighbors, edges = links.neighbors, links.edges(min_similarity)
     with _timed(timings, "components"):
         component_ids = grouper.components(edges, dataset.n_images)
-    with _timed(timings, "scores"):
+        # The per-image attributes are found on the grouping by the vectors alone, so
+        # the labels weighed as evidence below are the identity attributes only.
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
+        if config.label_penalty > 0:
+            identity = [i for i, a in enumerate(dataset.attributes) if a not in excluded]
+            links = grouper.weigh_labels(links, dataset.labels[:, identity])
+            edges = links.edges(min_similarity)
+            component_ids = grouper.components(edges, dataset.n_images)
+    with _timed(timings, "scores"):
         component_ids, mixed, mixed_info = _split_mixed(
             component_ids, dataset, refined, excluded, config
         )
@@ -412,6 +423,15 @@ def finish_run(
         )
         pairs = find_pairs(edges, dataset)
         images_table = _images_table(dataset, scores.images, neighbors)
+    with _timed(timings, "trust"):
+        trust = rank_label_issues(
+            scores.label_issues,
+            images_table,
+            components,
+            scores.component_attributes,
+            **values_of(trust_stage.OPTIONS, config),
+        )
+        components["n_label_issues"] = trust.n_label_issues(len(components))
     with _timed(timings, "duplicates"):
         duplicates = find_duplicates(dataset, pairs, min_similarity=config.min_duplicate_similarity)
 
@@ -428,7 +448,9 @@ def finish_run(
             "components_multi": int((sizes >= 2).sum()),
             "largest_component": int(sizes.max()) if len(sizes) else 0,
             "edges": len(edges),
-            "label_issues": len(scores.label_issues),
+            "label_issues": len(trust.label_issues),
+            "flagged_label_issues": int(trust.label_issues["is_flagged"].sum()),
+            "grouping_issues": len(trust.grouping_issues),
             "duplicates": duplicate_counts(duplicates),
             "flagged_components": {
                 c: int(components[c].sum())
@@ -456,7 +478,8 @@ def finish_run(
         images=images_table,
         components=components,
         component_attributes=scores.component_attributes,
-        label_issues=scores.label_issues,
+        label_issues=trust.label_issues,
+        grouping_issues=trust.grouping_issues,
         pairs=pairs,
         duplicates=duplicates,
         skipped=skipped,
@@ -843,6 +866,12 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         "inconsistent_components": int((multi["n_disagreeing_attributes"] > 0).sum()),
         "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
         "label_issues": len(report.label_issues),
+        # None on a report written before the trust stage (no confidence column)
+        "flagged_label_issues": int(report.label_issues["is_flagged"].sum())
+        if "is_flagged" in report.label_issues.columns
+        else None,
+        "min_confidence": report.run_info.parameters.get("min_confidence"),
+        "grouping_issues": None if report.grouping_issues is None else len(report.grouping_issues),
         "top_attributes": [(str(a), int(n)) for a, n in disagree.items()],
         "possibly_two_people": int(report.run_info.mixed_components.get("count", 0)),
         "duplicates": duplicate_counts(report.duplicates),

@@ -123,6 +123,28 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "minority_fraction": ("float64", "m_a of the attribute in the component"),
         "agreement": ("float64", "share of the component's labelled images with the same value"),
         "score": ("float64", "1 - agreement"),
+        "confidence": (
+            "float64",
+            "estimated probability that the cell is wrong (clusterclean.trust: a logistic "
+            "model fitted on the benchmark suite); the table is ranked by it, highest first",
+        ),
+        "is_flagged": (
+            "bool",
+            "confidence >= min_confidence (run.json parameters): the cells to review first",
+        ),
+    },
+    "grouping_issues": {
+        "image_id": ("string", "image in its component's minority on many attributes at once"),
+        "component_id": ("int32", "the component it was grouped into"),
+        "n_disagreeing_attributes": (
+            "int64",
+            "attributes on which it is in the minority (>= min_grouping_attributes)",
+        ),
+        "disagreeing_attributes": (
+            "list<string>",
+            "those attributes: more likely another identity grouped in than as many label "
+            "errors; its cells are not in label_issues",
+        ),
     },
     "pairs": {
         "image_id_a": ("string", "first image of the pair (lower row)"),
@@ -231,6 +253,10 @@ class Report:
         Images that could not be read and were left out (``skipped.parquet``).
     additions : DataFrame or None
         New images against a base report (``additions.parquet``, ``run --add``).
+    grouping_issues : DataFrame or None
+        Images split off as grouping problems by the trust stage
+        (``grouping_issues.parquet``, :mod:`clusterclean.trust`); None on a report
+        written before that stage existed.
     refinement : clusterclean.refine.Refinement or None
         The whitening fitted on the run's embeddings (``refinement.npz``).
     adaptation : clusterclean.adapt.Adaptation or None
@@ -254,6 +280,7 @@ class Report:
     neighbors: Neighbors | None = None
     skipped: pd.DataFrame | None = None
     additions: pd.DataFrame | None = None
+    grouping_issues: pd.DataFrame | None = None
     refinement: Any = None
     adaptation: Any = None
     run_info: RunRecord = field(default_factory=RunRecord)
@@ -629,7 +656,7 @@ _REQUIRED_TABLES = (
     "pairs",
     "edges",
 )
-_OPTIONAL_TABLES = ("duplicates", "skipped", "additions")
+_OPTIONAL_TABLES = ("duplicates", "skipped", "additions", "grouping_issues")
 #: Columns a reader relies on, checked on read (the manifest records the full list).
 _KEY_COLUMNS = {
     "dataset": ("image_id", "labels"),
@@ -637,6 +664,7 @@ _KEY_COLUMNS = {
     "components": ("component_id", "size"),
     "component_attributes": ("component_id", "attribute"),
     "label_issues": ("image_id", "component_id", "attribute"),
+    "grouping_issues": ("image_id", "component_id"),
     "pairs": ("image_id_a", "image_id_b"),
     "edges": ("src", "dst", "similarity"),
     "embeddings": ("image_id", "embedding"),
@@ -648,17 +676,25 @@ def _run_id(tables: dict[str, Any]) -> str:
     """A digest of what identifies a run: its labels, its grouping and its findings.
 
     Derived from content (not drawn at random), so identical runs write identical
-    bytes; the tables it covers are the ones identical across thread counts.
+    bytes; the tables it covers are the ones identical across thread counts. Of
+    ``label_issues`` it covers the cells found, in image and attribute order, not
+    their ``confidence``: that follows the vectors (``centroid_similarity``), whose
+    last bits depend on the thread count of the embedding model, and so does the
+    confidence order of the rows.
     """
     import hashlib
 
     import pyarrow as pa
 
     digest = hashlib.blake2b(digest_size=12)
+    issues = tables["label_issues"]
+    found = [c for c in issues.column_names if c not in ("confidence", "is_flagged")]
     parts = {
         "dataset": tables["dataset"],
         "component_attributes": tables["component_attributes"],
-        "label_issues": tables["label_issues"],
+        "label_issues": issues.select(found).sort_by(
+            [("image_id", "ascending"), ("attribute", "ascending")]
+        ),
         "images": tables["images"].select(["image_id", "component_id"]),
     }
     for name, table in parts.items():
@@ -688,9 +724,10 @@ def write_report_folder(
     Files: ``dataset.parquet`` (the labels as scored), ``images.parquet``,
     ``components.parquet``, ``component_attributes.parquet``,
     ``label_issues.parquet``, ``pairs.parquet``, ``edges.parquet``,
-    ``embeddings.parquet`` (when there are embeddings), ``neighbors.parquet``
-    (the kNN lists, when given), ``duplicates.parquet``
-    (when duplicates were computed), ``run.json`` and ``report.html``.
+    ``grouping_issues.parquet`` (when the trust stage ran), ``embeddings.parquet``
+    (when there are embeddings), ``neighbors.parquet`` (the kNN lists, when given),
+    ``duplicates.parquet`` (when duplicates were computed), ``run.json`` and
+    ``report.html``.
 
     ``run.json`` carries the run's id (also in every table's Parquet metadata)
     and a manifest of every other file with its size and BLAKE2b digest: the

@@ -75,7 +75,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, check_type
 from .dataset import SPLITS
 from .errors import InvalidInputError, InvalidTypeError
 from .report import Report, write_table
@@ -790,11 +790,7 @@ def clean_labels(
     """
     func = "clean_labels"
     started = time.perf_counter()
-    if not isinstance(report, Report):
-        raise InvalidTypeError(
-            f"The 'report' parameter of {func} must be a Report (from run() or read_report()). "
-            f"Got {type(report).__name__} instead."
-        )
+    check_type(report, Report, "report", func, "a Report (from run() or read_report())")
     strategy = check_choice(strategy, "strategy", func, STRATEGIES)
     metric = check_choice(metric, "metric", func, METRICS)
     min_component_size = check_int(min_component_size, "min_component_size", func, min_value=1)

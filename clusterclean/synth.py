@@ -31,9 +31,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ._validation import check_float, check_int
+from ._validation import check_float, check_int, check_type
 from .atomic import write_bytes
-from .errors import InvalidInputError, InvalidTypeError, MissingDependencyError
+from .errors import InvalidInputError, MissingDependencyError
 
 __all__ = [
     "NOISE_KINDS",
@@ -201,16 +201,14 @@ def make_views(
     list of PIL.Image.Image
         ``n_views`` RGB images of size ``size``, already JPEG-decoded.
     """
-    if not isinstance(image, Image.Image):
-        raise InvalidTypeError(
-            f"The 'image' parameter of make_views must be a PIL.Image.Image; "
-            f"got {type(image).__name__}."
-        )
-    if not isinstance(rng, np.random.Generator):
-        raise InvalidTypeError(
-            "The 'rng' parameter of make_views must be a numpy.random.Generator "
-            f"(np.random.default_rng(seed)); got {type(rng).__name__}."
-        )
+    check_type(image, Image.Image, "image", "make_views", "a PIL.Image.Image")
+    check_type(
+        rng,
+        np.random.Generator,
+        "rng",
+        "make_views",
+        "a numpy.random.Generator (np.random.default_rng(seed))",
+    )
     n_views = check_int(n_views, "n_views", "make_views", min_value=1)
     size = _check_size(size, "make_views")
     base = image.convert("RGB")
@@ -355,11 +353,7 @@ def inject_noise(
         attribute order.
     """
     func = "inject_noise"
-    if not isinstance(labels, pd.DataFrame):
-        raise InvalidTypeError(
-            f"The 'labels' parameter of {func} must be a pandas.DataFrame; "
-            f"got {type(labels).__name__}."
-        )
+    check_type(labels, pd.DataFrame, "labels", func, "a pandas.DataFrame")
     if kind not in NOISE_KINDS:
         raise InvalidInputError(
             f"The 'kind' parameter of {func} must be one of {list(NOISE_KINDS)}. "

@@ -23,8 +23,17 @@ reported in the README come from other seeds (``run --seeds 1``).
 every option at its default, an embedding cache so that reruns do not re-embed),
 then the baseline in the same run: plain FAISS kNN on the same backbone vectors,
 the best cut of a grid chosen with the truth (an oracle), and the minority rule.
-It prints one table per dataset -- pair P/R/F1, suspected-cell P/R/F1,
-precision@100, seconds -- and writes ``suite.json`` and ``suite.md``.
+It prints one table per dataset -- pair P/R/F1, P/R/F1 of the flagged cells
+(``is_flagged``), precision@100, seconds -- then precision@k and the precision /
+recall curve over ``confidence`` cuts, and writes ``suite.json`` and ``suite.md``.
+``--config NAME=VALUE`` (repeatable) sets a run option, e.g. ``min_confidence=0.5``.
+
+``measure`` reads reports a ``run`` already wrote (``--work``) and measures them again,
+adding the trust stage (:func:`clusterclean.trust.rank_label_issues`, with ``--config``'s
+``min_confidence`` / ``min_grouping_attributes``) to reports written before it existed::
+
+    .venv/bin/python scripts/suite.py measure --root benchmarks/suite --work \
+        benchmarks/suite-work --seeds 1 --datasets fashion_mild,two_styles,photo_digits
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import argparse
 import io
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -50,6 +60,7 @@ from clusterclean.synth import (
 )
 
 logger = logging.getLogger("suite")
+ROOT = Path(__file__).resolve().parents[1]
 
 DATASETS = ("fashion_mild", "crowd_strong", "two_styles", "photo_digits")
 UPPER_BODY = (0, 2, 4, 6)  # T-shirt, pullover, coat, shirt: one silhouette family
@@ -274,14 +285,50 @@ def make_dataset(name: str, seed: int, out: Path) -> dict:
 # --------------------------------------------------------------------------- measure
 
 
+PRECISION_AT = (50, 100, 200, 500)
+CURVE_CUTS = tuple(round(c, 2) for c in np.arange(0.05, 1.0, 0.05))
+
+
+def confidence_curve(issues: pd.DataFrame, planted: pd.DataFrame) -> list[dict]:
+    """Precision / recall of the cells with confidence >= each cut of CURVE_CUTS."""
+    from clusterclean.evaluate import detection_scores
+
+    rows = []
+    for cut in CURVE_CUTS:
+        found = detection_scores(issues[issues["confidence"] >= cut], planted)
+        rows.append(
+            {
+                "cut": float(cut),
+                "n_flagged": found["n_flagged"],
+                "precision": found["precision"],
+                "recall": found["recall"],
+                "f1": found["f1"],
+            }
+        )
+    return rows
+
+
 def measure(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
     from clusterclean.evaluate import detection_scores, grouping_scores, precision_at_k
 
     groups = truth.set_index("image").loc[report.dataset.ids.astype(str), "group"].to_numpy()
     grouping = grouping_scores(report.images["component_id"].to_numpy(), groups)
     issues = report.label_issues  # ranked by confidence when the trust step ran
-    flagged = issues[issues["is_flagged"]] if "is_flagged" in issues.columns else issues
+    trusted = "is_flagged" in issues.columns
+    flagged = issues[issues["is_flagged"]] if trusted else issues
     cells = detection_scores(flagged, planted)
+    every = detection_scores(issues, planted)
+    extra = {}
+    if trusted:
+        extra = {
+            **{f"precision_at_{k}": precision_at_k(issues, planted, k) for k in PRECISION_AT},
+            "all_cells_precision": every["precision"],
+            "all_cells_recall": every["recall"],
+            "n_grouping_issues": 0
+            if report.grouping_issues is None
+            else len(report.grouping_issues),
+            "curve": confidence_curve(issues, planted),
+        }
     return {
         "pair_precision": grouping["pair_precision"],
         "pair_recall": grouping["pair_recall"],
@@ -292,6 +339,7 @@ def measure(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
         "n_flagged": cells["n_flagged"],
         "n_planted": cells["n_planted"],
         "precision_at_100": precision_at_k(issues, planted, 100),
+        **extra,
     }
 
 
@@ -322,7 +370,7 @@ def baseline(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
     return best
 
 
-def run_dataset(folder: Path, work: Path) -> dict:
+def run_dataset(folder: Path, work: Path, config: dict | None = None) -> dict:
     import clusterclean as cc
 
     truth = pd.read_csv(folder / "truth.csv")
@@ -335,12 +383,74 @@ def run_dataset(folder: Path, work: Path) -> dict:
         cache_dir=work / "cache",
         backbone="efficientnet_lite0",  # the offline backbone; every other option default
         progress=False,
+        **(config or {}),
     )
     seconds = time.perf_counter() - started
     row = dict(measure(report, truth, planted), seconds=round(seconds, 1))
     row["baseline"] = baseline(report, truth, planted)
     row["n_images"] = report.dataset.n_images
     return row
+
+
+def measure_saved(folder: Path, report_dir: Path, config: dict | None = None) -> dict:
+    """``measure`` of a report already written, with the trust stage added when it lacks it."""
+    from dataclasses import replace
+
+    from clusterclean.report import read_report
+    from clusterclean.trust import OPTIONS, rank_label_issues
+
+    report = read_report(report_dir, load_embeddings=False)
+    if "confidence" not in report.label_issues.columns:
+        names = {o.name for o in OPTIONS}
+        trust = rank_label_issues(
+            report.label_issues,
+            report.images,
+            report.components,
+            report.component_attributes,
+            **{k: v for k, v in (config or {}).items() if k in names},
+        )
+        report = replace(
+            report, label_issues=trust.label_issues, grouping_issues=trust.grouping_issues
+        )
+    truth = pd.read_csv(folder / "truth.csv")
+    planted = pd.read_csv(folder / "planted.csv")
+    return dict(measure(report, truth, planted), n_images=report.dataset.n_images)
+
+
+def curve_markdown(results: dict) -> str:
+    """Precision@k and the P/R curve over confidence, one block per dataset."""
+    lines = []
+    for key, row in results.items():
+        if "curve" not in row:
+            continue
+        at = ", ".join(f"P@{k} {_fmt(row[f'precision_at_{k}'])}" for k in PRECISION_AT)
+        lines += [
+            f"**{key}**: every suspected cell P {_fmt(row['all_cells_precision'])} / R "
+            f"{_fmt(row['all_cells_recall'])}; {at}; grouping issues "
+            f"{row['n_grouping_issues']}",
+            "",
+            "| confidence >= | flagged | precision | recall | F1 |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {c['cut']:.2f} | {c['n_flagged']} | {_fmt(c['precision'])} | "
+            f"{_fmt(c['recall'])} | {_fmt(c['f1'])} |"
+            for c in row["curve"]
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _config(items: list[str]) -> dict:
+    """``NAME=VALUE`` pairs: VALUE read as JSON (numbers, true, null), else as text."""
+    config = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        try:
+            config[name] = json.loads(text)
+        except ValueError:
+            config[name] = text
+    return config
 
 
 def _fmt(value) -> str:
@@ -364,11 +474,27 @@ def markdown(results: dict) -> str:
     ]
     for key, row in results.items():
         name, seed = key.rsplit("@", 1)
-        for label, values in (("default", row), ("baseline", row["baseline"])):
+        runs = [("default", row)] + ([("baseline", row["baseline"])] if "baseline" in row else [])
+        for label, values in runs:
             cells = " | ".join(_fmt(values[c]) for c in columns)
-            extra = _fmt(row["seconds"]) if label == "default" else f"cut {values['cut']}"
+            extra = _fmt(row.get("seconds", "")) if label == "default" else f"cut {values['cut']}"
             lines.append(f"| {name} | {seed} | {label} | {row['n_images']} | {cells} | {extra} |")
     return "\n".join(lines) + "\n"
+
+
+#: A README block filled from a suite JSON file: ``<!-- suite: docs/suite/x.json -->``,
+#: the table, ``<!-- /suite -->`` (``python scripts/suite.py readme``).
+README_BLOCK = re.compile(r"(<!-- suite: (\S+) -->\n)(.*?)(<!-- /suite -->)", re.DOTALL)
+
+
+def fill_readme(text: str, root: Path) -> str:
+    """Every suite block of ``text`` rendered from its JSON file (paths from ``root``)."""
+
+    def table(match: re.Match) -> str:
+        results = json.loads((root / match.group(2)).read_text(encoding="utf-8"))
+        return match.group(1) + markdown(results) + match.group(4)
+
+    return README_BLOCK.sub(table, text)
 
 
 def main(argv=None) -> int:
@@ -384,7 +510,28 @@ def main(argv=None) -> int:
     run.add_argument("--datasets", default=",".join(DATASETS))
     run.add_argument("--out", type=Path, default=Path("docs/suite"))
     run.add_argument("--work", type=Path, default=Path("benchmarks/suite-work"))
+    sub.add_parser("readme", help="fill the README's suite tables from their JSON files")
+    again = sub.add_parser("measure", help="measure the reports a run already wrote")
+    again.add_argument("--root", type=Path, default=Path("benchmarks/suite"))
+    again.add_argument("--seeds", default="1")
+    again.add_argument("--datasets", default=",".join(DATASETS))
+    again.add_argument("--out", type=Path, default=None)
+    again.add_argument("--work", type=Path, default=Path("benchmarks/suite-work"))
+    for command in (run, again):
+        command.add_argument(
+            "--config",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help="a run option, e.g. min_confidence=0.5 (repeatable)",
+        )
     args = parser.parse_args(argv)
+    if args.command == "readme":
+        readme = ROOT / "README.md"
+        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+        print(f"filled the suite tables of {readme}")
+        return 0
+    config = _config(args.config) if args.command in ("run", "measure") else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     names = [n for n in args.datasets.split(",") if n]
     if args.command == "make":
@@ -395,14 +542,21 @@ def main(argv=None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         for name in names:
             folder = args.root / f"s{seed}" / name
-            if not folder.is_dir():
-                make_dataset(name, seed, folder)
-            results[f"{name}@{seed}"] = run_dataset(folder, args.work / f"s{seed}")
-            print(markdown({f"{name}@{seed}": results[f"{name}@{seed}"]}), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "suite.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-    (args.out / "suite.md").write_text(markdown(results))
-    print(markdown(results))
+            key = f"{name}@{seed}"
+            if args.command == "measure":
+                report_dir = args.work / f"s{seed}" / f"{name}-report"
+                results[key] = measure_saved(folder, report_dir, config)
+            else:
+                if not folder.is_dir():
+                    make_dataset(name, seed, folder)
+                results[key] = run_dataset(folder, args.work / f"s{seed}", config)
+            print(markdown({key: results[key]}), flush=True)
+    text = markdown(results) + "\n" + curve_markdown(results)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "suite.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
+        (args.out / "suite.md").write_text(text)
+    print(text)
     return 0
 
 

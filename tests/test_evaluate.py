@@ -302,6 +302,8 @@ def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
     detection = result.detection.set_index(["method", "attributes"])
     # A strict minority inside a perfect component is always the flagged side.
     assert detection.loc[("label_issues", "all"), ["precision", "recall"]].tolist() == [1.0, 1.0]
+    # the confident (is_flagged) cells are a subset of them, so just as right
+    assert detection.loc[("label_issues", "all"), "flagged_precision"] == 1.0
     majority = detection.loc[("majority", "all")]
     assert majority["n_corrected"] == len(result.planted) and majority["n_errors_left"] == 0
     assert majority["precision"] == 1.0 and majority["n_clean_corrupted"] == 0

@@ -14,7 +14,7 @@ from clusterclean.components import component_hops, find_components, split_compo
 from clusterclean.errors import InvalidInputError
 from clusterclean.evaluate import grouping_scores
 from clusterclean.graph import rerank_neighbors, scale_locally
-from clusterclean.group import link_neighbors
+from clusterclean.group import Grouper, GroupOptions, label_disagreements, link_neighbors
 from clusterclean.refine import load_refinement
 
 
@@ -316,3 +316,69 @@ def test_cli_grouping_flags_reach_the_config():
         ["run", "--labels", "x.csv", "--out", "o", "--no-refine", "--no-rerank"]
     )
     assert (_config_from_args(plain).refine, _config_from_args(plain).rerank) == (False, False)
+
+
+# --------------------------------------------------------------------------- labels as evidence
+
+
+def test_label_disagreements_hand_computed():
+    nan = np.nan
+    labels = np.array([[1, 0, 1, nan], [1, 1, 0, 0], [nan, nan, 1, 1]], dtype=np.float32)
+    # (0,1): columns 1 and 2 differ, column 3 unknown in 0 -> 2
+    # (0,2): only column 2 known in both, equal -> 0;  (1,2): columns 2 and 3 differ -> 2
+    d = label_disagreements(labels, np.array([0, 0, 1]), np.array([1, 2, 2]))
+    assert d.tolist() == [2, 0, 2]
+    assert d.dtype == np.int32
+
+
+def test_weigh_labels_lowers_links_beyond_the_tolerance_only():
+    # four images on a line of angles; labels: 0 and 1 agree, 2 disagrees with both
+    # on 3 attributes, 3 on 1 attribute with 2.
+    emb = _angles(0, 5, 10, 15)
+    labels = np.array([[0, 0, 0], [0, 0, 0], [1, 1, 1], [1, 1, 0]], dtype=np.float32)
+    nb = search_neighbors(emb, n_neighbors=3)
+    grouper = Grouper(GroupOptions(rerank=False, label_penalty=0.2, label_tolerance=1))
+    links = grouper.link(nb, emb)
+    weighed = grouper.weigh_labels(links, labels).pairs.set_index(["src", "dst"])["link"]
+    plain = links.pairs.set_index(["src", "dst"])["link"]
+    # d - tolerance: (0,1) 0 -> 0; (0,2) 3-1=2 -> -0.4; (1,2) 2 -> -0.4; (2,3) 0 -> 0
+    for pair, drop in {(0, 1): 0.0, (0, 2): 0.4, (1, 2): 0.4, (2, 3): 0.0}.items():
+        assert weighed[pair] == pytest.approx(plain[pair] - drop, abs=1e-6)
+    # at a cosine cut of 0.99 (5 degrees = 0.9962) the chain 0-1-2-3 is one component
+    # by the vectors and two by vectors + labels
+    assert len(set(grouper.group(links, 0.99)[1])) == 1
+    edges, ids = grouper.group(grouper.weigh_labels(links, labels), 0.99)
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+    off = Grouper(GroupOptions(rerank=False, label_penalty=0.0))
+    assert off.weigh_labels(links, labels) is links  # label_penalty 0: untouched
+
+
+def test_run_splits_lookalikes_by_their_labels_but_keeps_a_single_wrong_label():
+    # two look-alike persons (A: 0-3, B: 4-7), all eight vectors within a few degrees;
+    # A and B differ on 4 attributes; image 1 has one wrong label (attribute 0).
+    emb = _angles(0, 1, 2, 3, 4, 5, 6, 7)
+    a, b = [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]
+    rows = [a, [1, 0, 0, 0, 1], a, a, b, b, b, b]
+    labels = pd.DataFrame(rows, columns=list("pqrst"), index=emb.ids).rename_axis("image_id")
+    common = dict(
+        embeddings=emb,
+        labels=labels.reset_index(),
+        progress=False,
+        adapt="none",
+        refine=False,
+        rerank=False,
+        min_cosine=-1.0,
+        min_similarity=0.99,
+        n_neighbors=7,
+        detect_mixed=False,
+        detect_varying_attributes=False,
+    )
+    merged = run(**common, label_penalty=0.0)
+    assert merged.images["component_id"].nunique() == 1
+    split = run(**common, label_penalty=0.3, label_tolerance=1)
+    ids = split.images.set_index("image_id")["component_id"]
+    assert ids[["i0", "i1", "i2", "i3"]].nunique() == 1  # the wrong label kept its image in A
+    assert ids[["i4", "i5", "i6", "i7"]].nunique() == 1
+    assert ids["i0"] != ids["i4"]
+    issues = split.label_issues
+    assert list(zip(issues["image_id"], issues["attribute"])) == [("i1", "p")]

@@ -265,7 +265,9 @@ def _planted_with_look_alike():
     return data, dataset, embeddings, rows
 
 
-GRAPH = {"refine": False, "rerank": False, "min_similarity": 0.8}
+# label_penalty 0: the look-alike differs on 3 attributes, so the labels-as-evidence
+# penalty would keep it out of the component before the mixed split is needed.
+GRAPH = {"refine": False, "rerank": False, "min_similarity": 0.8, "label_penalty": 0.0}
 
 
 def test_run_splits_the_look_alike_and_keeps_finding_planted_errors(tmp_path):
@@ -294,6 +296,19 @@ def test_run_splits_the_look_alike_and_keeps_finding_planted_errors(tmp_path):
     assert (components.at[a, "mixed_with"], components.at[b, "mixed_with"]) == (b, a)
     assert summarize(report)["possibly_two_people"] == 1
 
+    # with the labels as evidence (the default penalty) the grouper itself keeps the
+    # look-alike apart, and the planted errors are exactly what is flagged
+    weighed = run(
+        labels=dataset,
+        embeddings=embeddings,
+        progress=False,
+        detect_mixed=False,
+        **{**GRAPH, "label_penalty": 0.15},
+    )
+    ids = weighed.images.set_index("image_id")["component_id"]
+    assert ids["lookalike_v0"] != ids[dataset.ids[rows[0]]]
+    assert set(zip(weighed.label_issues.image_id, weighed.label_issues.attribute)) == data.flipped
+
     back = read_report(tmp_path / "r")
     partners = back.components.set_index("component_id")["mixed_with"].dropna()
     assert partners.astype(int).to_dict() == {a: b, b: a}
@@ -319,6 +334,8 @@ def _cli_files(tmp_path):
         "--no-progress",
         "--no-refine",
         "--no-rerank",
+        "--label-penalty",
+        "0",
         "--min-similarity",
         "0.8",
     ]

@@ -13,7 +13,7 @@ import clusterclean
 from clusterclean.cli import build_parser
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.group import GroupOptions
-from clusterclean.options import options_page
+from clusterclean.options import fill_option_tables, options_page
 from clusterclean.pipeline import RUN_OPTIONS, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +96,26 @@ def test_public_functions_default_to_the_declared_values():
 def test_docs_options_page_is_generated_from_the_declarations():
     page = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
     assert page == options_page(RUN_OPTIONS), "run: python scripts/write_options_doc.py"
+
+
+def test_readme_option_tables_are_generated_from_the_declarations():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "<!-- options: adapt, refine, search, group, calibrate -->" in readme
+    assert readme == fill_option_tables(readme, RUN_OPTIONS), (
+        "run: python scripts/write_options_doc.py"
+    )
+
+
+def test_a_generated_table_is_replaced_whatever_it_held():
+    text = "a\n<!-- options: group -->\nstale | 0.9 |\n<!-- /options -->\nb\n"
+    filled = fill_option_tables(text, RUN_OPTIONS)
+    assert "stale" not in filled
+    assert "| `--min-cosine` | `min_cosine` | float | [-1, 1] | 0.5 |" in filled
+    assert "`--backbone`" not in filled  # only the named stage's options
+    assert filled.startswith("a\n<!-- options: group -->\n| flag |")
+    assert filled.endswith("<!-- /options -->\nb\n")
+    with pytest.raises(ValueError, match="stage"):
+        fill_option_tables("<!-- options: nope -->\n<!-- /options -->", RUN_OPTIONS)
 
 
 @pytest.mark.parametrize(

@@ -200,3 +200,15 @@ def test_archive_conflicting_person_lines(tmp_path: Path) -> None:
         InvalidInputError, match=r"Label.txt' lists person '01' twice .*lines 1 and 2"
     ):
         load_peta(root)
+
+
+def test_archive_lines_end_at_newline_only_not_at_unicode_line_separators(tmp_path):
+    # str.splitlines() ends lines at \x85 and U+2028 too; Label.txt lines end at \n.
+    archive = tmp_path / "GRID" / "archive"
+    archive.mkdir(parents=True)
+    (archive / "Label.txt").write_text("1 a\x85b\r\n2 c\u2028d\n", encoding="utf-8")
+    for name in ("1.png", "2.png"):
+        (archive / name).write_bytes(b"")
+    ds = load_peta(tmp_path)
+    assert ds.attributes == ("a", "b", "c", "d")
+    assert ds.labels.tolist() == [[1, 1, 0, 0], [0, 0, 1, 1]]

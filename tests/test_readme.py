@@ -23,3 +23,14 @@ def test_every_report_column_is_documented():
         body = section[1].split("**`", 1)[0]
         missing = [c for c in columns if f"| `{c}` |" not in body]
         assert not missing, f"{table}.parquet columns missing from README.md: {missing}"
+
+
+def test_readme_suite_tables_are_rendered_from_their_json_files():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("suite", ROOT / "scripts" / "suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    blocks = suite.README_BLOCK.findall(README)
+    assert blocks, "the README has no <!-- suite: ... --> block"
+    assert suite.fill_readme(README, ROOT) == README, "run: python scripts/suite.py readme"

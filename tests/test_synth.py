@@ -233,7 +233,7 @@ def test_inject_noise_needs_ids_and_groups():
         inject_noise(pd.DataFrame({"a": [1]}), kind="uniform", rate=0.1)
     with pytest.raises(InvalidInputError, match="needs a 'group' column"):
         inject_noise(pd.DataFrame({"image_id": ["x"], "a": [1]}), kind="disagreement", rate=0.1)
-    with pytest.raises(InvalidTypeError, match="must be a pandas.DataFrame; got ndarray"):
+    with pytest.raises(InvalidTypeError, match="must be a pandas.DataFrame. Got ndarray instead"):
         inject_noise(np.zeros((2, 2)), kind="uniform", rate=0.1)
 
 
@@ -281,7 +281,7 @@ def test_make_views_rejects_bad_input():
         make_views(_gradient(0), 0, rng=rng)
     with pytest.raises(InvalidTypeError, match="must be a numpy.random.Generator"):
         make_views(_gradient(0), 1, rng=0)
-    with pytest.raises(InvalidTypeError, match="must be a PIL.Image.Image; got ndarray"):
+    with pytest.raises(InvalidTypeError, match="must be a PIL.Image.Image. Got ndarray instead"):
         make_views(np.zeros((4, 4)), 1, rng=rng)
     with pytest.raises(InvalidInputError, match=r"'size' parameter of make_views .* Got \(4, 4\)"):
         make_views(_gradient(0), 1, rng=rng, size=(4, 4))
