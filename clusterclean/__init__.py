@@ -27,6 +27,7 @@ _EXPORTS = {
     "list_images": "dataset",
     "available_backbones": "backbones",
     "load_backbone": "backbones",
+    "load_onnx_backbone": "backbones",
     "register_backbone": "backbones",
     "embed_images": "embed",
     "load_embeddings": "embed",

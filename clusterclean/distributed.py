@@ -104,10 +104,12 @@ def _read_shards(paths: list[str], n_images: int, column: str, dtype):
 class _Embedder:
     """Ray actor: holds one backbone; embeds a block of (row, path) rows into a shard."""
 
-    def __init__(self, backbone, weights, batch_size: int, device: str, folder: str):
+    def __init__(self, backbone, weights, engine: str, batch_size: int, device: str, folder: str):
         from .backbones import load_backbone
+        from .engine import load_engine
 
         self.model = load_backbone(backbone, weights=weights, device=device)
+        self.engine = load_engine(self.model, engine=engine)  # exported once per actor
         self.batch_size = batch_size
         self.folder = folder
 
@@ -116,7 +118,12 @@ class _Embedder:
 
         paths = block["path"].astype(str).tolist()
         found = embed_images(
-            paths, backbone=self.model, batch_size=self.batch_size, num_workers=0, progress=False
+            paths,
+            backbone=self.model,
+            engine=self.engine,
+            batch_size=self.batch_size,
+            num_workers=0,
+            progress=False,
         )
         where = pd.Index(paths).get_indexer(found.ids.astype(str))
         return _write_shard(self.folder, block["row"].to_numpy()[where], embedding=found.vectors)
@@ -269,7 +276,7 @@ def run_distributed(
     for part in ("embeddings", "neighbors"):
         (shards / part).mkdir(parents=True, exist_ok=True)
     if embeddings is not None:
-        dataset, vectors, _ = embed_dataset(
+        dataset, vectors, _, _ = embed_dataset(
             dataset, embeddings, embedding_ids, config, progress=False
         )
         vector_paths = [
@@ -291,6 +298,7 @@ def run_distributed(
             n_blocks=n_blocks,
             backbone=config.backbone,
             weights=config.weights,
+            engine=config.engine,
             batch_size=config.batch_size,
             device="cuda" if use_gpu else "cpu",
             folder=str(shards / "embeddings"),

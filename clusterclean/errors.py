@@ -14,6 +14,7 @@ __all__ = [
     "MissingDependencyError",
     "WeightsUnavailableError",
     "ReportSchemaError",
+    "EngineError",
     "printable",
 ]
 
@@ -40,6 +41,10 @@ class WeightsUnavailableError(ClustercleanError, RuntimeError):
 
 class ReportSchemaError(ClustercleanError, ValueError):
     """A report folder was written by an unknown schema version or is incomplete."""
+
+
+class EngineError(ClustercleanError, RuntimeError):
+    """An inference engine could not be built (e.g. a model that does not export to ONNX)."""
 
 
 def _is_bidi_control(char: str) -> bool:

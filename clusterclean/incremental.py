@@ -396,7 +396,7 @@ def add_images(
     if out is not None:
         out = check_output_folder(out, inputs=inputs)
     new_dataset = load_inputs(images, labels, embeddings, config)
-    new_dataset, new_vectors, _ = embed_dataset(
+    new_dataset, new_vectors, _, engine = embed_dataset(
         new_dataset, embeddings, embedding_ids, config, progress
     )
     base_vectors = base_report.embeddings
@@ -436,7 +436,7 @@ def add_images(
     search_seconds = time.perf_counter() - search_started
     adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
     refined, refinement = refine_vectors(adapted, config, refinement)
-    prepared = Prepared(dataset, vectors, refined, refinement, adaptation)
+    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, engine=engine)
     report = finish_run(prepared, neighbors, spec, config, progress=progress)
     additions = _additions(report, n_base, nearest_row, nearest_sim)
     run_info = report.run_info.replace(

@@ -284,7 +284,7 @@ def run(
         dataset = load_inputs(images, labels, embeddings, config)
         check_n_neighbors(config.n_neighbors, dataset.n_images, "run")  # before the long work
     with _timed(timings, "embed"):
-        dataset, vectors, skipped = embed_dataset(
+        dataset, vectors, skipped, engine = embed_dataset(
             dataset, embeddings, embedding_ids, config, progress
         )
     with _timed(timings, "adapt"):
@@ -301,7 +301,7 @@ def run(
             )
         if neighbors is None:
             neighbors = search_vectors(refined, index_spec, config, progress)
-    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, skipped)
+    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, skipped, engine)
     return finish_run(
         prepared,
         neighbors,
@@ -331,6 +331,9 @@ class Prepared:
         The fitted transforms (None when off).
     skipped : DataFrame or None
         The unreadable images (``skipped.parquet``).
+    engine : dict or None
+        What ran the backbone (:meth:`clusterclean.engine.Engine.describe`), for
+        ``run.json``'s ``embedding.engine``; None for vectors given by the user.
     """
 
     dataset: Dataset
@@ -339,6 +342,7 @@ class Prepared:
     refinement: Refinement | None = None
     adaptation: Adaptation | None = None
     skipped: pd.DataFrame | None = None
+    engine: dict[str, Any] | None = None
 
 
 def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress: bool) -> Neighbors:
@@ -466,7 +470,7 @@ def finish_run(
         excluded_attributes=list(excluded),
         varying_attributes=varying,
         mixed_components=mixed_info,
-        embedding={"backbone": vectors.backbone, "dim": vectors.dim},
+        embedding={"backbone": vectors.backbone, "dim": vectors.dim, "engine": prepared.engine},
         refinement=None
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
@@ -683,6 +687,7 @@ def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, 
         num_workers=config.num_workers,
         device=config.device,
         progress=progress,
+        engine=config.engine,
     )
 
 
@@ -840,9 +845,15 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
 
 def embed_dataset(
     dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
-) -> tuple[Dataset, Embeddings, pd.DataFrame | None]:
-    """Vectors for the dataset; images that cannot be read are dropped and listed."""
+) -> tuple[Dataset, Embeddings, pd.DataFrame | None, dict[str, Any] | None]:
+    """Vectors for the dataset; images that cannot be read are dropped and listed.
+
+    Also returns what ran the model (:meth:`~clusterclean.engine.Engine.describe`;
+    None for given vectors).
+    """
+    from .backbones import load_backbone
     from .embed import embed_images, load_embeddings
+    from .engine import load_engine
 
     if embeddings is not None:
         vectors = (
@@ -850,15 +861,16 @@ def embed_dataset(
             if isinstance(embeddings, Embeddings)
             else load_embeddings(embeddings, ids_path=embedding_ids)
         )
-        return dataset, align_embeddings(vectors, dataset), None
+        return dataset, align_embeddings(vectors, dataset), None, None
     skipped: list = []
+    model = load_backbone(config.backbone, weights=config.weights, device=config.device)
+    engine = load_engine(model, engine=config.engine)
     vectors = embed_images(
         dataset,
-        backbone=config.backbone,
-        weights=config.weights,
+        backbone=model,
+        engine=engine,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
-        device=config.device,
         tta=config.tta,
         cache_dir=config.cache_dir,
         on_error=config.on_error,
@@ -876,7 +888,7 @@ def embed_dataset(
             table=dataset.table[keep].reset_index(drop=True),
             labels=dataset.labels[keep],
         )
-    return dataset, align_embeddings(vectors, dataset), table
+    return dataset, align_embeddings(vectors, dataset), table, engine.describe()
 
 
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:

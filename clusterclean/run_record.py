@@ -44,7 +44,8 @@ class RunRecord(Mapping):
     varying_attributes, mixed_components : dict
         The two detections' figures (:mod:`clusterclean.scoring`, :mod:`clusterclean.mixed`).
     embedding : dict
-        Backbone and dimension of the vectors.
+        Backbone and dimension of the vectors, and the engine that ran the backbone
+        (``{"name", "threads", "detail"}``; None for vectors given by the user).
     refinement, adaptation : dict or None
         The fitted transforms' summaries and files (None when off).
     index : dict or None

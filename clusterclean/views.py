@@ -35,7 +35,8 @@ import numpy as np
 
 from ._contracts import Dataset
 from ._validation import check_int
-from .embed import default_workers, image_inputs, resolve_backbone, run_model
+from .embed import image_inputs, plan_workers, resolve_backbone, run_model
+from .engine import Engine, load_engine
 from .errors import InvalidInputError, InvalidTypeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -149,6 +150,8 @@ def embed_views(
     num_workers: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    engine: str | Engine = "auto",
+    threads: int | None = None,
 ) -> AugmentedViews:
     """Embed ``n_views`` random augmented views of (a sample of) the dataset's images.
 
@@ -168,8 +171,9 @@ def embed_views(
         rows when the dataset is larger; None = every row.
     seed : int, default 0
         Seed of the sample and of every augmentation.
-    batch_size, num_workers, device, progress
-        As in :func:`clusterclean.embed_images`.
+    batch_size, num_workers, device, progress, engine, threads
+        As in :func:`clusterclean.embed_images`: the views run through the same
+        engine, and the same exported ONNX model, as the images.
 
     Returns
     -------
@@ -206,6 +210,9 @@ def embed_views(
     if max_images is not None and len(rows) > max_images:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
     items = [paths[r] for r in rows] * n_views
+    if threads is not None:
+        threads = check_int(threads, "threads", func, min_value=1)
+    runner = load_engine(model, engine=engine, threads=threads)
     started = time.perf_counter()
     features = np.zeros((n_views * len(rows), model.dim), dtype=np.float32)
 
@@ -214,10 +221,11 @@ def embed_views(
 
     reasons = run_model(
         model,
+        runner,
         items,
         store,
         batch_size=batch_size,
-        num_workers=default_workers(len(items)) if num_workers is None else num_workers,
+        num_workers=plan_workers(len(items), runner, num_workers=num_workers),
         tta="none",
         progress=progress,
         view_transform=_ViewTransform(model.transform, rows, seed),
@@ -244,10 +252,11 @@ def embed_views(
     norms = np.linalg.norm(vectors, axis=2, keepdims=True)
     vectors = np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
     logger.info(
-        "views: embedded %d views of %d images with %s in %.1f s",
+        "views: embedded %d views of %d images with %s in %.1f s (engine %s)",
         n_views,
         int(readable.sum()),
         model.name,
         time.perf_counter() - started,
+        runner.name,
     )
     return AugmentedViews(rows=rows[readable], vectors=vectors, backbone=model.name)

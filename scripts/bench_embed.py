@@ -1,15 +1,24 @@
-"""Benchmark the embedding stage against the bare model forward, in the same run.
+"""Benchmark the embedding stage: end to end from JPEG files vs the bare engine, vs torch eager.
 
-The full stage is ``embed_images`` on JPEG files: decode -> transform -> model ->
-L2-normalise -> cache write. The bare forward is the same model on pre-made
-tensors of the same shape, batch size and memory format. Runs alternate
-(bare, full, bare, full, ...) so that load on a shared machine hits both alike;
-the medians are reported, with their ratio (target on CPU: >= 0.85).
+For each backbone, in one process and one run, alternating so that load on a
+shared machine hits every measurement alike (medians of ``--repeats`` runs):
+
+- ``end_to_end``: ``embed_images`` on JPEG files on disk with the default engine
+  (``auto``: ONNX Runtime on CPU) and the default decoding workers: decode ->
+  resize/crop -> normalise -> forward -> L2-normalise; images/s, and the user
+  and system CPU seconds of the process and its workers;
+- ``bare_engine``: the same engine's forward on pre-made tensors of the same
+  shape and batch size (no decoding);
+- ``torch_eager``: the backbone's torch module on the same tensors with torch's
+  threads = the cores (what ``--engine torch`` runs);
+
+then the ratios end_to_end / bare_engine and end_to_end / torch_eager, and the
+peak resident memory of the process and of its largest worker.
 
 Usage::
 
-    python scripts/bench_embed.py --n-images 2000 --backbone resnet50 --repeats 3 \
-        --json bench_embed.json
+    python scripts/bench_embed.py --backbones efficientnet_lite0,resnet50 --n-images 1000 \
+        --repeats 3 --json docs/perf/bench_embed.json
 
 Without ``--weights``, a ResNet or ReID backbone gets random weights: speed does not
 depend on the weight values, and trained weights may be unavailable offline.
@@ -22,6 +31,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -66,89 +76,132 @@ def generate_jpegs(folder: Path, n_images: int, size: tuple[int, int], seed: int
 
 def random_weights(backbone: str, folder: Path) -> str:
     """A state dict with random weights for a backbone that needs a file (speed only)."""
-    import torch
-    import torchvision
-
-    from clusterclean.backbones import _reid_networks
+    from clusterclean.backbones import save_random_weights
 
     path = folder / f"{backbone}-random.pth"
-    if not path.exists():
-        torch.manual_seed(0)
-        if backbone.startswith("osnet"):
-            widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
-            model = _reid_networks().OSNet(widths[backbone])
-        elif backbone == "resnet50_bnneck":
-            model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
-        else:
-            model = torchvision.models.get_model(backbone, weights=None)
-        torch.save(model.state_dict(), path)
-    return str(path)
+    return str(path) if path.exists() else save_random_weights(backbone, path)
 
 
-def bare_forward(backbone, n_images: int, batch_size: int) -> float:
-    """Images/s of the model alone on pre-made tensors (same shape and memory format)."""
-    import torch
-
-    device = next(backbone.model.parameters()).device
-    batch = torch.rand(batch_size, 3, *backbone.input_size, device=device)
-    batch = batch.contiguous(memory_format=torch.channels_last)
+def bare_rate(engine, input_size, n_images: int, batch_size: int) -> float:
+    """Images/s of ``engine`` alone on one pre-made random batch, run again and again."""
+    batch = np.random.default_rng(0).random((batch_size, 3, *input_size), dtype=np.float32)
+    engine(batch[:2])  # warm-up: allocator, kernels
     n_batches = math.ceil(n_images / batch_size)
-    with (
-        torch.inference_mode(),
-        torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"),
-    ):
-        backbone.model(batch[:2])  # warm-up: allocator, kernels
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(n_batches):
-            out = backbone.model(batch).float().cpu()  # the stage copies features back, too
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(n_batches):
+        out = engine(batch)
+    seconds = time.perf_counter() - start
     assert out.shape[0] == batch_size
     return n_batches * batch_size / seconds
 
 
-def full_stage(backbone, paths, *, batch_size: int, num_workers: int | None, root: Path) -> float:
-    """Images/s of embed_images on the files, writing a fresh cache."""
+def cpu_seconds() -> tuple[float, float]:
+    """(user, system) CPU seconds of this process plus its finished children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+
+
+def end_to_end(backbone, engine, paths, *, batch_size: int, num_workers: int | None) -> dict:
+    """Images/s and CPU time of embed_images on the files (no embedding cache)."""
     from clusterclean.embed import embed_images
 
-    with tempfile.TemporaryDirectory(dir=root) as cache_dir:
-        start = time.perf_counter()
-        embeddings = embed_images(
-            paths,
-            backbone=backbone,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            cache_dir=cache_dir,
-            progress=False,
-        )
-        seconds = time.perf_counter() - start
+    user, system = cpu_seconds()
+    start = time.perf_counter()
+    embeddings = embed_images(
+        paths,
+        backbone=backbone,
+        engine=engine,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    user_after, system_after = cpu_seconds()
     assert len(embeddings) == len(paths)
-    return len(paths) / seconds
+    return {
+        "images_per_s": len(paths) / seconds,
+        "user_s": user_after - user,
+        "system_s": system_after - system,
+    }
+
+
+def bench_backbone(name: str, paths, args, root: Path) -> dict:
+    import torch
+
+    from clusterclean.backbones import load_backbone
+    from clusterclean.embed import plan_workers
+    from clusterclean.engine import TorchEngine, load_engine
+
+    weights = args.weights
+    if weights is None and name.startswith(("resnet", "osnet")):
+        weights = random_weights(name, root)
+    backbone = load_backbone(name, weights=weights, device="cpu")
+    engine = load_engine(backbone, engine="onnxruntime")
+    threads = engine.threads  # the cores
+    workers = plan_workers(len(paths), engine, num_workers=args.workers)
+    torch.set_num_threads(threads)
+    eager = TorchEngine(backbone.model)
+    runs = []
+    for run in range(args.repeats):
+        bare = bare_rate(engine, backbone.input_size, args.bare_images, args.batch_size)
+        full = end_to_end(
+            backbone, engine, paths, batch_size=args.batch_size, num_workers=args.workers
+        )
+        torch_rate = bare_rate(eager, backbone.input_size, args.torch_images, args.batch_size)
+        runs.append({"bare_engine": bare, "end_to_end": full, "torch_eager": torch_rate})
+        print(
+            f"{name} run {run + 1}/{args.repeats}: end to end {full['images_per_s']:.1f} img/s "
+            f"(user {full['user_s']:.1f} s, sys {full['system_s']:.1f} s), bare ONNX Runtime "
+            f"{bare:.1f}, torch eager {torch_rate:.1f}",
+            flush=True,
+        )
+    e2e = statistics.median(r["end_to_end"]["images_per_s"] for r in runs)
+    bare = statistics.median(r["bare_engine"] for r in runs)
+    eager_rate = statistics.median(r["torch_eager"] for r in runs)
+    user = statistics.median(r["end_to_end"]["user_s"] for r in runs)
+    system = statistics.median(r["end_to_end"]["system_s"] for r in runs)
+    return {
+        "backbone": name,
+        "weights": args.weights or ("random" if weights else "default"),
+        "engine": engine.describe() | {"detail": Path(engine.detail).name},
+        "decoding_workers": workers,
+        "engine_threads_per_worker": engine.for_workers(workers).threads if workers else threads,
+        "bare_engine_threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "runs": runs,
+        "median_end_to_end_images_per_s": e2e,
+        "median_bare_engine_images_per_s": bare,
+        "median_torch_eager_images_per_s": eager_rate,
+        "end_to_end_over_bare_engine": e2e / bare,
+        "end_to_end_over_torch_eager": e2e / eager_rate,
+        "bare_engine_over_torch_eager": bare / eager_rate,
+        "median_system_over_user_time": system / user,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-images", type=int, default=2000)
+    parser.add_argument("--backbones", default="efficientnet_lite0,resnet50")
+    parser.add_argument("--n-images", type=int, default=1000)
     parser.add_argument("--image-size", default="500x375", help="WIDTHxHEIGHT of the JPEGs")
-    parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--device", default=None)
+    parser.add_argument("--workers", type=int, default=None, help="default: plan_workers")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--bare-images", type=int, default=512, help="images per bare-forward run (a rate)"
-    )
+    parser.add_argument("--bare-images", type=int, default=512, help="images per bare run")
+    parser.add_argument("--torch-images", type=int, default=128, help="images per torch run")
     parser.add_argument("--folder", type=Path, default=None, help="keep/reuse the JPEGs here")
     parser.add_argument("--json", type=Path, default=Path("bench_embed.json"))
     args = parser.parse_args(argv)
 
+    import onnxruntime
     import torch
 
-    from clusterclean.backbones import load_backbone
+    import clusterclean
 
     width, height = (int(v) for v in args.image_size.lower().split("x"))
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as scratch:
         root = args.folder or Path(scratch)
         start = time.perf_counter()
@@ -156,61 +209,51 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(paths)} JPEGs of {width}x{height} ready in {time.perf_counter() - start:.1f} s"
         )
-        weights = args.weights
-        if weights is None and args.backbone.startswith(("resnet", "osnet")):
-            weights = random_weights(args.backbone, root)
-        backbone = load_backbone(args.backbone, weights=weights, device=args.device)
-        load_before = os.getloadavg()
-        bare, full = [], []
-        for run in range(args.repeats):
-            bare.append(bare_forward(backbone, args.bare_images, args.batch_size))
-            full.append(
-                full_stage(
-                    backbone,
-                    paths,
-                    batch_size=args.batch_size,
-                    num_workers=args.workers,
-                    root=root,
-                )
-            )
-            print(
-                f"run {run + 1}/{args.repeats}: bare forward {bare[-1]:.1f} img/s, "
-                f"full stage {full[-1]:.1f} img/s ({full[-1] / bare[-1]:.1%})",
-                flush=True,
-            )
-        load_after = os.getloadavg()
-
+        results = [bench_backbone(name, paths, args, root) for name in args.backbones.split(",")]
+    load_after = os.getloadavg()
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
     result = {
-        "backbone": args.backbone,
-        "weights": args.weights or ("random" if weights else "default"),
-        "device": str(next(backbone.model.parameters()).device),
         "n_images": len(paths),
-        "bare_images_per_run": args.bare_images,
         "image_size": [width, height],
-        "input_size": list(backbone.input_size),
+        "input_size": [224, 224],
         "batch_size": args.batch_size,
-        "num_workers": "auto" if args.workers is None else args.workers,
-        "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_before_after": [load_before[0], load_after[0]],
-        "bare_forward_images_per_s": bare,
-        "full_stage_images_per_s": full,
-        "median_bare_forward_images_per_s": statistics.median(bare),
-        "median_full_stage_images_per_s": statistics.median(full),
-        "ratio_of_medians": statistics.median(full) / statistics.median(bare),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "peak_rss_mib": {
+            "process": own.ru_maxrss / 1024,
+            "largest_worker": children.ru_maxrss / 1024,
+        },
+        "backbones": results,
+        "versions": {
+            "clusterclean": clusterclean.__version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "python": platform.python_version(),
+        },
+        "command": " ".join(
+            ["scripts/bench_embed.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
     }
+    for r in results:
+        print(
+            f"{r['backbone']}: end to end {r['median_end_to_end_images_per_s']:.1f} img/s = "
+            f"{r['end_to_end_over_bare_engine']:.1%} of the bare ONNX Runtime forward "
+            f"({r['median_bare_engine_images_per_s']:.1f}); torch eager "
+            f"{r['median_torch_eager_images_per_s']:.1f} (end to end = "
+            f"{r['end_to_end_over_torch_eager']:.2f}x); system/user time "
+            f"{r['median_system_over_user_time']:.1%} ({r['decoding_workers']} worker(s) x "
+            f"{r['engine_threads_per_worker']} engine thread(s); bare: "
+            f"{r['bare_engine_threads']} threads)"
+        )
     print(
-        f"median bare forward {result['median_bare_forward_images_per_s']:.1f} img/s, "
-        f"median full stage {result['median_full_stage_images_per_s']:.1f} img/s: "
-        f"full stage = {result['ratio_of_medians']:.1%} of the bare forward "
-        f"({result['device']}, {result['torch_threads']} torch threads, "
-        f"{result['num_workers']} workers)"
+        f"peak RSS: process {result['peak_rss_mib']['process']:.0f} MiB, largest worker "
+        f"{result['peak_rss_mib']['largest_worker']:.0f} MiB"
     )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.json.with_name(f".{args.json.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, args.json)
     print(f"wrote {args.json}")
     return 0

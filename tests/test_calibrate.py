@@ -6,9 +6,9 @@ import logging
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from planted import make_planted
+from tiny_model import save_tiny_torchscript
 
 from clusterclean import AugmentedViews, RunConfig, as_embeddings, calibrate_cut, run
 from clusterclean.calibrate import _choose, _inserted, estimate_precision
@@ -172,15 +172,6 @@ def test_bad_inputs_are_named():
 # --------------------------------------------------------------------------- pipeline and CLI
 
 
-class _Pooled(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, kernel_size=5, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3)) + 0.01
-
-
 def _image_folder(folder, n_persons=28, n_views=2):
     """Persons = random colour patterns, each photographed in shifted crops."""
     rng = np.random.default_rng(3)
@@ -197,9 +188,7 @@ def _image_folder(folder, n_persons=28, n_views=2):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_run_auto_calibrates_records_and_summarises(tmp_path, capsys):
-    torch.manual_seed(0)
-    weights = tmp_path / "tiny.pt"
-    torch.jit.script(_Pooled().eval()).save(str(weights))
+    weights = save_tiny_torchscript(tmp_path / "tiny.pt")
     labels = _image_folder(tmp_path / "images")
     labels.to_csv(tmp_path / "labels.csv", index=False)
     code = main(

@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
+from tiny_model import save_tiny_torchscript
 
 from clusterclean._contracts import Dataset
 from clusterclean.backbones import Backbone, load_backbone
@@ -48,21 +49,9 @@ def photos(tmp_path) -> list[str]:
     return [write_photo(tmp_path / f"{name}.jpg", name) for name in PHOTOS]
 
 
-class _Pooled(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 8, kernel_size=5, stride=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv(x)).mean(dim=(2, 3)) + 0.01
-
-
 @pytest.fixture(scope="module")
 def tiny_script(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("script") / "tiny.pt"
-    torch.jit.script(_Pooled().eval()).save(str(path))
-    return str(path)
+    return save_tiny_torchscript(tmp_path_factory.mktemp("script") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

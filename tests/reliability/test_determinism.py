@@ -64,7 +64,7 @@ def _run_planted(out: Path) -> None:
     )
 
 
-def _run_images(work: Path, out: Path, *, num_workers: int) -> None:
+def _run_images(work: Path, out: Path, *, num_workers: int, engine: str = "auto") -> None:
     from clusterclean import run
 
     run(
@@ -73,6 +73,7 @@ def _run_images(work: Path, out: Path, *, num_workers: int) -> None:
         out=out,
         progress=False,
         backbone="efficientnet_lite0",
+        engine=engine,
         num_workers=num_workers,
         batch_size=5,
         min_similarity=0.8,
@@ -162,11 +163,13 @@ def image_work(tmp_path_factory):
     return work
 
 
-def test_image_run_is_byte_identical_across_runs(image_work):
-    """The embedding stage too: a real model over real JPEG files, twice in one process."""
-    _run_images(image_work, image_work / "a", num_workers=0)
-    _run_images(image_work, image_work / "b", num_workers=2)
-    first, second = _hashes(image_work / "a"), _hashes(image_work / "b")
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_image_run_is_byte_identical_across_runs(image_work, engine):
+    """The embedding stage too: a real model over real JPEG files, twice in one process,
+    with either engine (ONNX Runtime: in this process, then in two workers)."""
+    _run_images(image_work, image_work / f"{engine}-a", num_workers=0, engine=engine)
+    _run_images(image_work, image_work / f"{engine}-b", num_workers=2, engine=engine)
+    first, second = _hashes(image_work / f"{engine}-a"), _hashes(image_work / f"{engine}-b")
     assert "embeddings" in first
     _assert_identical(first, second)
 
