@@ -28,6 +28,7 @@ _EXPORTS = {
     "available_backbones": "backbones",
     "load_backbone": "backbones",
     "register_backbone": "backbones",
+    "register_backbone_family": "backbones",
     "embed_images": "embed",
     "load_embeddings": "embed",
     "search_neighbors": "graph",

@@ -5,8 +5,11 @@ images ``(B, 3, H, W)`` to features ``(B, dim)``, the transform that turns a PIL
 image into that model's input tensor, and a ``weights_id`` that identifies the
 weights (used as a cache key by :mod:`clusterclean.embed`).
 
-Backbones live in the :data:`BACKBONES` registry by name; :func:`load_backbone`
-builds one. torch and torchvision are imported inside the functions, so that
+Backbones live in the :data:`BACKBONES` registry by name; open families of
+models another library names (``timm:convnext_tiny``,
+``open_clip:ViT-B-32/laion2b_s34b_b79k``) live in :data:`BACKBONE_FAMILIES` by
+prefix (their factories: :mod:`clusterclean.hub_backbones`). :func:`load_backbone`
+builds either. torch and torchvision are imported inside the functions, so that
 ``import clusterclean`` stays light.
 """
 
@@ -21,14 +24,23 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from ._validation import check_choice
+from ._validation import check_choice, in_family
 from .errors import InvalidInputError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
     import torch
 
-__all__ = ["Backbone", "BACKBONES", "available_backbones", "load_backbone", "register_backbone"]
+__all__ = [
+    "Backbone",
+    "BACKBONES",
+    "BACKBONE_FAMILIES",
+    "available_backbones",
+    "backbone_families",
+    "load_backbone",
+    "register_backbone",
+    "register_backbone_family",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +59,32 @@ def register_backbone(name: str):
 
     def decorate(factory):
         BACKBONES[name] = factory
+        return factory
+
+    return decorate
+
+
+#: Registry: family prefix -> factory ``(model_name, weights, input_size) -> Backbone``;
+#: the backbone ``"PREFIX:MODEL_NAME"`` is built by the family's factory. Filled by
+#: :func:`register_backbone_family`.
+BACKBONE_FAMILIES: dict[
+    str, Callable[[str, str | Path | None, tuple[int, int] | None], Backbone]
+] = {}
+
+
+def register_backbone_family(prefix: str):
+    """Decorator: add a family factory ``factory(model_name, weights, input_size) -> Backbone``.
+
+    ``load_backbone("PREFIX:MODEL_NAME")`` (and ``run(backbone=...)``, ``--backbone``)
+    calls it with ``MODEL_NAME``; the factory checks that name itself and raises
+    :class:`~clusterclean.errors.InvalidInputError` naming the backbone when it is
+    unknown. Same contract as :func:`register_backbone` otherwise.
+    """
+    if not prefix.isidentifier():
+        raise ValueError(f"A backbone family prefix must be an identifier. Got {prefix!r}.")
+
+    def decorate(factory):
+        BACKBONE_FAMILIES[prefix] = factory
         return factory
 
     return decorate
@@ -172,6 +210,21 @@ def _drop_prefixes(state: Mapping[str, Any], prefixes: tuple[str, ...]) -> dict[
     return {k: v for k, v in state.items() if not k.startswith(prefixes)}
 
 
+def _output_dim(model: torch.nn.Module, size: tuple[int, int], *, what: str, fix: str) -> int:
+    """The feature dimension, from one forward pass on a black image; not (batch, dim): error."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, *size))
+    if not torch.is_tensor(out) or out.ndim != 2:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise InvalidInputError(
+            f"{what} returns {shape} for an input of shape (1, 3, {size[0]}, {size[1]}); "
+            f"clusterclean needs features of shape (batch, dim). {fix}"
+        )
+    return int(out.shape[1])
+
+
 def _center_crop_transform(crop: tuple[int, int], mean, std):
     """ImageNet evaluation recipe: shorter side to 256/224 of the crop, centre crop, normalise."""
     from torchvision import transforms as T
@@ -282,17 +335,14 @@ def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None)
         ) from exc
     model.eval()
     size = input_size or (224, 224)
-    with torch.inference_mode():
-        out = model(torch.zeros(1, 3, *size))
-    if not torch.is_tensor(out) or out.ndim != 2:
-        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise InvalidInputError(
-            f"The TorchScript model {str(path)!r} returns {shape} for an input of shape "
-            f"(1, 3, {size[0]}, {size[1]}); clusterclean needs features of shape (batch, dim). "
-            "Export the model with its global pooling and without its classifier."
-        )
+    dim = _output_dim(
+        model,
+        size,
+        what=f"The TorchScript model {str(path)!r}",
+        fix="Export the model with its global pooling and without its classifier.",
+    )
     transform = _center_crop_transform(size, IMAGENET_MEAN, IMAGENET_STD)
-    return Backbone(name, model, transform, int(out.shape[1]), size, _file_sha256(path))
+    return Backbone(name, model, transform, dim, size, _file_sha256(path))
 
 
 # --------------------------------------------------------------------------- person ReID
@@ -485,9 +535,49 @@ register_backbone("osnet_x1_0")(_osnet_factory((64, 256, 384, 512)))
 register_backbone("osnet_x0_25")(_osnet_factory((16, 64, 96, 128)))
 
 
+def _hub_backbone(family: str, model_name: str, weights, input_size) -> Backbone:
+    """A ``family:model_name`` backbone built by :mod:`clusterclean.hub_backbones`."""
+    from . import hub_backbones
+
+    name = f"{family}:{model_name}"
+    path = None if weights is None else _existing_file(weights, name)
+    build = {"timm": hub_backbones.timm_model, "open_clip": hub_backbones.open_clip_model}[family]
+    built = build(model_name, path, input_size)
+    weights_id = built.source if path is None else _file_sha256(path)
+    dim = _output_dim(
+        built.model,
+        built.input_size,
+        what=f"Backbone {name!r}",
+        fix="Pick a model whose forward pass ends in a pooled embedding.",
+    )
+    return Backbone(name, built.model, built.transform, dim, built.input_size, weights_id)
+
+
+@register_backbone_family("timm")
+def _timm_family(model_name: str, weights, input_size) -> Backbone:
+    """``timm:convnext_tiny``, ``timm:vit_small_patch14_dinov2.lvd142m``: any timm model."""
+    return _hub_backbone("timm", model_name, weights, input_size)
+
+
+@register_backbone_family("open_clip")
+def _open_clip_family(model_name: str, weights, input_size) -> Backbone:
+    """``open_clip:ViT-B-32/laion2b_s34b_b79k`` (model/pretrained tag): an OpenCLIP image tower."""
+    return _hub_backbone("open_clip", model_name, weights, input_size)
+
+
 def available_backbones() -> list[str]:
-    """Names accepted by :func:`load_backbone`, sorted."""
+    """Names accepted by :func:`load_backbone`, sorted.
+
+    Besides these, ``PREFIX:MODEL`` for each of :func:`backbone_families` names a
+    model of another library: ``timm:convnext_tiny``,
+    ``open_clip:ViT-B-32/laion2b_s34b_b79k``.
+    """
     return sorted(BACKBONES)
+
+
+def backbone_families() -> list[str]:
+    """Prefixes of the open backbone families (``timm``, ``open_clip``), sorted."""
+    return sorted(BACKBONE_FAMILIES)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -524,7 +614,14 @@ def load_backbone(
         and the person re-identification models ``osnet_x1_0``, ``osnet_x0_25``
         (torchreid checkpoints) and ``resnet50_bnneck`` (fast-reid BoT /
         reid-strong-baseline checkpoints), which need ``weights`` and take
-        256x128 person crops.
+        256x128 person crops. Or ``FAMILY:MODEL`` for a family of
+        :func:`backbone_families`: ``timm:NAME`` (any ``timm.list_models()``
+        name, with an optional ``.tag``, e.g. ``timm:convnext_tiny``,
+        ``timm:vit_small_patch14_dinov2.lvd142m``) or ``open_clip:MODEL/TAG``
+        (``open_clip.list_pretrained()``, e.g.
+        ``open_clip:ViT-B-32/laion2b_s34b_b79k``); their preprocessing is the
+        model's own, their weights come from the Hugging Face cache (downloaded
+        when online) or ``weights``.
     weights : str or Path, optional
         A local weights file: a state dict (``torch.save(model.state_dict())``,
         read with ``weights_only=True``; a classifier head in it is ignored) or,
@@ -547,7 +644,7 @@ def load_backbone(
         Default weights neither cached nor downloadable; the message lists the
         offline options.
     """
-    check_choice(name, "name", "load_backbone", available_backbones())
+    check_choice(name, "name", "load_backbone", available_backbones(), backbone_families())
     if input_size is not None and (
         len(input_size) != 2 or not all(isinstance(s, int) and s >= 16 for s in input_size)
     ):
@@ -558,7 +655,12 @@ def load_backbone(
     import torch
 
     torch_device = resolve_device(device)
-    backbone = BACKBONES[name](weights, tuple(input_size) if input_size else None)
+    size = tuple(input_size) if input_size else None
+    if in_family(name, BACKBONE_FAMILIES):
+        prefix, _, model_name = name.partition(":")
+        backbone = BACKBONE_FAMILIES[prefix](model_name, weights, size)
+    else:
+        backbone = BACKBONES[name](weights, size)
     # channels-last: faster convolutions on CPU (oneDNN) and GPU (tensor cores)
     backbone.model.eval().to(torch_device, memory_format=torch.channels_last)
     logger.info(

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import stat
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,12 @@ def _backbone_names() -> list[str]:
     return available_backbones()
 
 
+def _backbone_families() -> list[str]:
+    from .backbones import backbone_families
+
+    return backbone_families()
+
+
 __all__ = [
     "OPTIONS",
     "SkippedImage",
@@ -66,9 +73,11 @@ OPTIONS = declare(
     Option(
         "backbone",
         "resnet50",
-        "embedding model (clusterclean.available_backbones())",
+        "embedding model (clusterclean.available_backbones()), or FAMILY:MODEL from timm or "
+        "OpenCLIP: timm:convnext_tiny, open_clip:ViT-B-32/laion2b_s34b_b79k",
         "choice",
         choices=_backbone_names,
+        prefixes=_backbone_families,
     ),
     Option(
         "weights",
@@ -459,7 +468,8 @@ class _EmbeddingCache:
         }
         text = json.dumps(setup, sort_keys=True, indent=1)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        self.folder = Path(cache_dir) / f"{backbone.name}-{digest}"
+        folder_name = re.sub(r"[^\w.-]", "_", backbone.name)  # timm:x, open_clip:M/TAG
+        self.folder = Path(cache_dir) / f"{folder_name}-{digest}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
