@@ -28,6 +28,7 @@ import contextlib
 import difflib
 import importlib
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -75,7 +76,8 @@ def _require(module: str, package: str):
 
 def _first_line(exc: BaseException) -> str:
     """``Type: message`` on one line (the first two lines of a long message, 300 chars at most)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's bold "do those steps only if"
+    lines = [line.strip() for line in plain.splitlines() if line.strip()]
     text = " ".join(lines[:2])
     return f"{type(exc).__name__}: {text[:300]}"
 
@@ -90,7 +92,8 @@ def _unfit(path: Path, backbone: str, exc: BaseException) -> InvalidInputError:
     return InvalidInputError(
         f"The weights file {str(path)!r} does not load into backbone {backbone!r} "
         f"({_first_line(exc)}). Give a weights file of this very model: a .safetensors file "
-        "or a state dict written with torch.save(model.state_dict(), PATH)."
+        "or a state dict written with torch.save(model.state_dict(), PATH); it is read with "
+        "weights_only=True, so a checkpoint that also pickles other objects is refused."
     )
 
 
@@ -160,7 +163,7 @@ def timm_model(
         path = weights
         model = timm.create_model(model_name, pretrained=False, **kwargs)
         try:
-            state = timm.models.load_state_dict(str(path))
+            state = timm.models.load_state_dict(str(path), weights_only=True)
         except Exception as exc:  # torch / safetensors errors for a file that is no state dict
             raise InvalidInputError(
                 f"Could not read the weights file {str(path)!r} for backbone {backbone!r} "
@@ -256,7 +259,7 @@ def open_clip_model(
                 f"{', '.join(tags) or 'none'} (e.g. open_clip:{arch}/{tags[0] if tags else 'TAG'}"
                 "), or a local checkpoint with --weights PATH."
             )
-    kwargs: dict = {"pretrained_text": False}
+    kwargs: dict = {"pretrained_text": False, "weights_only": True}
     if input_size is not None:
         kwargs["force_image_size"] = tuple(input_size)
     if weights is None:

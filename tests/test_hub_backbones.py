@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
 
@@ -166,6 +167,7 @@ def test_timm_vectors_are_the_models_own_pooled_features(tmp_path, photos, name)
     images = stage_images(backbone, photos)
     batch = torch.stack([own(image) for image in images])
     assert torch.equal(batch, torch.stack([backbone.transform(image) for image in images]))
+    assert torch.equal(pickle.loads(pickle.dumps(backbone.transform))(images[0]), batch[0])
     assert backbone.input_size == tuple(model.pretrained_cfg["input_size"][1:])
     # features: the model's own pooled embedding (before its classifier)
     with torch.inference_mode():
@@ -219,6 +221,8 @@ def test_open_clip_vectors_are_encode_image_of_its_own_preprocess(tiny_clip, pho
     images = stage_images(backbone, photos)
     batch = torch.stack([preprocess(image) for image in images])
     assert torch.equal(batch, torch.stack([backbone.transform(image) for image in images]))
+    # DataLoader workers receive the transform pickled
+    assert torch.equal(pickle.loads(pickle.dumps(backbone.transform))(images[0]), batch[0])
     with torch.inference_mode():
         expected = model.encode_image(batch)
     np.testing.assert_allclose(embeddings.vectors, unit(expected), atol=TOL)
