@@ -29,6 +29,7 @@ _EXPORTS = {
     "load_backbone": "backbones",
     "load_onnx_backbone": "backbones",
     "register_backbone": "backbones",
+    "register_backbone_family": "backbones",
     "embed_images": "embed",
     "load_embeddings": "embed",
     "search_neighbors": "graph",

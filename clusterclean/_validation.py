@@ -62,10 +62,25 @@ def check_float(value: object, name: str, func: str, *, low: float, high: float)
     return float(value)
 
 
-def check_choice(value: object, name: str, func: str, choices) -> str:
-    """Return ``value`` when it is one of ``choices``, else raise listing them."""
+def in_family(value: object, prefixes) -> bool:
+    """``value`` is a str ``PREFIX:NAME`` with ``PREFIX`` in ``prefixes`` and ``NAME`` not empty."""
+    if not isinstance(value, str):
+        return False
+    prefix, _, rest = value.partition(":")
+    return bool(rest) and prefix in tuple(prefixes)
+
+
+def check_choice(value: object, name: str, func: str, choices, prefixes=()) -> str:
+    """Return ``value`` when it is one of ``choices``, else raise listing them.
+
+    A str ``PREFIX:NAME`` (``NAME`` not empty) with ``PREFIX`` in ``prefixes`` is also
+    accepted: an open family such as ``timm:convnext_tiny``, whose owner checks ``NAME``.
+    """
     choices = list(choices)
+    if in_family(value, prefixes):
+        return value  # type: ignore[return-value]
     if value not in choices:
-        expected = "one of " + ", ".join(repr(c) for c in choices)
+        listed = choices + [f"{prefix}:NAME" for prefix in prefixes]
+        expected = "one of " + ", ".join(repr(c) for c in listed)
         raise InvalidInputError(_message(name, func, expected, value))
     return value  # type: ignore[return-value]

@@ -9,6 +9,7 @@ and a killed process leaves only dot-prefixed ``*.tmp`` files behind.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "write_bytes", "staged_writes", "save_npz", "pid_alive"]
+__all__ = ["atomic_write", "write_bytes", "staged_writes", "save_npz", "pid_alive", "file_stem"]
+
+
+def file_stem(name: str) -> str:
+    """A name as one file or folder name: ``open_clip:M/TAG`` -> ``open_clip_M_TAG``."""
+    return re.sub(r"[^\w.-]", "_", name)
 
 
 def _temporary(path: Path, tag: str | None) -> Path:

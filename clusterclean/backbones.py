@@ -5,8 +5,11 @@ images ``(B, 3, H, W)`` to features ``(B, dim)``, the transform that turns a PIL
 image into that model's input tensor, and a ``weights_id`` that identifies the
 weights (used as a cache key by :mod:`clusterclean.embed`).
 
-Backbones live in the :data:`BACKBONES` registry by name; :func:`load_backbone`
-builds one. torch and torchvision are imported inside the functions, so that
+Backbones live in the :data:`BACKBONES` registry by name; open families of
+models another library names (``timm:convnext_tiny``,
+``open_clip:ViT-B-32/laion2b_s34b_b79k``) live in :data:`BACKBONE_FAMILIES` by
+prefix (their factories: :mod:`clusterclean.hub_backbones`). :func:`load_backbone`
+builds either. torch and torchvision are imported inside the functions, so that
 ``import clusterclean`` stays light.
 """
 
@@ -23,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._validation import check_choice
+from ._validation import check_choice, in_family
 from .errors import InvalidInputError, WeightsUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -39,6 +42,9 @@ __all__ = [
     "load_onnx_backbone",
     "register_backbone",
     "save_random_weights",
+    "BACKBONE_FAMILIES",
+    "backbone_families",
+    "register_backbone_family",
 ]
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,32 @@ def register_backbone(name: str):
 
     def decorate(factory):
         BACKBONES[name] = factory
+        return factory
+
+    return decorate
+
+
+#: Registry: family prefix -> factory ``(model_name, weights, input_size) -> Backbone``;
+#: the backbone ``"PREFIX:MODEL_NAME"`` is built by the family's factory. Filled by
+#: :func:`register_backbone_family`.
+BACKBONE_FAMILIES: dict[
+    str, Callable[[str, str | Path | None, tuple[int, int] | None], Backbone]
+] = {}
+
+
+def register_backbone_family(prefix: str):
+    """Decorator: add a family factory ``factory(model_name, weights, input_size) -> Backbone``.
+
+    ``load_backbone("PREFIX:MODEL_NAME")`` (and ``run(backbone=...)``, ``--backbone``)
+    calls it with ``MODEL_NAME``; the factory checks that name itself and raises
+    :class:`~clusterclean.errors.InvalidInputError` naming the backbone when it is
+    unknown. Same contract as :func:`register_backbone` otherwise.
+    """
+    if not prefix.isidentifier():
+        raise ValueError(f"A backbone family prefix must be an identifier. Got {prefix!r}.")
+
+    def decorate(factory):
+        BACKBONE_FAMILIES[prefix] = factory
         return factory
 
     return decorate
@@ -288,6 +320,21 @@ class ResizeCrop:
         )
 
 
+def _output_dim(model: torch.nn.Module, size: tuple[int, int], *, what: str, fix: str) -> int:
+    """The feature dimension, from one forward pass on a black image; not (batch, dim): error."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, *size))
+    if not torch.is_tensor(out) or out.ndim != 2:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise InvalidInputError(
+            f"{what} returns {shape} for an input of shape (1, 3, {size[0]}, {size[1]}); "
+            f"clusterclean needs features of shape (batch, dim). {fix}"
+        )
+    return int(out.shape[1])
+
+
 def _center_crop_transform(crop: tuple[int, int], mean, std) -> ResizeCrop:
     """ImageNet evaluation recipe: shorter side to 256/224 of the crop, centre crop, normalise."""
     return ResizeCrop(crop, mean, std)
@@ -387,17 +434,14 @@ def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None)
         ) from exc
     model.eval()
     size = input_size or (224, 224)
-    with torch.inference_mode():
-        out = model(torch.zeros(1, 3, *size))
-    if not torch.is_tensor(out) or out.ndim != 2:
-        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
-        raise InvalidInputError(
-            f"The TorchScript model {str(path)!r} returns {shape} for an input of shape "
-            f"(1, 3, {size[0]}, {size[1]}); clusterclean needs features of shape (batch, dim). "
-            "Export the model with its global pooling and without its classifier."
-        )
+    dim = _output_dim(
+        model,
+        size,
+        what=f"The TorchScript model {str(path)!r}",
+        fix="Export the model with its global pooling and without its classifier.",
+    )
     transform = _center_crop_transform(size, IMAGENET_MEAN, IMAGENET_STD)
-    return Backbone(name, model, transform, int(out.shape[1]), size, _file_sha256(path))
+    return Backbone(name, model, transform, dim, size, _file_sha256(path))
 
 
 def load_onnx_backbone(
@@ -718,9 +762,49 @@ def save_random_weights(name: str, path: str | Path, *, seed: int = 0) -> str:
     return str(path)
 
 
+def _hub_backbone(family: str, model_name: str, weights, input_size) -> Backbone:
+    """A ``family:model_name`` backbone built by :mod:`clusterclean.hub_backbones`."""
+    from . import hub_backbones
+
+    name = f"{family}:{model_name}"
+    path = None if weights is None else _existing_file(weights, name)
+    build = {"timm": hub_backbones.timm_model, "open_clip": hub_backbones.open_clip_model}[family]
+    built = build(model_name, path, input_size)
+    weights_id = built.source if path is None else _file_sha256(path)
+    dim = _output_dim(
+        built.model,
+        built.input_size,
+        what=f"Backbone {name!r}",
+        fix="Pick a model whose forward pass ends in a pooled embedding.",
+    )
+    return Backbone(name, built.model, built.transform, dim, built.input_size, weights_id)
+
+
+@register_backbone_family("timm")
+def _timm_family(model_name: str, weights, input_size) -> Backbone:
+    """``timm:convnext_tiny``, ``timm:vit_small_patch14_dinov2.lvd142m``: any timm model."""
+    return _hub_backbone("timm", model_name, weights, input_size)
+
+
+@register_backbone_family("open_clip")
+def _open_clip_family(model_name: str, weights, input_size) -> Backbone:
+    """``open_clip:ViT-B-32/laion2b_s34b_b79k`` (model/pretrained tag): an OpenCLIP image tower."""
+    return _hub_backbone("open_clip", model_name, weights, input_size)
+
+
 def available_backbones() -> list[str]:
-    """Names accepted by :func:`load_backbone`, sorted."""
+    """Names accepted by :func:`load_backbone`, sorted.
+
+    Besides these, ``PREFIX:MODEL`` for each of :func:`backbone_families` names a
+    model of another library: ``timm:convnext_tiny``,
+    ``open_clip:ViT-B-32/laion2b_s34b_b79k``.
+    """
     return sorted(BACKBONES)
+
+
+def backbone_families() -> list[str]:
+    """Prefixes of the open backbone families (``timm``, ``open_clip``), sorted."""
+    return sorted(BACKBONE_FAMILIES)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -760,6 +844,14 @@ def load_backbone(
         256x128 person crops, and ``onnx`` (a model of your own run by ONNX
         Runtime on CPU, ``weights`` = the ``.onnx`` file; see
         :func:`load_onnx_backbone`).
+        Or ``FAMILY:MODEL`` for a family of
+        :func:`backbone_families`: ``timm:NAME`` (any ``timm.list_models()``
+        name, with an optional ``.tag``, e.g. ``timm:convnext_tiny``,
+        ``timm:vit_small_patch14_dinov2.lvd142m``) or ``open_clip:MODEL/TAG``
+        (``open_clip.list_pretrained()``, e.g.
+        ``open_clip:ViT-B-32/laion2b_s34b_b79k``); their preprocessing is the
+        model's own, their weights come from the Hugging Face cache (downloaded
+        when online) or ``weights``.
     weights : str or Path, optional
         A local weights file: a state dict (``torch.save(model.state_dict())``,
         read with ``weights_only=True``; a classifier head in it is ignored) or,
@@ -783,7 +875,7 @@ def load_backbone(
         Default weights neither cached nor downloadable; the message lists the
         offline options.
     """
-    check_choice(name, "name", "load_backbone", available_backbones())
+    check_choice(name, "name", "load_backbone", available_backbones(), backbone_families())
     if input_size is not None and (
         len(input_size) != 2 or not all(isinstance(s, int) and s >= 16 for s in input_size)
     ):
@@ -794,7 +886,12 @@ def load_backbone(
     import torch
 
     torch_device = resolve_device(device)
-    backbone = BACKBONES[name](weights, tuple(input_size) if input_size else None)
+    size = tuple(input_size) if input_size else None
+    if in_family(name, BACKBONE_FAMILIES):
+        prefix, _, model_name = name.partition(":")
+        backbone = BACKBONE_FAMILIES[prefix](model_name, weights, size)
+    else:
+        backbone = BACKBONES[name](weights, size)
     if backbone.model is None:  # an ONNX model: ONNX Runtime runs it, on CPU
         if device is not None and torch_device.type != "cpu":
             raise InvalidInputError(

@@ -49,6 +49,12 @@ def _backbone_names() -> list[str]:
     return available_backbones()
 
 
+def _backbone_families() -> list[str]:
+    from .backbones import backbone_families
+
+    return backbone_families()
+
+
 __all__ = [
     "OPTIONS",
     "SkippedImage",
@@ -67,9 +73,11 @@ OPTIONS = declare(
     Option(
         "backbone",
         "resnet50",
-        "embedding model (clusterclean.available_backbones())",
+        "embedding model (clusterclean.available_backbones()), or FAMILY:MODEL from timm or "
+        "OpenCLIP: timm:convnext_tiny, open_clip:ViT-B-32/laion2b_s34b_b79k",
         "choice",
         choices=_backbone_names,
+        prefixes=_backbone_families,
     ),
     Option(
         "weights",
@@ -504,7 +512,9 @@ class _EmbeddingCache:
         }
         text = json.dumps(setup, sort_keys=True, indent=1)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        self.folder = Path(cache_dir) / f"{backbone.name}-{digest}"
+        from .atomic import file_stem
+
+        self.folder = Path(cache_dir) / f"{file_stem(backbone.name)}-{digest}"
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

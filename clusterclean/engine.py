@@ -374,13 +374,15 @@ def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> P
     """
     import copy
 
+    from .atomic import file_stem
+
     _import_onnxruntime()
     key = _export_key(backbone, _weights_hash(backbone.model))
     text = json.dumps(key, sort_keys=True, indent=1)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_engine_cache()
-    path = folder / f"{backbone.name}-{digest}.onnx"
-    failed = folder / f"{backbone.name}-{digest}.failed"
+    path = folder / f"{file_stem(backbone.name)}-{digest}.onnx"  # open_clip:M/TAG has a /
+    failed = path.with_suffix(".failed")
     if path.is_file():
         logger.info("ONNX model of %s from the cache: %s", backbone.name, path)
         return path

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._validation import check_choice, check_float, check_int
+from ._validation import check_choice, check_float, check_int, in_family
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
@@ -64,6 +64,9 @@ class Option:
         Range of an int or float (inclusive).
     choices : tuple or callable, optional
         Allowed values of a ``"choice"``; a callable reads a registry.
+    prefixes : tuple or callable
+        A ``"choice"`` may also be ``PREFIX:NAME`` for these prefixes (open families
+        such as ``timm:NAME``, whose owner checks ``NAME`` when it is used).
     nullable : bool
         None is allowed (it means "automatic" or "off": say which in ``help``).
     special : tuple of str
@@ -87,6 +90,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     choices: tuple | Callable[[], Iterable[str]] | None = None
+    prefixes: tuple | Callable[[], Iterable[str]] = ()
     nullable: bool = False
     special: tuple[str, ...] = ()
     each: Callable[[str], Any] | None = None
@@ -103,6 +107,9 @@ class Option:
     def allowed(self) -> tuple:
         choices = self.choices() if callable(self.choices) else self.choices
         return tuple(choices or ())
+
+    def allowed_prefixes(self) -> tuple[str, ...]:
+        return tuple(self.prefixes() if callable(self.prefixes) else self.prefixes)
 
     def check(self, value: Any, func: str) -> Any:
         """``value`` checked (scikit-learn's wording) and normalised; raises otherwise."""
@@ -125,7 +132,7 @@ class Option:
                     f"The {self.name!r} parameter of {func} must be a bool. Got {value!r} instead."
                 )
         elif self.kind == "choice":
-            check_choice(value, self.name, func, self.allowed())
+            check_choice(value, self.name, func, self.allowed(), self.allowed_prefixes())
         elif self.kind == "strs":
             if isinstance(value, str) and self.one_str:
                 value = (value,)
@@ -165,7 +172,7 @@ class Option:
 
     def range_text(self) -> str:
         if self.kind == "choice":
-            return ", ".join(self.allowed())
+            return ", ".join((*self.allowed(), *(f"{p}:NAME" for p in self.allowed_prefixes())))
         if self.kind in ("int", "float") and (self.low is not None or self.high is not None):
             low = "" if self.low is None else f"{self.low:g}"
             high = "" if self.high is None else f"{self.high:g}"
@@ -276,6 +283,18 @@ def _number_or_special(option: Option) -> Callable[[str], Any]:
     return parse
 
 
+class _Choices(tuple):
+    """argparse ``choices``: the listed names, and also ``PREFIX:NAME`` for ``prefixes``."""
+
+    def __new__(cls, names: Iterable[str], prefixes: Iterable[str]):
+        choices = super().__new__(cls, names)
+        choices.prefixes = tuple(prefixes)
+        return choices
+
+    def __contains__(self, value: object) -> bool:
+        return in_family(value, self.prefixes) or super().__contains__(value)
+
+
 def add_flags(
     parser: argparse.ArgumentParser,
     options: Sequence[Option],
@@ -302,7 +321,8 @@ def add_flags(
         if o.kind == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction
         elif o.kind == "choice":
-            kwargs["choices"] = o.allowed()
+            prefixes = o.allowed_prefixes()
+            kwargs["choices"] = _Choices(o.allowed(), prefixes) if prefixes else o.allowed()
         elif o.kind == "strs":
             kwargs["type"] = csv_list
         elif o.special:

