@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset, Embeddings
-from ._validation import check_int
+from ._validation import check_int, check_type
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
@@ -161,17 +161,21 @@ def _codes(values, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- detection
 
 
-def _require_columns(frame, columns: Sequence[str], name: str, func: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise InvalidTypeError(
-            f"The {name!r} parameter of {func} must be a pandas.DataFrame; "
-            f"got {type(frame).__name__}."
-        )
+def _require_columns(
+    frame,
+    columns: Sequence[str],
+    name: str,
+    func: str,
+    *,
+    expected: str = "a pandas.DataFrame",
+    noun: str = "columns",
+) -> None:
+    check_type(frame, pd.DataFrame, name, func, expected)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InvalidInputError(
-            f"The {name!r} table given to {func} lacks the columns {missing}; "
-            f"it has {list(frame.columns)}."
+            f"The {name!r} table given to {func} lacks the {noun} {missing[:5]}; "
+            f"it has {list(frame.columns)[:10]}."
         )
 
 
@@ -411,17 +415,8 @@ def _rows(index: pd.Index, labels: pd.DataFrame, name: str, func: str) -> np.nda
 
 
 def _check_labels(labels, name: str, func: str, attributes: Sequence[str]) -> pd.DataFrame:
-    if not isinstance(labels, pd.DataFrame):
-        raise InvalidTypeError(
-            f"The {name!r} parameter of {func} must be a pandas.DataFrame indexed by image_id; "
-            f"got {type(labels).__name__}."
-        )
-    missing = [a for a in attributes if a not in labels.columns]
-    if missing:
-        raise InvalidInputError(
-            f"The {name!r} labels of {func} lack the attributes {missing[:5]}; "
-            f"they have {list(labels.columns)[:10]}."
-        )
+    expected = "a pandas.DataFrame indexed by image_id"
+    _require_columns(labels, attributes, name, func, expected=expected, noun="attributes")
     return labels
 
 

@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, check_type
 from .duplicates import DEFAULT_MIN_DUPLICATE_SIMILARITY
-from .errors import InvalidTypeError, printable
+from .errors import printable
 from .explorer import FLAGS, attribute_view, explorer_data, script_json
 from .scoring import METRICS
 
@@ -879,11 +879,7 @@ def render_html(
     from .report import Report
 
     func = "render_html"
-    if not isinstance(report, Report):
-        raise InvalidTypeError(
-            f"The 'report' parameter of {func} must be a Report (from run() or read_report()). "
-            f"Got {type(report).__name__} instead."
-        )
+    check_type(report, Report, "report", func, "a Report (from run() or read_report())")
     n_gallery = check_int(n_gallery, "n_gallery", func, min_value=0)
     sort_by = check_choice(sort_by, "sort_by", func, sort_keys())
     max_bytes = check_int(max_bytes, "max_bytes", func, min_value=0)

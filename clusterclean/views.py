@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ._contracts import Dataset
-from ._validation import check_int
+from ._validation import check_int, check_type
 from .embed import image_inputs, plan_workers, resolve_backbone, run_model
 from .engine import Engine, load_engine
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
@@ -189,11 +189,7 @@ def embed_views(
         Bad parameter, a dataset without image paths, or no readable image.
     """
     func = "embed_views"
-    if not isinstance(dataset, Dataset):
-        raise InvalidTypeError(
-            f"The 'dataset' parameter of {func} must be a Dataset (see "
-            f"clusterclean.load_dataset). Got {type(dataset).__name__} instead."
-        )
+    check_type(dataset, Dataset, "dataset", func, "a Dataset (see clusterclean.load_dataset)")
     n_views = check_int(n_views, "n_views", func, min_value=1)
     if max_images is not None:
         max_images = check_int(max_images, "max_images", func, min_value=1)
