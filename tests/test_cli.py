@@ -224,7 +224,8 @@ def test_progress_bars_only_on_a_terminal(vectors_and_labels, monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     main(argv)
     main([*argv, "--no-progress"])
-    assert seen == [False, True, False]
+    main(["-q", *argv])  # -q: only errors, so no bars on a terminal either
+    assert seen == [False, True, False, False]
 
 
 def _write_views(folder, n_views=3):
