@@ -61,7 +61,11 @@ def _add_output_flags(parser: argparse.ArgumentParser, prefix: str = ""):
         help="more log output (-vv for debug)",
     )
     group.add_argument(
-        "-q", "--quiet", dest=f"{prefix}quiet", action="store_true", help="only errors"
+        "-q",
+        "--quiet",
+        dest=f"{prefix}quiet",
+        action="store_true",
+        help="only errors: no summary, no warnings, no progress bars",
     )
     return group
 
@@ -751,8 +755,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -v / -q before the subcommand count as after it
     args.verbose = getattr(args, "verbose", 0) + args.top_verbose
     args.quiet = getattr(args, "quiet", False) or args.top_quiet
-    # bars only for a person watching: redirected, tqdm's \r lines would fill the log
-    if getattr(args, "progress", False) and not _stderr_is_tty():
+    # bars only for a person watching: redirected, tqdm's \r lines would fill the log;
+    # -q is "only errors", so no bars either
+    if getattr(args, "progress", False) and (args.quiet or not _stderr_is_tty()):
         args.progress = False
     _configure_logging(args)
     try:

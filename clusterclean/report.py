@@ -163,7 +163,11 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     },
     "embeddings": {
         "image_id": ("string", "image id"),
-        "embedding": ("fixed_size_list<float32>", "L2-normalised vector"),
+        "embedding": (
+            "fixed_size_list<float32>",
+            "L2-normalised backbone vector, before the projection head and whitening "
+            "(adaptation.npz, refinement.npz)",
+        ),
     },
     # --- cleaning logs (strategies.write_cleaned) ------------------------------ #
     "changes": {
@@ -244,7 +248,8 @@ class Report:
     images, components, component_attributes, label_issues, pairs, edges : DataFrame
         The report tables (columns documented in ``TABLES`` and the README).
     embeddings : Embeddings or None
-        The vectors the graph was built on.
+        The backbone's vectors, before the projection head (``adaptation``) and the
+        whitening (``refinement``) that the graph was built on.
     duplicates : DataFrame or None
         Exact / near duplicate groups and split leaks (``TABLES["duplicates"]``).
     neighbors : Neighbors or None

@@ -1,8 +1,10 @@
 """End-to-end CLI tests: real image files, real model, real Parquet; exit codes and error lines."""
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -224,7 +226,8 @@ def test_progress_bars_only_on_a_terminal(vectors_and_labels, monkeypatch):
     monkeypatch.setattr(sys, "stderr", Terminal())
     main(argv)
     main([*argv, "--no-progress"])
-    assert seen == [False, True, False]
+    main(["-q", *argv])  # -q: only errors, so no bars on a terminal either
+    assert seen == [False, True, False, False]
 
 
 def _write_views(folder, n_views=3):
@@ -288,24 +291,32 @@ def test_end_to_end_on_an_image_folder(tmp_path):
     assert issues[["image_id", "attribute"]].values.tolist() == [["person 0_view 1.png", "hat"]]
 
 
-def test_demo_runs_offline_and_reports_what_it_found(tmp_path):
+def readme_demo_block() -> list[str]:
+    """The lines between ``<!-- demo -->`` and ``<!-- /demo -->`` in README.md, fences dropped."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- demo[^>]*-->\n```[a-z]*\n(.*?)```\n<!-- /demo -->", readme, re.S)
+    assert block, "README.md has no <!-- demo --> block"
+    return block.group(1).splitlines()
+
+
+def test_demo_runs_offline_and_prints_what_the_readme_shows(tmp_path):
+    # exactly what `make demo` runs (the full-size demo), so that the README's figures are real
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "clusterclean.cli",
-            "demo",
-            "--out",
-            str(tmp_path / "demo"),
-            "--n-persons",
-            "12",
-            "--no-progress",
-        ],
+        [sys.executable, "-m", "clusterclean.cli", "demo", "--out", "demo-out", "--no-progress"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert "planted disagreements found:" in result.stdout
-    assert (tmp_path / "demo" / "report" / "run.json").is_file()
-    assert (tmp_path / "demo" / "data" / "labels.csv").is_file()
+    assert (tmp_path / "demo-out" / "report" / "run.json").is_file()
+    assert (tmp_path / "demo-out" / "data" / "labels.csv").is_file()
+    printed = result.stdout.splitlines()
+    shown = readme_demo_block()
+    # the last line names the report folder, whose absolute path is the user's
+    assert printed[-1] == f"report: {(tmp_path / 'demo-out' / 'report').resolve()}"
+    assert shown[-1].startswith("report: ") and shown[-1].endswith("/demo-out/report")
+    assert shown[:-1] == printed[:-1], (
+        "README.md's demo output is stale: paste the output of `make demo` between "
+        "<!-- demo --> and <!-- /demo -->"
+    )
