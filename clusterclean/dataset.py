@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
+from ._validation import check_choice
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare
 
@@ -43,6 +44,7 @@ __all__ = [
 
 #: How a labels argument is read (the ``labels_format`` option).
 LABELS_FORMATS = ("auto", "table", "peta")
+FOLDER_LABELS = ("auto", "none")
 
 #: The options of the load stage, declared once (:mod:`clusterclean.options`).
 OPTIONS = declare(
@@ -76,6 +78,15 @@ OPTIONS = declare(
         "Label.txt or a PETA folder, else table)",
         "choice",
         choices=LABELS_FORMATS,
+    ),
+    Option(
+        "folder_labels",
+        "auto",
+        "with no labels table: auto reads an ImageFolder layout (DIR/<class>/image) as a "
+        "one-of-K 'class' label per image, so a component joining two classes is reported; "
+        "none: no labels (duplicates only)",
+        "choice",
+        choices=FOLDER_LABELS,
     ),
     Option(
         "follow_symlinks",
@@ -764,6 +775,15 @@ def _check_arguments(
     return columns
 
 
+def _folder_classes(files: Sequence[str]) -> list[str] | None:
+    """Each file's folder when every file is exactly one folder deep in >= 2 folders, else None."""
+    parts = [f.split("/") for f in files]
+    if not parts or any(len(p) != 2 for p in parts):
+        return None
+    classes = [p[0] for p in parts]
+    return classes if len(set(classes)) >= 2 else None
+
+
 def load_dataset(
     labels: str | Path | pd.DataFrame | None = None,
     *,
@@ -774,6 +794,7 @@ def load_dataset(
     group_column: str | None = "group",
     allow_unlabeled_images: bool = False,
     labels_format: str = "auto",
+    folder_labels: str = "auto",
     follow_symlinks: bool = False,
 ) -> Dataset:
     """Load a labels table and/or an images folder into a :class:`Dataset`.
@@ -821,6 +842,11 @@ def load_dataset(
         as :func:`load_peta` reads it (``images``, if given, must be that
         folder). ``auto``: ``peta`` for a file named ``Label.txt`` or a
         PETA folder (:func:`is_peta_labels`), else ``table``.
+    folder_labels : {"auto", "none"}
+        Without ``labels``: ``auto`` reads a torchvision ``ImageFolder`` layout
+        (every image exactly one folder deep, at least two folders) as a
+        one-of-K task ``class`` (attributes ``class=<folder>``), and logs it;
+        ``none`` loads the images without labels.
 
     Returns
     -------
@@ -863,6 +889,24 @@ def load_dataset(
         )
     files = list_images(root, follow_symlinks=follow_symlinks) if root is not None else []
     table: _Table | None = None
+    folder_labels = check_choice(folder_labels, "folder_labels", "load_dataset", FOLDER_LABELS)
+    classes = _folder_classes(files) if labels is None and folder_labels == "auto" else None
+    if classes is not None:
+        logger.warning(
+            "No labels table: the images folder has the ImageFolder layout (%d class folders), "
+            "so each image's folder is its one-of-K 'class' label; turn off with "
+            "folder_labels='none' (--folder-labels none)",
+            len(set(classes)),
+        )
+        frame = pd.DataFrame({"image_id": files, "class": classes})
+        return load_dataset(
+            frame,
+            images=images,
+            multiclass_columns=("class",),
+            split_column=None,
+            group_column=None,
+            follow_symlinks=follow_symlinks,
+        )
     if labels is None:
         if multiclass_columns or image_column is not None:
             raise InvalidInputError(

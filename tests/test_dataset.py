@@ -561,3 +561,55 @@ def test_long_values_are_cut_in_messages(images: Path) -> None:
     with pytest.raises(InvalidInputError) as err:
         load_dataset(frame, images=images)
     assert "'xxxxx" in str(err.value) and "..." in str(err.value) and len(str(err.value)) < 400
+
+
+# --------------------------------------------------------------------------- ImageFolder layout
+
+
+def _image_folder(root, layout):
+    from PIL import Image
+
+    for i, rel in enumerate(layout):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (40 * i % 256, 0, 0)).save(path)
+    return root
+
+
+def test_an_image_folder_layout_without_labels_gives_a_class_task(tmp_path, caplog):
+    from clusterclean.dataset import load_dataset
+
+    root = _image_folder(tmp_path / "imgs", ["cat/a.png", "cat/b.png", "dog/c.png"])
+    with caplog.at_level("WARNING", logger="clusterclean.dataset"):
+        ds = load_dataset(images=root)
+    assert ds.ids.tolist() == ["cat/a.png", "cat/b.png", "dog/c.png"]
+    assert ds.attributes == ("class=cat", "class=dog")
+    assert ds.tasks == {"class": ("class=cat", "class=dog")}
+    assert ds.labels.tolist() == [[1, 0], [1, 0], [0, 1]]
+    assert "ImageFolder layout (2 class folders)" in caplog.text
+    assert load_dataset(images=root, folder_labels="none").attributes == ()
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ["a.png", "b.png"],  # flat: no classes
+        ["cat/a.png", "b.png"],  # not every image one folder deep
+        ["cat/x/a.png", "dog/x/b.png"],  # two deep
+        ["cat/a.png", "cat/b.png"],  # one class only
+    ],
+)
+def test_other_layouts_have_no_folder_labels(tmp_path, layout):
+    from clusterclean.dataset import load_dataset
+
+    assert load_dataset(images=_image_folder(tmp_path / "imgs", layout)).attributes == ()
+
+
+def test_folder_labels_is_checked_and_a_labels_table_wins(tmp_path):
+    from clusterclean.dataset import load_dataset
+
+    root = _image_folder(tmp_path / "imgs", ["cat/a.png", "dog/b.png"])
+    with pytest.raises(InvalidInputError, match="'folder_labels' parameter of load_dataset"):
+        load_dataset(images=root, folder_labels="class")
+    table = pd.DataFrame({"image_id": ["cat/a.png", "dog/b.png"], "red": [1, 0]})
+    assert load_dataset(table, images=root).attributes == ("red",)
