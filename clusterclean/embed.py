@@ -72,7 +72,7 @@ OPTIONS = declare(
     "embed",
     Option(
         "backbone",
-        "resnet50",
+        "efficientnet_lite0",
         "embedding model (clusterclean.available_backbones()), or FAMILY:MODEL from timm or "
         "OpenCLIP: timm:convnext_tiny, open_clip:ViT-B-32/laion2b_s34b_b79k",
         "choice",
@@ -603,7 +603,7 @@ def _list_column_to_numpy(column, dim: int) -> np.ndarray:
 def embed_images(
     data: Dataset | Sequence[str | Path],
     *,
-    backbone: str | Backbone = "resnet50",
+    backbone: str | Backbone = "efficientnet_lite0",
     weights: str | Path | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
@@ -623,7 +623,7 @@ def embed_images(
     data : Dataset or sequence of str or Path
         A :class:`Dataset` (its ``path`` column; ids = its ``image_id``), or
         image paths (ids = the paths as given, as str).
-    backbone : str or Backbone, default "resnet50"
+    backbone : str or Backbone, default "efficientnet_lite0"
         A name from :func:`clusterclean.backbones.available_backbones` or a
         loaded :class:`~clusterclean.backbones.Backbone`.
     weights : str or Path, optional

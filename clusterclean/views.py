@@ -141,7 +141,7 @@ class _ViewTransform:
 def embed_views(
     dataset: Dataset,
     *,
-    backbone: str | Backbone = "resnet50",
+    backbone: str | Backbone = "efficientnet_lite0",
     weights: str | Path | None = None,
     n_views: int = 2,
     max_images: int | None = 2000,
@@ -159,7 +159,7 @@ def embed_views(
     ----------
     dataset : Dataset
         Images with a ``path`` column.
-    backbone : str or Backbone, default "resnet50"
+    backbone : str or Backbone, default "efficientnet_lite0"
         As in :func:`clusterclean.embed_images`; use the backbone of the
         embeddings the views go with.
     weights : str or Path, optional
