@@ -64,9 +64,12 @@ def printable(text: object, *, bidi_only: bool = False) -> str:
     ``bidi_only`` only the bidi characters are escaped (for HTML, where other
     control characters cannot act).
     """
+    text = str(text)
+    if text.isascii() and text.isprintable():  # the usual id or name: nothing to escape
+        return text
     return "".join(
         c.encode("unicode_escape").decode("ascii")
         if _is_bidi_control(c) or (not bidi_only and not c.isprintable())
         else c
-        for c in str(text)
+        for c in text
     )

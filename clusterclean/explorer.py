@@ -154,6 +154,8 @@ def script_json(data: Any) -> str:
 
 def _plain(value: Any) -> Any:
     """A JSON value: numpy scalars made Python, NaN/NA made null, floats rounded."""
+    if type(value) is float:  # the common case first (a similarity, a confidence)
+        return None if math.isinf(value) or math.isnan(value) else round(value, 4)
     if isinstance(value, (list, tuple, np.ndarray)):
         return [_plain(v) for v in value]
     if value is None or (np.ndim(value) == 0 and pd.isna(value)):
