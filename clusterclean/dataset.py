@@ -34,6 +34,8 @@ __all__ = [
     "OPTIONS",
     "IMAGE_COLUMN_CANDIDATES",
     "IMAGE_EXTENSIONS",
+    "image_list_root",
+    "is_path_list",
     "SPLITS",
     "list_images",
     "LABELS_FORMATS",
@@ -568,6 +570,37 @@ def _images_root(root: str | Path) -> Path:
     return path.resolve()
 
 
+def is_path_list(value: object) -> bool:
+    """True for a list or tuple of str / os.PathLike (image files given one by one)."""
+    return isinstance(value, list | tuple) and all(isinstance(v, str | os.PathLike) for v in value)
+
+
+def image_list_root(paths: Sequence[str | os.PathLike]) -> tuple[Path, list[str]]:
+    """Image files given one by one as (their deepest common folder, paths relative to it).
+
+    Each must be an existing image file (suffix in :data:`IMAGE_EXTENSIONS`), listed once;
+    their ids are the relative paths, as for a folder.
+    """
+    if not paths:
+        raise InvalidInputError("The 'images' list is empty; give at least one image file.")
+    resolved = []
+    for value in paths:
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise InvalidInputError(f"The image file '{value}' in 'images' does not exist.")
+        if not path.name.lower().endswith(IMAGE_EXTENSIONS):
+            raise InvalidInputError(
+                f"'{value}' in 'images' is not an image file (its suffix is not one of "
+                f"{', '.join(IMAGE_EXTENSIONS)})."
+            )
+        resolved.append(path)
+    if len(set(resolved)) != len(resolved):
+        twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+        raise InvalidInputError(f"'images' lists {_list(twice, _MAX_LISTED)} more than once.")
+    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    return root, sorted(p.relative_to(root).as_posix() for p in resolved)
+
+
 def list_images(root: str | Path, *, follow_symlinks: bool = False) -> list[str]:
     """List the image files under a folder, recursively.
 
@@ -738,10 +771,10 @@ def _check_arguments(
             "The 'labels' parameter of load_dataset must be a str, a Path, a pandas DataFrame "
             f"or None. Got {type(labels).__name__} instead."
         )
-    if images is not None and not isinstance(images, str | os.PathLike):
+    if images is not None and not (isinstance(images, str | os.PathLike) or is_path_list(images)):
         raise InvalidTypeError(
-            "The 'images' parameter of load_dataset must be a str, a Path or None. Got "
-            f"{type(images).__name__} instead."
+            "The 'images' parameter of load_dataset must be a folder (str or Path), a list of "
+            f"image file paths, or None. Got {type(images).__name__} instead."
         )
     if labels is None and images is None:
         raise InvalidInputError(
@@ -787,7 +820,7 @@ def _folder_classes(files: Sequence[str]) -> list[str] | None:
 def load_dataset(
     labels: str | Path | pd.DataFrame | None = None,
     *,
-    images: str | Path | None = None,
+    images: str | Path | Sequence[str | Path] | None = None,
     image_column: str | None = None,
     multiclass_columns: Sequence[str] = (),
     split_column: str | None = "split",
@@ -816,8 +849,10 @@ def load_dataset(
 
         ``None`` with ``images``: every image, no attributes (duplicate
         finding only).
-    images : str, Path or None
-        The images folder, searched recursively (see :func:`list_images`). A
+    images : str, Path, list of paths or None
+        The images folder, searched recursively (see :func:`list_images`), or
+        a list of image files (:func:`image_list_root`: ids relative to their
+        deepest common folder). A
         labels value matches a file by its relative path; a value without a
         folder or without an extension may also match a unique file name or
         stem. ``None`` when the user brings embeddings: ``path`` is ``None``.
@@ -881,13 +916,16 @@ def load_dataset(
                 f"'{labels}' is read as PETA labels (--labels-format peta), which have neither."
             )
         return _load_peta_labels(Path(labels), images)
-    root = _images_root(images) if images is not None else None
     if not isinstance(follow_symlinks, bool):
         raise InvalidTypeError(
             "The 'follow_symlinks' parameter of load_dataset must be a bool. Got "
             f"{follow_symlinks!r} instead."
         )
-    files = list_images(root, follow_symlinks=follow_symlinks) if root is not None else []
+    if is_path_list(images):
+        root, files = image_list_root(images)
+    else:
+        root = _images_root(images) if images is not None else None
+        files = list_images(root, follow_symlinks=follow_symlinks) if root is not None else []
     table: _Table | None = None
     folder_labels = check_choice(folder_labels, "folder_labels", "load_dataset", FOLDER_LABELS)
     classes = _folder_classes(files) if labels is None and folder_labels == "auto" else None

@@ -210,7 +210,7 @@ def _images_table(dataset: Dataset, scores_images: pd.DataFrame, neighbors) -> p
 
 
 def run(
-    images: str | Path | None = None,
+    images: str | Path | Sequence[str | Path] | None = None,
     labels: str | Path | pd.DataFrame | Dataset | None = None,
     *,
     out: str | Path | None = None,
@@ -227,8 +227,10 @@ def run(
 
     Parameters
     ----------
-    images : path, optional
-        Folder of images. Optional when ``embeddings`` are given.
+    images : path or list of paths, optional
+        Folder of images, or a list of image files (their ids are their paths
+        relative to the files' deepest common folder). Optional when
+        ``embeddings`` are given.
     labels : path, DataFrame or Dataset, optional
         Labels table (CSV/Parquet, wide or long form) or a loaded Dataset.
     out : path, optional
@@ -523,7 +525,10 @@ def check_run_arguments(
     """
     array, frame = isinstance(embeddings, np.ndarray), isinstance(embeddings, pd.DataFrame)
     expected = {
-        "images": ("a folder path (str or os.PathLike)", _is_path(images)),
+        "images": (
+            "a folder path (str or os.PathLike) or a list of image file paths",
+            _is_path(images) or dataset_stage.is_path_list(images),
+        ),
         "labels": (
             "a table path, a pandas DataFrame or a Dataset",
             _is_path(labels) or isinstance(labels, (pd.DataFrame, Dataset)),
@@ -578,6 +583,8 @@ def check_run_arguments(
 
 def run_inputs(images, labels, embeddings, embedding_ids, config: RunConfig) -> tuple:
     """The files and folders a run reads (or keeps, the cache): ``--out`` may touch none."""
+    if dataset_stage.is_path_list(images):  # files given one by one: their common folder
+        images = dataset_stage.image_list_root(images)[0]
     return (images, labels, embeddings, embedding_ids, config.weights, config.cache_dir)
 
 

@@ -613,3 +613,38 @@ def test_folder_labels_is_checked_and_a_labels_table_wins(tmp_path):
         load_dataset(images=root, folder_labels="class")
     table = pd.DataFrame({"image_id": ["cat/a.png", "dog/b.png"], "red": [1, 0]})
     assert load_dataset(table, images=root).attributes == ("red",)
+
+
+# --------------------------------------------------------------------------- a list of image files
+
+
+def test_a_list_of_image_files_loads_like_their_common_folder(tmp_path):
+    from clusterclean.dataset import load_dataset
+
+    root = _image_folder(tmp_path / "imgs", ["a/x.png", "a/y.png", "b/z.png", "b/skip.png"])
+    files = [root / "b" / "z.png", str(root / "a" / "x.png"), root / "a" / "y.png"]
+    ds = load_dataset(images=files, folder_labels="none")
+    assert ds.ids.tolist() == ["a/x.png", "a/y.png", "b/z.png"]  # skip.png was not listed
+    assert ds.table["path"].tolist() == [str(root / r) for r in ("a/x.png", "a/y.png", "b/z.png")]
+    table = pd.DataFrame({"image_id": ["a/x.png", "a/y.png", "b/z.png"], "red": [1, 0, 1]})
+    assert load_dataset(table, images=files).labels[:, 0].tolist() == [1, 0, 1]
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: [], "'images' list is empty"),
+        (lambda root: [root / "nope.png"], "does not exist"),
+        (lambda root: [root / "notes.txt"], "is not an image file"),
+        (lambda root: [root / "a.png", root / "a.png"], "more than once"),
+    ],
+)
+def test_a_bad_list_of_image_files_is_one_error(tmp_path, make, message):
+    from clusterclean.dataset import load_dataset
+
+    root = _image_folder(tmp_path / "imgs", ["a.png"])
+    (root / "notes.txt").write_text("x")
+    with pytest.raises(InvalidInputError, match=message):
+        load_dataset(images=make(root))
+    with pytest.raises(InvalidTypeError, match="list of image file paths"):
+        load_dataset(images=[root / "a.png", 3])

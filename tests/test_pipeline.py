@@ -152,3 +152,23 @@ def test_duplicate_counts_hand_computed():
 def test_bad_duplicate_similarity_is_rejected_before_work():
     with pytest.raises(InvalidInputError, match="'min_duplicate_similarity' parameter of run"):
         RunConfig(min_duplicate_similarity=2.0)
+
+
+def test_run_takes_a_list_of_image_files_and_guards_their_folder(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    (root / "cam1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("cam1/a.png", "cam1/b.png", "c.png", "unlisted.png"):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)
+    files = [root / "cam1" / "a.png", root / "cam1" / "b.png", root / "c.png"]
+    report = run(images=files, out=tmp_path / "report", progress=False, adapt="none")
+    assert report.dataset.ids.tolist() == ["c.png", "cam1/a.png", "cam1/b.png"]
+    assert report.embeddings.vectors.shape[0] == 3
+    # the files' common folder is an input: a report may not be written into it
+    with pytest.raises(InvalidInputError, match="photos"):
+        run(images=files, out=root / "report", progress=False, adapt="none")
+    assert (root / "unlisted.png").is_file()
+    with pytest.raises(InvalidTypeError, match="list of image file paths"):
+        run(images=[files[0], 7], progress=False)
