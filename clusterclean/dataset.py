@@ -21,6 +21,7 @@ import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,7 @@ __all__ = [
     "IMAGE_COLUMN_CANDIDATES",
     "IMAGE_EXTENSIONS",
     "image_list_root",
+    "image_files_of",
     "is_path_list",
     "SPLITS",
     "list_images",
@@ -573,6 +575,23 @@ def _images_root(root: str | Path) -> Path:
 def is_path_list(value: object) -> bool:
     """True for a list or tuple of str / os.PathLike (image files given one by one)."""
     return isinstance(value, list | tuple) and all(isinstance(v, str | os.PathLike) for v in value)
+
+
+def image_files_of(images: Any) -> Any:
+    """A torchvision ``ImageFolder`` / ``DatasetFolder`` as the list of its image files.
+
+    Its ``samples`` hold ``(path, class_index)``; the files' folders are the classes,
+    so ``folder_labels="auto"`` reads them as the one-of-K ``class`` label, as it does
+    for the folder itself. Anything else is returned unchanged.
+    """
+    samples = getattr(images, "samples", None)
+    if (
+        not isinstance(images, str | os.PathLike | list | tuple)
+        and isinstance(samples, list)
+        and all(isinstance(s, tuple) and s and isinstance(s[0], str) for s in samples)
+    ):
+        return [s[0] for s in samples]
+    return images
 
 
 def image_list_root(paths: Sequence[str | os.PathLike]) -> tuple[Path, list[str]]:

@@ -273,6 +273,7 @@ def run(
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
     config = RunConfig(**{**asdict(config), **options})
+    images = dataset_stage.image_files_of(images)  # a torchvision ImageFolder: its files
     embeddings, embedding_ids = check_run_arguments(
         images, labels, out, embeddings, embedding_ids, "run"
     )
@@ -526,7 +527,9 @@ def check_run_arguments(
     array, frame = isinstance(embeddings, np.ndarray), isinstance(embeddings, pd.DataFrame)
     expected = {
         "images": (
-            "a folder path (str or os.PathLike) or a list of image file paths",
+            "a folder path (str or os.PathLike), a list of image file paths or a torchvision "
+            "ImageFolder (a Dataset of tensors has no files to embed: pass embeddings you "
+            "computed with it instead)",
             _is_path(images) or dataset_stage.is_path_list(images),
         ),
         "labels": (

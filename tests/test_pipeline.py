@@ -172,3 +172,26 @@ def test_run_takes_a_list_of_image_files_and_guards_their_folder(tmp_path):
     assert (root / "unlisted.png").is_file()
     with pytest.raises(InvalidTypeError, match="list of image file paths"):
         run(images=[files[0], 7], progress=False)
+
+
+def test_run_takes_a_torchvision_image_folder_with_its_classes(tmp_path):
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    root = tmp_path / "train"
+    rng = np.random.default_rng(1)
+    for name in ("cat/1.png", "cat/2.png", "dog/3.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)
+    report = run(images=ImageFolder(root), progress=False, adapt="none")
+    assert report.dataset.ids.tolist() == ["cat/1.png", "cat/2.png", "dog/3.png"]
+    assert report.dataset.tasks == {"class": ("class=cat", "class=dog")}
+    assert report.dataset.labels.tolist() == [[1, 0], [1, 0], [0, 1]]
+
+
+def test_a_dataset_of_tensors_is_refused_with_what_to_do_instead():
+    import torch
+
+    tensors = torch.utils.data.TensorDataset(torch.zeros(3, 3, 8, 8))
+    with pytest.raises(InvalidTypeError, match="pass embeddings you computed"):
+        run(images=tensors, progress=False)
