@@ -13,6 +13,7 @@ Labels are float32 with 1.0 = present, 0.0 = absent and NaN = missing.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 import numbers
@@ -36,6 +37,7 @@ __all__ = [
     "IMAGE_COLUMN_CANDIDATES",
     "IMAGE_EXTENSIONS",
     "image_list_root",
+    "common_folder",
     "image_files_of",
     "is_path_list",
     "SPLITS",
@@ -613,11 +615,18 @@ def image_list_root(paths: Sequence[str | os.PathLike]) -> tuple[Path, list[str]
                 f"{', '.join(IMAGE_EXTENSIONS)})."
             )
         resolved.append(path)
-    if len(set(resolved)) != len(resolved):
-        twice = sorted({str(p) for p in resolved if resolved.count(p) > 1})
+    counts = collections.Counter(resolved)
+    twice = sorted(str(p) for p, n in counts.items() if n > 1)
+    if twice:
         raise InvalidInputError(f"'images' lists {_list(twice, _MAX_LISTED)} more than once.")
-    root = Path(os.path.commonpath([str(p.parent) for p in resolved]))
+    root = common_folder(resolved)
     return root, sorted(p.relative_to(root).as_posix() for p in resolved)
+
+
+def common_folder(paths: Sequence[str | os.PathLike]) -> Path:
+    """The deepest folder holding every one of ``paths`` (absolute; no file is opened)."""
+    parents = [os.path.dirname(os.path.abspath(os.path.expanduser(p))) for p in paths]
+    return Path(os.path.commonpath(parents))
 
 
 def list_images(root: str | Path, *, follow_symlinks: bool = False) -> list[str]:

@@ -586,8 +586,8 @@ def check_run_arguments(
 
 def run_inputs(images, labels, embeddings, embedding_ids, config: RunConfig) -> tuple:
     """The files and folders a run reads (or keeps, the cache): ``--out`` may touch none."""
-    if dataset_stage.is_path_list(images):  # files given one by one: their common folder
-        images = dataset_stage.image_list_root(images)[0]
+    if dataset_stage.is_path_list(images) and images:  # files one by one: their folder
+        images = dataset_stage.common_folder(images)
     return (images, labels, embeddings, embedding_ids, config.weights, config.cache_dir)
 
 

@@ -310,14 +310,11 @@ def rank_label_issues(
         o.name: o.check(value, func)
         for o, value in zip(OPTIONS, (min_confidence, min_grouping_attributes), strict=True)
     }
-    if checked["min_grouping_attributes"] is None:
-        kept, grouping = find_grouping_issues(
-            label_issues, min_grouping_attributes=len(label_issues) + 1
-        )
-    else:
-        kept, grouping = find_grouping_issues(
-            label_issues, min_grouping_attributes=checked["min_grouping_attributes"]
-        )
+    # None = never: a threshold above any image's number of cells splits nothing off
+    never = len(label_issues) + 1
+    kept, grouping = find_grouping_issues(
+        label_issues, min_grouping_attributes=checked["min_grouping_attributes"] or never
+    )
     confidence = cell_confidence(cell_features(kept, images, components, component_attributes))
     kept = kept.assign(
         confidence=confidence, is_flagged=confidence >= checked["min_confidence"]

@@ -68,15 +68,18 @@ def regroup(folder: Path, data: Path, grid) -> dict[str, dict]:
     return name, rows
 
 
+def best_setting(results: dict[str, dict[str, dict]], datasets: list[str]) -> str:
+    """The setting with the best mean suspected-cell F1 over ``datasets``."""
+    settings = results[datasets[0]].keys()
+    return max(settings, key=lambda s: sum(results[d][s]["cell_f1"] for d in datasets))
+
+
 def leave_one_out(results: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """For each dataset: the setting the others choose (best mean cell F1) and its figures."""
     chosen = {}
     for held in results:
         others = [d for d in results if d != held]
-        settings = results[held].keys()
-        best = max(
-            settings, key=lambda s: sum(results[d][s]["cell_f1"] for d in others) / len(others)
-        )
+        best = best_setting(results, others)
         chosen[held] = {
             "chosen_on": others,
             "setting": best,
@@ -102,10 +105,7 @@ def main(argv=None) -> int:
     summary = {"grid": [list(g) for g in grid], "results": results}
     if not args.only and len(results) > 1:
         summary["leave_one_dataset_out"] = leave_one_out(results)
-        overall = max(
-            results[next(iter(results))],
-            key=lambda s: sum(results[d][s]["cell_f1"] for d in results) / len(results),
-        )
+        overall = best_setting(results, list(results))
         summary["best_on_all"] = overall
         for held, row in summary["leave_one_dataset_out"].items():
             print(
