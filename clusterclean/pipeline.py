@@ -402,8 +402,8 @@ def finish_run(
         # The per-image attributes are found on the grouping by the vectors alone, so
         # the labels weighed as evidence below are the identity attributes only.
         varying, excluded = _excluded_attributes(component_ids, dataset, config)
-        if config.label_penalty > 0:
-            identity = [i for i, a in enumerate(dataset.attributes) if a not in excluded]
+        identity = [i for i, a in enumerate(dataset.attributes) if a not in excluded]
+        if config.label_penalty > 0 and identity:  # no labels: nothing to weigh, no regroup
             links = grouper.weigh_labels(links, dataset.labels[:, identity])
             edges = links.edges(min_similarity)
             component_ids = grouper.components(edges, dataset.n_images)
