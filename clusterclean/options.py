@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._docs import fill_blocks
 from ._validation import check_choice, check_float, check_int, in_family
 from .errors import InvalidInputError, InvalidTypeError
 
@@ -365,11 +365,6 @@ def options_page(options: Sequence[Option]) -> str:
     return "\n".join(parts)
 
 
-#: A generated block in a Markdown page: ``<!-- options: group, calibrate -->``,
-#: the table of those stages' options, then ``<!-- /options -->``.
-_BLOCK = re.compile(r"(<!-- options: ([a-z_, ]+) -->\n)(.*?)(<!-- /options -->)", re.DOTALL)
-
-
 def fill_option_tables(text: str, options: Sequence[Option]) -> str:
     """Fill every ``<!-- options: stage, ... -->`` block of ``text`` from the declarations.
 
@@ -377,12 +372,11 @@ def fill_option_tables(text: str, options: Sequence[Option]) -> str:
     typed once, in its declaration (``python scripts/write_options_doc.py``).
     """
 
-    def table(match: re.Match) -> str:
-        stages = [s.strip() for s in match.group(2).split(",")]
+    def table(argument: str) -> str:
+        stages = [s.strip() for s in argument.split(",")]
         unknown = sorted(set(stages) - {o.stage for o in options})
         if unknown:
             raise ValueError(f"no option is declared by stage(s) {unknown}")
-        members = [o for o in options if o.stage in stages]
-        return match.group(1) + markdown_table(members) + match.group(4)
+        return markdown_table([o for o in options if o.stage in stages])
 
-    return _BLOCK.sub(table, text)
+    return fill_blocks(text, "options", table)

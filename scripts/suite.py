@@ -42,7 +42,6 @@ import argparse
 import io
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageFilter
 
+from clusterclean._docs import fill_blocks
 from clusterclean.synth import (
     FASHION_INVISIBLE,
     FASHION_VISIBLE,
@@ -484,19 +484,14 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-#: A README block filled from a suite JSON file: ``<!-- suite: docs/suite/x.json -->``,
-#: the table, ``<!-- /suite -->`` (``python scripts/suite.py readme``).
-README_BLOCK = re.compile(r"(<!-- suite: (\S+) -->\n)(.*?)(<!-- /suite -->)", re.DOTALL)
-
-
 def fill_readme(text: str, root: Path) -> str:
-    """Every suite block of ``text`` rendered from its JSON file (paths from ``root``)."""
+    """Every ``<!-- suite: docs/suite/x.json -->`` block of ``text`` rendered from its JSON
+    file (paths from ``root``; ``python scripts/suite.py readme``)."""
 
-    def table(match: re.Match) -> str:
-        results = json.loads((root / match.group(2)).read_text(encoding="utf-8"))
-        return match.group(1) + markdown(results) + match.group(4)
+    def table(path: str) -> str:
+        return markdown(json.loads((root / path).read_text(encoding="utf-8")))
 
-    return README_BLOCK.sub(table, text)
+    return fill_blocks(text, "suite", table)
 
 
 def main(argv=None) -> int:

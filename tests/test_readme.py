@@ -31,6 +31,5 @@ def test_readme_suite_tables_are_rendered_from_their_json_files():
     spec = importlib.util.spec_from_file_location("suite", ROOT / "scripts" / "suite.py")
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)
-    blocks = suite.README_BLOCK.findall(README)
-    assert blocks, "the README has no <!-- suite: ... --> block"
+    assert "<!-- suite: docs/suite/" in README, "the README has no <!-- suite: ... --> block"
     assert suite.fill_readme(README, ROOT) == README, "run: python scripts/suite.py readme"
