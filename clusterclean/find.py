@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._validation import check_choice, check_type
+from .dataset import image_files_of
 from .pipeline import RunConfig, load_inputs, run
 
 __all__ = ["find_label_issues"]
@@ -91,7 +92,8 @@ def find_label_issues(
     ids = report.dataset.ids
     if report.skipped is not None and len(report.skipped):
         # the rows as given, unreadable images included: the mask is aligned with them
-        ids = load_inputs(images, labels, embeddings, RunConfig(**options)).ids
+        files = image_files_of(images)  # as run() reads them (an ImageFolder: its files)
+        ids = load_inputs(files, labels, embeddings, RunConfig(**options)).ids
     row_of = {image_id: row for row, image_id in enumerate(ids)}
     per_row = issues.groupby("image_id", sort=False).agg(
         confidence=("confidence", "max"), n_issues=("confidence", "size")

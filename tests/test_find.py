@@ -88,3 +88,33 @@ def test_bad_arguments_name_the_parameter():
         )
     with pytest.raises(InvalidTypeError, match="'flagged_only' parameter of find_label_issues"):
         cc.find_label_issues(table, vectors, embedding_ids=ids, flagged_only="yes", **GRAPH)
+
+
+def test_an_unreadable_image_is_a_row_that_is_never_an_issue(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    base = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    for name in ("a.png", "b.png", "c.png"):  # three copies of one photo
+        Image.fromarray(base).save(folder / name)
+    (folder / "broken.png").write_bytes(b"not a png")
+    table = pd.DataFrame(
+        {"image_id": ["broken.png", "a.png", "b.png", "c.png"], "red": [1, 1, 1, 0]}
+    )
+    mask = cc.find_label_issues(
+        table,
+        images=folder,
+        flagged_only=False,
+        adapt="none",
+        detect_mixed=False,
+        detect_varying_attributes=False,
+        n_neighbors=2,
+        rerank=False,
+        refine=False,
+        min_similarity=0.9,
+        label_penalty=0.0,
+    )
+    # rows of the table as given: broken.png (row 0) skipped, c.png (row 3) the odd label
+    assert mask.tolist() == [False, False, False, True]
