@@ -27,7 +27,7 @@ import pandas as pd
 
 from ._contracts import Dataset, Embeddings, as_embeddings
 from ._validation import check_choice, check_int
-from .atomic import pid_alive, write_bytes
+from .atomic import atomic_write, pid_alive, write_bytes
 from .engine import ENGINES, Engine, available_cores, load_engine
 from .errors import InvalidInputError, InvalidTypeError
 
@@ -366,14 +366,14 @@ def plan_workers(n_images: int, engine: Engine, *, num_workers: int | None = Non
     ``num_workers`` when given; else none for at most 64 images (starting a worker
     costs more than it saves), else:
 
-    - an engine that workers may run themselves (ONNX Runtime): one worker per
-      core. Each worker decodes its batch, transforms it and runs the model on it
-      with ``engine.threads // workers`` threads (1 on a machine whose cores all
-      have a worker), and sends back only the features: decoding and model never
-      compete for a core, no thread waits on another, and only ``(batch, dim)``
-      floats cross between processes. Measured on 2 cores (EfficientNet-Lite0,
-      224 px): 12 ms of CPU per image, against 14.6 ms with one decoding worker
-      beside a 2-thread engine (scripts/bench_embed.py);
+    - an engine that workers may run themselves (ONNX Runtime): one worker per engine
+      thread (by default one per core). Each worker decodes its batch, transforms it and
+      runs the model on it with ``engine.threads // workers`` threads (1 when every core
+      has a worker), and sends back only the features: decoding and model never compete
+      for a core, no thread waits on another, and only ``(batch, dim)`` floats cross
+      between processes. Measured on 2 cores (EfficientNet-Lite0, 224 px): 12 ms of CPU
+      per image, against 14.6 ms with one decoding worker beside a 2-thread engine
+      (scripts/bench_embed.py);
     - otherwise (torch): ``min(4, cores - 1)`` workers decode, and the model runs
       in this process.
     """
@@ -382,7 +382,9 @@ def plan_workers(n_images: int, engine: Engine, *, num_workers: int | None = Non
     if n_images <= _TINY_INPUT:
         return 0
     cores = available_cores()
-    return cores if engine.runs_in_workers else max(0, min(4, cores - 1))
+    if engine.runs_in_workers:  # the engine's threads, spread one per worker
+        return min(cores, max(1, engine.threads))
+    return max(0, min(4, cores - 1))
 
 
 class _Forward:
@@ -438,7 +440,7 @@ def run_model(
     import torch
     from tqdm.auto import tqdm
 
-    on_gpu = engine.name == "torch" and engine.detail.startswith("cuda")
+    on_gpu = engine.on_gpu
     in_workers = num_workers > 0 and engine.runs_in_workers
     # every transform shrinks the shorter side to at most 8/7 of the largest input side
     min_size = math.ceil(max(backbone.input_size) * 8 / 7)
@@ -505,7 +507,7 @@ class _EmbeddingCache:
             "tta": tta,
             "preprocess_version": _PREPROCESS_VERSION,
             # GPU runs use float16 autocast: their vectors differ from CPU ones in the 3rd digit
-            "precision": "float16" if engine.detail.startswith("cuda") else "float32",
+            "precision": "float16" if engine.on_gpu else "float32",
             # ONNX Runtime and torch agree to a cosine >= 0.9999 but not bit for bit: one
             # engine's vectors never stand in for the other's
             "engine": engine.name,
@@ -532,9 +534,9 @@ class _EmbeddingCache:
         self._remove_orphans()
 
     def _remove_orphans(self) -> None:
-        """Delete the temporary files of runs that died while writing a shard."""
-        for tmp in self.folder.glob(".shard-*.tmp"):
-            pid = tmp.name.split("-")[1]
+        """Delete the temporary files of runs that died while writing (``.NAME.PID.tmp``)."""
+        for tmp in self.folder.glob(".*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
             if pid.isdigit() and not pid_alive(int(pid)):
                 tmp.unlink(missing_ok=True)
 
@@ -585,9 +587,9 @@ class _EmbeddingCache:
             }
         )
         name = f"shard-{time.time_ns()}-{os.getpid()}-{self._n_shards}.parquet"
-        tmp = self.folder / f".shard-{os.getpid()}-{self._n_shards}.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, self.folder / name)
+        atomic_write(
+            self.folder / name, lambda tmp: pq.write_table(table, tmp), tag=str(os.getpid())
+        )
         self._n_shards += 1
         self._keys, self._vectors = [], []
 

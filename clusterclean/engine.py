@@ -107,6 +107,8 @@ class Engine:
 
     #: Whether decoding worker processes may run this engine themselves.
     runs_in_workers = False
+    #: Whether it runs on a GPU (float16 autocast: the cache keeps its vectors apart).
+    on_gpu = False
 
     def __init__(self, name: str, threads: int, detail: str) -> None:
         self.name = name
@@ -138,16 +140,16 @@ class TorchEngine(Engine):
         self.device = _module_device(model)
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
         super().__init__("torch", threads, str(self.device))
+        self.on_gpu = self.device.type == "cuda"
 
     def __call__(self, batch) -> np.ndarray:
         import torch
 
-        on_gpu = self.device.type == "cuda"
-        tensor = torch.as_tensor(batch).to(self.device, non_blocking=on_gpu)
+        tensor = torch.as_tensor(batch).to(self.device, non_blocking=self.on_gpu)
         tensor = tensor.contiguous(memory_format=torch.channels_last)
         with (
             torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.float16, enabled=on_gpu),
+            torch.autocast("cuda", dtype=torch.float16, enabled=self.on_gpu),
         ):
             return self.model(tensor).float().cpu().numpy()
 

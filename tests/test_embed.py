@@ -255,7 +255,7 @@ def test_damaged_shard_and_dead_temp_files(tiny, photos, tmp_path, caplog):
     (folder,) = cache.iterdir()
     (shard,) = folder.glob("shard-*.parquet")
     shard.write_bytes(b"PAR1 damaged")
-    orphan = folder / ".shard-999999999-0.tmp"  # left by a run that died while writing
+    orphan = folder / ".shard-1-999999999-0.parquet.999999999.tmp"  # a dead run's partial shard
     orphan.write_bytes(b"partial")
     with caplog.at_level(logging.WARNING, logger="clusterclean.embed"):
         result = embed_images(photos, backbone=backbone, cache_dir=cache, progress=False)
