@@ -31,6 +31,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -119,25 +120,50 @@ def _column(frame: pd.DataFrame, name: str, *, missing: float = 0.0) -> np.ndarr
     return frame[name].to_numpy(dtype=np.float64, na_value=missing)
 
 
+class FileLinks:
+    """URLs of image files from one page folder: :func:`file_link` for many paths.
+
+    The folder's absolute path is taken once and each directory's encoded relative
+    path is kept, so an image costs one ``quote`` of its file name (the page lists
+    every image of a large run).
+    """
+
+    def __init__(self, folder: str | Path | None) -> None:
+        self.folder = None if folder is None else os.path.abspath(str(folder))
+        self._directories: dict[str, str | None] = {}
+
+    def _directory(self, directory: str) -> str | None:
+        """``directory`` relative to the folder, each segment encoded and a trailing "/"."""
+        if directory not in self._directories:
+            try:
+                relative = os.path.relpath(directory, self.folder)
+            except ValueError:  # another drive (Windows)
+                encoded = None
+            else:
+                parts = Path(relative).parts if relative != "." else ()
+                encoded = "".join(quote(part, safe="") + "/" for part in parts)
+            self._directories[directory] = encoded
+        return self._directories[directory]
+
+    def __call__(self, path: Any) -> str | None:
+        if path is None or (not isinstance(path, str) and pd.isna(path)):
+            return None
+        absolute = os.path.abspath(str(path))
+        if self.folder is not None:
+            directory, name = os.path.split(absolute)
+            encoded = self._directory(directory)
+            if encoded is not None:
+                return encoded + quote(name, safe="")
+        return Path(absolute).as_uri()
+
+
 def file_link(path: Any, folder: str | Path | None) -> str | None:
     """A URL for ``path``: relative to ``folder`` when both are known, else a file:// URI.
 
     Each segment is percent-encoded, so the result never carries a scheme of its
     own (``javascript:x.png`` becomes ``javascript%3Ax.png``) nor HTML.
     """
-    if path is None or (not isinstance(path, str) and pd.isna(path)):
-        return None
-    absolute = Path(os.path.abspath(str(path)))
-    if folder is not None:
-        try:
-            relative = os.path.relpath(absolute, os.path.abspath(str(folder)))
-        except ValueError:  # another drive (Windows)
-            relative = None
-        if relative is not None:
-            from urllib.parse import quote
-
-            return "/".join(quote(part, safe="") for part in Path(relative).parts)
-    return absolute.as_uri()
+    return FileLinks(folder)(path)
 
 
 def script_json(data: Any) -> str:
@@ -267,6 +293,7 @@ def explorer_data(
         if labelled
         else ("mean_similarity", "min_similarity", "n_hops")
     )
+    links = FileLinks(page_folder)
     records = []
     for i, component in enumerate(multi.to_dict("records")):
         cid = int(component["component_id"])
@@ -282,7 +309,7 @@ def explorer_data(
             shown.append(
                 {
                     "id": printable(image_id, bidi_only=True),
-                    "href": file_link(path, page_folder),
+                    "href": links(path),
                     "thumb": thumbnail(path, image_id) if i < n_thumbnail_components else None,
                     "sim": _plain(member.get("centroid_similarity")),
                     "where": " · ".join(w for w in where if w is not None),
