@@ -104,14 +104,19 @@ def _config_of(report: Report, expected: Mapping[str, Any]):
     from .pipeline import RunConfig
 
     info = RunRecord.from_dict(report.run_info)
-    known = {k: v for k, v in info.parameters.items() if k in RunConfig.__dataclass_fields__}
+    # run.json holds sequences as JSON lists; RunConfig holds them as tuples
+    known = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in info.parameters.items()
+        if k in RunConfig.__dataclass_fields__
+    }
     unknown = sorted(set(expected) - set(RunConfig.__dataclass_fields__))
     if unknown:
         raise InvalidInputError(
             f"The 'options' parameter of add_images names {unknown}, which are not run "
             f"options; valid ones: {sorted(RunConfig.__dataclass_fields__)}."
         )
-    recorded = RunConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in known.items()})
+    recorded = RunConfig(**known)
     wanted = RunConfig(**{**asdict(recorded), **expected})
     differing = [name for name in expected if getattr(wanted, name) != getattr(recorded, name)]
     if differing:
@@ -128,9 +133,6 @@ def _config_of(report: Report, expected: Mapping[str, Any]):
     # the head the base run actually trained (adapt="auto" may have trained none)
     used = info.adaptation
     known["adapt"] = "none" if used is None else used["method"]
-    for name in ("thresholds", "exclude_attributes", "multiclass_columns"):
-        if name in known:
-            known[name] = tuple(known[name])
     if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
         known["min_similarity"] = info.calibration["min_similarity"]
     return RunConfig(**known)

@@ -731,8 +731,9 @@ def write_report_folder(
     ``label_issues.parquet``, ``pairs.parquet``, ``edges.parquet``,
     ``grouping_issues.parquet`` (when the trust stage ran), ``embeddings.parquet``
     (when there are embeddings), ``neighbors.parquet`` (the kNN lists, when given),
-    ``duplicates.parquet`` (when duplicates were computed), ``run.json`` and
-    ``report.html``.
+    ``duplicates.parquet`` (when duplicates were computed), ``run.json``, and
+    the files in ``pages`` (``report.html`` when :func:`clusterclean.publish.write_report`
+    writes the folder).
 
     ``run.json`` carries the run's id (also in every table's Parquet metadata)
     and a manifest of every other file with its size and BLAKE2b digest: the
