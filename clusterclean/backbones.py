@@ -696,9 +696,14 @@ def _reid_checkpoint(name: str, weights: str | Path | None) -> tuple[Path, dict[
     return path, _read_state_dict(path, name)
 
 
-def _osnet_factory(widths: tuple[int, int, int, int]) -> Callable[..., Backbone]:
+#: OSNet's channel widths per variant (torchreid's osnet_x1_0 / osnet_x0_25).
+_OSNET_WIDTHS = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
+
+
+def _osnet_factory(name: str) -> Callable[..., Backbone]:
+    widths = _OSNET_WIDTHS[name]
+
     def build(weights: str | Path | None, input_size: tuple[int, int] | None) -> Backbone:
-        name = "osnet_x1_0" if widths[0] == 64 else "osnet_x0_25"
         path, state = _reid_checkpoint(name, weights)
         model = _reid_networks().OSNet(widths)
         _load_into(model, _drop_prefixes(state, ("classifier.",)), path=path, backbone=name)
@@ -731,8 +736,8 @@ def _resnet50_bnneck(weights: str | Path | None, input_size: tuple[int, int] | N
 
 for _depth in (18, 34, 50, 101):
     register_backbone(f"resnet{_depth}")(_resnet_factory(_depth))
-register_backbone("osnet_x1_0")(_osnet_factory((64, 256, 384, 512)))
-register_backbone("osnet_x0_25")(_osnet_factory((16, 64, 96, 128)))
+for _name in _OSNET_WIDTHS:
+    register_backbone(_name)(_osnet_factory(_name))
 
 
 def save_random_weights(name: str, path: str | Path, *, seed: int = 0) -> str:
@@ -747,8 +752,7 @@ def save_random_weights(name: str, path: str | Path, *, seed: int = 0) -> str:
 
     torch.manual_seed(seed)
     if name.startswith("osnet"):
-        widths = {"osnet_x1_0": (64, 256, 384, 512), "osnet_x0_25": (16, 64, 96, 128)}
-        model = _reid_networks().OSNet(widths[name])
+        model = _reid_networks().OSNet(_OSNET_WIDTHS[name])
     elif name == "resnet50_bnneck":
         model = _reid_networks().BNNeckResNet50(ceil_mode_maxpool=False)
     elif name.startswith("resnet"):
