@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._validation import check_choice, in_family
-from .errors import InvalidInputError, WeightsUnavailableError
+from .errors import InvalidInputError, WeightsUnavailableError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
@@ -179,7 +179,7 @@ def _read_state_dict(path: Path, backbone: str) -> dict[str, Any]:
     except Exception as exc:  # torch raises several types for a bad file
         raise InvalidInputError(
             f"Could not read the weights file {str(path)!r} for backbone {backbone!r} as a "
-            f"state dict ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            f"state dict ({type(exc).__name__}: {first_line(exc)}). "
             "Give a file written with torch.save(model.state_dict(), PATH); a TorchScript file "
             "needs --backbone torchscript. A training checkpoint that also pickles other "
             "objects is refused for safety; if you trust its source, extract the weights with "
@@ -428,7 +428,7 @@ def _torchscript(weights: str | Path | None, input_size: tuple[int, int] | None)
     except Exception as exc:  # torch raises RuntimeError / ValueError for a non-TorchScript file
         raise InvalidInputError(
             f"Could not load {str(path)!r} as a TorchScript model ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}). Export it with "
+            f"{first_line(exc)}). Export it with "
             "torch.jit.script(model).save(PATH) or torch.jit.trace(...).save(PATH); a plain "
             "state dict goes with its architecture's --backbone instead."
         ) from exc
@@ -522,7 +522,7 @@ def load_onnx_backbone(
     except Exception as exc:  # onnxruntime's own error types: shapes the graph cannot take
         raise InvalidInputError(
             f"{where} fails on a (1, 3, {size[0]}, {size[1]}) input ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass the input_size it was made for."
+            f"{first_line(exc)}); pass the input_size it was made for."
         ) from exc
     if out.ndim != 2:
         raise InvalidInputError(

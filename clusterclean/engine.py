@@ -40,7 +40,13 @@ import numpy as np
 
 from ._validation import check_choice, check_int
 from .atomic import write_bytes
-from .errors import EngineError, InvalidInputError, InvalidTypeError, MissingDependencyError
+from .errors import (
+    EngineError,
+    InvalidInputError,
+    InvalidTypeError,
+    MissingDependencyError,
+    first_line,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -202,7 +208,7 @@ class OnnxRuntimeEngine(Engine):
             where = "the exported model" if isinstance(self.model, bytes) else repr(self.model)
             raise InvalidInputError(
                 f"ONNX Runtime cannot load {where} ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}). Check that the file is a "
+                f"{first_line(exc)}). Check that the file is a "
                 "whole ONNX model (export it again if it was cut short)."
             ) from exc
         self._session = session
@@ -324,7 +330,7 @@ def _export_bytes(model: torch.nn.Module, input_size: tuple[int, int]) -> bytes:
         except Exception as exc:  # the exporters raise many types; both are tried
             errors.append(
                 f"{'dynamo' if dynamo else 'torchscript'} exporter: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                f"{type(exc).__name__}: {first_line(exc)}"
             )
     raise EngineError("torch.onnx.export failed (" + "; ".join(errors) + ").")
 

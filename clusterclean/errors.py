@@ -16,6 +16,7 @@ __all__ = [
     "ReportSchemaError",
     "EngineError",
     "printable",
+    "first_line",
 ]
 
 
@@ -73,3 +74,9 @@ def printable(text: object, *, bidi_only: bool = False) -> str:
         else c
         for c in text
     )
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (empty when it has none), for one-line errors."""
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
