@@ -22,14 +22,14 @@ logger = logging.getLogger(__name__)
 
 
 def _edge_arrays(edges: pd.DataFrame, n_images: int, func: str):
-    missing = [c for c in ("src", "dst") if c not in edges.columns]
+    missing = [c for c in ("row_a", "row_b") if c not in edges.columns]
     if missing:
         raise InvalidInputError(
-            f"The 'edges' parameter of {func} must have columns 'src' and 'dst'; "
+            f"The 'edges' parameter of {func} must have columns 'row_a' and 'row_b'; "
             f"{missing} missing (found {list(edges.columns)})."
         )
-    src = edges["src"].to_numpy(dtype=np.int64)
-    dst = edges["dst"].to_numpy(dtype=np.int64)
+    src = edges["row_a"].to_numpy(dtype=np.int64)
+    dst = edges["row_b"].to_numpy(dtype=np.int64)
     if len(src) and (min(src.min(), dst.min()) < 0 or max(src.max(), dst.max()) >= n_images):
         raise InvalidInputError(
             f"Edge endpoints of {func} must be row indices in [0, {n_images}); got "
@@ -44,7 +44,7 @@ def find_components(edges: pd.DataFrame, n_images: int) -> np.ndarray:
     Parameters
     ----------
     edges : pandas.DataFrame
-        The edge table (``src``, ``dst`` row indices).
+        The edge table (``row_a``, ``row_b`` row indices).
     n_images : int
         Number of images; images without edges become singleton components.
 
@@ -91,7 +91,7 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
     -------
     pandas.DataFrame
         One row per component id (all of them, singletons included):
-        ``n_edges`` (int64), ``mean_similarity`` and ``min_similarity``
+        ``n_edges`` (int64), ``mean_edge_cosine`` and ``min_edge_cosine``
         (float32, the weakest edge; NaN for a component without edges) and
         ``n_hops`` (int32, the diameter in edges of :func:`component_hops`:
         a long chain of weak links is the mark of a merge of two subjects).
@@ -100,7 +100,7 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
     n_components = int(component_ids.max()) + 1 if len(component_ids) else 0
     src, _ = _edge_arrays(edges, len(component_ids), "component_edge_stats")
     comp = component_ids[src]
-    sim = edges["similarity"].to_numpy(dtype=np.float64)
+    sim = edges["cosine"].to_numpy(dtype=np.float64)
     n_edges = np.bincount(comp, minlength=n_components)
     total = np.bincount(comp, weights=sim, minlength=n_components)
     weakest = np.full(n_components, np.inf)
@@ -111,8 +111,8 @@ def component_edge_stats(edges: pd.DataFrame, component_ids: np.ndarray) -> pd.D
     return pd.DataFrame(
         {
             "n_edges": n_edges.astype(np.int64),
-            "mean_similarity": mean.astype(np.float32),
-            "min_similarity": weakest.astype(np.float32),
+            "mean_edge_cosine": mean.astype(np.float32),
+            "min_edge_cosine": weakest.astype(np.float32),
             "n_hops": component_hops(edges, component_ids),
         }
     )
@@ -246,7 +246,7 @@ def split_components(
     Parameters
     ----------
     edges : pandas.DataFrame
-        ``src``, ``dst``, ``similarity`` (the graph the components come from).
+        ``row_a``, ``row_b``, ``cosine`` (the graph the components come from).
     component_ids : ndarray of shape (n_images,)
         Components of that graph (e.g. :func:`find_components`).
     max_component_size : int, optional
@@ -277,7 +277,7 @@ def split_components(
     src, dst = _edge_arrays(edges, n_images, func)
     if n_images == 0:
         return np.zeros(0, dtype=np.int32)
-    sim = edges["similarity"].to_numpy(dtype=np.float64)
+    sim = edges["cosine"].to_numpy(dtype=np.float64)
     labels = renumber(component_ids).astype(np.int64)
     if communities:
         labels = renumber(

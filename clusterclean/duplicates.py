@@ -73,8 +73,8 @@ _HASH_BYTES = 16
 #: Columns of the duplicates table, in order (documented in find_duplicates).
 DUPLICATE_COLUMNS = (
     "kind",
-    "group_id",
-    "group_size",
+    "duplicate_group_id",
+    "duplicate_group_size",
     "image_id",
     "path",
     "split",
@@ -94,26 +94,26 @@ def find_pairs(edges: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     Parameters
     ----------
     edges : pandas.DataFrame
-        The edge table (``src``, ``dst``, ``similarity``).
+        The edge table (``row_a``, ``row_b``, ``cosine``).
     dataset : Dataset
         Ids, splits and labels, rows aligned with the edge indices.
 
     Returns
     -------
     pandas.DataFrame
-        ``image_id_a``, ``image_id_b``, ``similarity``, ``split_a``,
+        ``image_id_a``, ``image_id_b``, ``cosine``, ``split_a``,
         ``split_b``, ``is_cross_split`` (both splits known and different),
         ``n_differing_labels`` (attributes known in both images with different
         values) and ``differing_attributes``; sorted like the edges.
     """
-    src = edges["src"].to_numpy(dtype=np.int64)
-    dst = edges["dst"].to_numpy(dtype=np.int64)
+    src = edges["row_a"].to_numpy(dtype=np.int64)
+    dst = edges["row_b"].to_numpy(dtype=np.int64)
     ids = dataset.ids.astype(str)
     pairs = pd.DataFrame(
         {
             "image_id_a": ids[src],
             "image_id_b": ids[dst],
-            "similarity": edges["similarity"].to_numpy(dtype=np.float32),
+            "cosine": edges["cosine"].to_numpy(dtype=np.float32),
         }
     )
     if "split" in dataset.table.columns:
@@ -230,7 +230,7 @@ def _near_groups(
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    strong = pairs[pairs["similarity"].to_numpy(dtype=np.float64) >= min_similarity]
+    strong = pairs[pairs["cosine"].to_numpy(dtype=np.float64) >= min_similarity]
     index = pd.Index(dataset.ids.astype(str))
     src = index.get_indexer(strong["image_id_a"].astype(str))
     dst = index.get_indexer(strong["image_id_b"].astype(str))
@@ -270,7 +270,7 @@ def _group_frame(
     frame = pd.DataFrame(
         {
             "kind": kind,
-            "group_id": codes.astype(np.int32),
+            "duplicate_group_id": codes.astype(np.int32),
             "image_id": dataset.ids[rows].astype(str),
             "path": (
                 table["path"].to_numpy(dtype=object)[rows] if "path" in table.columns else None
@@ -279,7 +279,9 @@ def _group_frame(
             "content_hash": keys.astype(str) if kind != "near" else None,
         }
     )
-    frame["group_size"] = frame.groupby("group_id")["image_id"].transform("size").astype(np.int64)
+    frame["duplicate_group_size"] = (
+        frame.groupby("duplicate_group_id")["image_id"].transform("size").astype(np.int64)
+    )
     best = pd.Series(rank).groupby(codes).transform("min").to_numpy()
     first_best = pd.Series(np.where(rank == best, np.arange(len(rows)), len(rows)))
     kept_pos = first_best.groupby(codes).transform("min").to_numpy()
@@ -329,7 +331,7 @@ def find_duplicates(
         exact kinds), splits and labels.
     pairs : pandas.DataFrame
         Near-duplicate pairs from :func:`find_pairs` (``image_id_a``,
-        ``image_id_b``, ``similarity``).
+        ``image_id_b``, ``cosine``).
     min_similarity : float in [-1, 1], default=0.98
         Pairs at or above this cosine similarity join a ``near`` group.
     split_priority : sequence of str, default=("train", "val", "test")
@@ -342,9 +344,9 @@ def find_duplicates(
     -------
     pandas.DataFrame
         One row per (kind, group, member image), ordered by kind
-        (``exact_file``, ``exact_pixels``, ``near``), ``group_id`` and dataset
-        row. Columns: ``kind``; ``group_id`` (int32, dense within a kind, in
-        order of the group's first image); ``group_size``; ``image_id``;
+        (``exact_file``, ``exact_pixels``, ``near``), ``duplicate_group_id`` and dataset
+        row. Columns: ``kind``; ``duplicate_group_id`` (int32, dense within a kind, in
+        order of the group's first image); ``duplicate_group_size``; ``image_id``;
         ``path``; ``split``; ``content_hash`` (the shared hash, null for
         ``near``); ``is_kept`` (the one member to keep when deduplicating:
         the first image of the home split, or the first image when no split
@@ -381,7 +383,10 @@ def find_duplicates(
     result = pd.concat(frames, ignore_index=True)
     logger.info(
         "duplicates: %s groups, %d leaking copies, %.2f s",
-        {k: int(f["group_id"].nunique()) for k, f in zip(DUPLICATE_KINDS, frames, strict=True)},
+        {
+            k: int(f["duplicate_group_id"].nunique())
+            for k, f in zip(DUPLICATE_KINDS, frames, strict=True)
+        },
         int(result.loc[result["is_leak"], "image_id"].nunique()),
         time.perf_counter() - started,
     )
@@ -392,7 +397,7 @@ def duplicate_counts(duplicates: pd.DataFrame | None) -> dict[str, int]:
     """Groups per kind and images leaking across splits (each counted once); {} if not computed."""
     if duplicates is None:
         return {}
-    groups = duplicates.drop_duplicates(["kind", "group_id"])["kind"].value_counts()
+    groups = duplicates.drop_duplicates(["kind", "duplicate_group_id"])["kind"].value_counts()
     counts = {f"{kind}_groups": int(groups.get(kind, 0)) for kind in DUPLICATE_KINDS}
     counts["leaked_images"] = int(duplicates.loc[duplicates["is_leak"], "image_id"].nunique())
     return counts

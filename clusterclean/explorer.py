@@ -15,11 +15,11 @@ Ranking (:func:`component_order`), highest first, ties broken by the next key:
   members split 1:1 on an attribute (score 1, but no cell can be called wrong)
   never outranks one with a suspected wrong label.
 * ``n_label_issues``: the count, then ``inconsistency_score``, size, id.
-* ``size``: the size, then ``mean_similarity`` (tightest first), id.
-* ``mean_similarity``: the similarity, then size, id.
+* ``component_size``: the size, then ``mean_edge_cosine`` (tightest first), id.
+* ``mean_edge_cosine``: the similarity, then size, id.
 
-A run without labels (0 attributes) offers only ``size`` and
-``mean_similarity``: its components are duplicate groups, largest and
+A run without labels (0 attributes) offers only ``component_size`` and
+``mean_edge_cosine``: its components are duplicate groups, largest and
 tightest first.
 """
 
@@ -66,14 +66,17 @@ _ISSUE_KEYS = ("image_id", "component_id")
 def sort_labels(*, labelled: bool) -> dict[str, str]:
     """Sort keys the page offers (component columns) -> the label of each."""
     if not labelled:
-        return {"size": "size (then tightest)", "mean_similarity": "tightness (mean similarity)"}
+        return {
+            "component_size": "size (then tightest)",
+            "mean_edge_cosine": "tightness (mean similarity)",
+        }
     return {
         "inconsistency_score": "score (label issues first)",
         "n_label_issues": "number of label issues",
-        "size": "size",
+        "component_size": "size",
         **{name: f"{name} (label issues first)" for name in METRICS},
         "n_disagreeing_attributes": "disagreeing attributes (label issues first)",
-        "mean_similarity": "tightness (mean similarity)",
+        "mean_edge_cosine": "tightness (mean similarity)",
     }
 
 
@@ -85,7 +88,8 @@ def component_order(components: pd.DataFrame, key: str) -> np.ndarray:
     components : DataFrame
         Rows of the components table (any subset).
     key : str
-        A component column: a score, ``n_label_issues``, ``size`` or ``mean_similarity``.
+        A component column: a score, ``n_label_issues``, ``component_size`` or
+        ``mean_edge_cosine``.
 
     Returns
     -------
@@ -94,17 +98,17 @@ def component_order(components: pd.DataFrame, key: str) -> np.ndarray:
     frame = pd.DataFrame(
         {
             "id": components["component_id"].to_numpy(dtype=np.int64),
-            "size": components["size"].to_numpy(dtype=np.int64),
+            "size": components["component_size"].to_numpy(dtype=np.int64),
             "issues": _column(components, "n_label_issues"),
             "score": _column(components, "inconsistency_score"),
-            "tight": _column(components, "mean_similarity", missing=-np.inf),
+            "tight": _column(components, "mean_edge_cosine", missing=-np.inf),
             "key": _column(components, key),
         }
     )
     frame["has_issues"] = frame["issues"] > 0
-    if key == "size":
+    if key == "component_size":
         by = ["size", "tight"]
-    elif key == "mean_similarity":
+    elif key == "mean_edge_cosine":
         by = ["tight", "size"]
     elif key == "n_label_issues":
         by = ["issues", "score", "size"]
@@ -241,9 +245,9 @@ def explorer_data(
     labelled = len(attributes) > 0
     sorts = sort_labels(labelled=labelled)
     if sort_by not in sorts:
-        sort_by = "inconsistency_score" if labelled else "size"
+        sort_by = "inconsistency_score" if labelled else "component_size"
     components = report.components
-    multi = components[components["size"] >= 2]
+    multi = components[components["component_size"] >= 2]
     order = component_order(multi, sort_by)
     position = {int(cid): i for i, cid in enumerate(order)}
     multi = multi.set_index("component_id").loc[order].reset_index()
@@ -289,9 +293,9 @@ def explorer_data(
     positive = report.dataset.labels == 1
 
     fact_names = (
-        ("inconsistency_score", *METRICS, "n_label_issues", "mean_similarity", "min_similarity")
+        ("inconsistency_score", *METRICS, "n_label_issues", "mean_edge_cosine", "min_edge_cosine")
         if labelled
-        else ("mean_similarity", "min_similarity", "n_hops")
+        else ("mean_edge_cosine", "min_edge_cosine", "n_hops")
     )
     links = FileLinks(page_folder)
     records = []
@@ -311,7 +315,7 @@ def explorer_data(
                     "id": printable(image_id, bidi_only=True),
                     "href": links(path),
                     "thumb": thumbnail(path, image_id) if i < n_thumbnail_components else None,
-                    "sim": _plain(member.get("centroid_similarity")),
+                    "sim": _plain(member.get("centroid_cosine")),
                     "where": " · ".join(w for w in where if w is not None),
                     "pos": np.flatnonzero(positive[row_of[image_id]]).tolist(),
                     "rare": sorted(column[a] for a in rare if a in column),
@@ -330,7 +334,7 @@ def explorer_data(
         records.append(
             {
                 "id": cid,
-                "size": int(component["size"]),
+                "size": int(component["component_size"]),
                 "facts": [
                     [name, _fact(component[name])] for name in fact_names if name in component
                 ],

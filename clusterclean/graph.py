@@ -79,7 +79,7 @@ OPTIONS = declare(
 
 logger = logging.getLogger(__name__)
 
-EDGE_COLUMNS = ("src", "dst", "similarity")
+EDGE_COLUMNS = ("row_a", "row_b", "cosine")
 
 
 #: The default number of neighbours, accepted (and padded) on datasets smaller than it.
@@ -215,7 +215,7 @@ def listed_pairs(neighbors: Neighbors) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        ``src`` < ``dst`` (int64), sorted by (src, dst); ``high`` and ``low``
+        ``row_a`` < ``row_b`` (int64), sorted by (row_a, row_b); ``high`` and ``low``
         (float32): the larger and the smaller score of the pair's listings
         (``low`` is ``-inf`` when only one of the two lists the other);
         ``n_listed``: 1 or 2.
@@ -241,8 +241,8 @@ def listed_pairs(neighbors: Neighbors) -> pd.DataFrame:
     pair_key = key[first]
     return pd.DataFrame(
         {
-            "src": pair_key // n_images,
-            "dst": pair_key % n_images,
+            "row_a": pair_key // n_images,
+            "row_b": pair_key % n_images,
             "high": sim[first].astype(np.float32),
             "low": lowest,
             "n_listed": counts,
@@ -266,9 +266,9 @@ def edges_from_neighbors(
     Returns
     -------
     pandas.DataFrame
-        Columns ``src`` (int32), ``dst`` (int32), ``similarity`` (float32, the
-        higher of the pair's two listings); ``src < dst``, no duplicates, sorted
-        by (src, dst).
+        Columns ``row_a`` (int32), ``row_b`` (int32), ``cosine`` (float32, the
+        higher of the pair's two listings); ``row_a < row_b``, no duplicates, sorted
+        by (row_a, row_b).
     """
     func = "edges_from_neighbors"
     min_similarity = check_float(min_similarity, "min_similarity", func, low=-1.0, high=1.0)
@@ -276,9 +276,9 @@ def edges_from_neighbors(
     keep = (pairs["low"] if mutual else pairs["high"]).to_numpy() >= min_similarity
     return pd.DataFrame(
         {
-            "src": pairs["src"].to_numpy()[keep].astype(np.int32),
-            "dst": pairs["dst"].to_numpy()[keep].astype(np.int32),
-            "similarity": pairs["high"].to_numpy()[keep],
+            "row_a": pairs["row_a"].to_numpy()[keep].astype(np.int32),
+            "row_b": pairs["row_b"].to_numpy()[keep].astype(np.int32),
+            "cosine": pairs["high"].to_numpy()[keep],
         }
     )
 

@@ -17,7 +17,7 @@ How a graph is made, in the order applied:
    a pair's score loses ``label_penalty × max(0, d − label_tolerance)``, ``d`` the
    number of identity attributes both images have labelled and that differ;
 2. *the cut*: pairs whose score is at least ``min_similarity`` are edges, and
-   their ``similarity`` column is the plain cosine of the unrefined vectors;
+   their ``cosine`` column is the plain cosine of the unrefined vectors;
    edges below the cosine floor ``min_cosine`` are dropped;
 3. *components*: connected components of the edges, then refined by the
    grouping methods the options turn on (:data:`SPLITTERS`, in registration
@@ -222,9 +222,9 @@ class Links:
     neighbors : Neighbors
         The kNN lists ordered by link similarity, holding plain cosines.
     pairs : pandas.DataFrame
-        ``src`` < ``dst`` (int32), ``link`` (float32: the score the cut applies
-        to), ``similarity`` (float32: plain cosine); the pairs above the cosine
-        floor only, sorted by (src, dst).
+        ``row_a`` < ``row_b`` (int32), ``link`` (float32: the score the cut applies
+        to), ``cosine`` (float32: plain cosine); the pairs above the cosine
+        floor only, sorted by (row_a, row_b).
     """
 
     n_images: int
@@ -232,7 +232,7 @@ class Links:
     pairs: pd.DataFrame
 
     def edges(self, min_similarity: float) -> pd.DataFrame:
-        """The edge table at the cut: ``src``, ``dst``, ``similarity`` (plain cosine).
+        """The edge table at the cut: ``row_a``, ``row_b``, ``cosine`` (plain cosine).
 
         The cut is a Python float, so the float32 link scores are compared in
         float32 (NumPy's rule for Python scalars).
@@ -241,7 +241,7 @@ class Links:
 
     def edges_where(self, keep: np.ndarray) -> pd.DataFrame:
         """The edge table of the pairs where ``keep`` is true."""
-        return self.pairs.loc[keep, ["src", "dst", "similarity"]].reset_index(drop=True)
+        return self.pairs.loc[keep, ["row_a", "row_b", "cosine"]].reset_index(drop=True)
 
 
 class Grouper:
@@ -291,16 +291,16 @@ class Grouper:
             n_local=o.n_local,
         )
         listed = listed_pairs(scored)
-        src = listed["src"].to_numpy().astype(np.int32)
-        dst = listed["dst"].to_numpy().astype(np.int32)
+        src = listed["row_a"].to_numpy().astype(np.int32)
+        dst = listed["row_b"].to_numpy().astype(np.int32)
         cosine = cosine_of_pairs(reference, src, dst)
         keep = cosine >= o.min_cosine
         pairs = pd.DataFrame(
             {
-                "src": src[keep],
-                "dst": dst[keep],
+                "row_a": src[keep],
+                "row_b": dst[keep],
                 "link": listed["low" if o.mutual else "high"].to_numpy()[keep],
-                "similarity": cosine[keep],
+                "cosine": cosine[keep],
             }
         )
         rows = np.repeat(np.arange(len(embeddings)), scored.indices.shape[1])
@@ -321,7 +321,7 @@ class Grouper:
         if o.label_penalty == 0:
             return links
         pairs = links.pairs
-        src, dst = pairs["src"].to_numpy(), pairs["dst"].to_numpy()
+        src, dst = pairs["row_a"].to_numpy(), pairs["row_b"].to_numpy()
         excess = np.maximum(label_disagreements(labels, src, dst) - o.label_tolerance, 0)
         link = pairs["link"].to_numpy()
         weighed = pairs.assign(link=(link - o.label_penalty * excess).astype(link.dtype))
@@ -361,7 +361,7 @@ class Grouper:
         from scipy.sparse.csgraph import connected_components
 
         splits = bool(self.splitters())
-        src, dst = links.pairs["src"].to_numpy(), links.pairs["dst"].to_numpy()
+        src, dst = links.pairs["row_a"].to_numpy(), links.pairs["row_b"].to_numpy()
         link = links.pairs["link"].to_numpy()
         for cut in cuts:
             keep = link >= cut
@@ -403,7 +403,7 @@ def link_neighbors(
 
     The defaults are the run's (:class:`GroupOptions`). The cut ``min_similarity``
     applies to the link similarity (module docstring); the edge table's
-    ``similarity`` column stays a plain cosine, of ``cosine_of`` (e.g. the
+    ``cosine`` column stays a plain cosine, of ``cosine_of`` (e.g. the
     unrefined embeddings, so that near-duplicate thresholds keep their meaning)
     or of ``embeddings``. ``min_cosine`` floors that cosine: re-ranking scores
     are relative, and where most images have no true match two unrelated images
@@ -414,7 +414,7 @@ def link_neighbors(
     neighbors : Neighbors
         The kNN lists ordered by link similarity, holding the plain cosines.
     edges : pandas.DataFrame
-        ``src``, ``dst``, ``similarity`` (cosine, float32): the contract of
+        ``row_a``, ``row_b``, ``cosine`` (cosine, float32): the contract of
         :func:`clusterclean.graph.edges_from_neighbors`.
     """
     func = "link_neighbors"

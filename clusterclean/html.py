@@ -49,8 +49,8 @@ import pandas as pd
 from ._validation import check_choice, check_int, check_type
 from .duplicates import DEFAULT_MIN_DUPLICATE_SIMILARITY
 from .errors import printable
-from .explorer import FLAGS, attribute_view, explorer_data, script_json
-from .scoring import METRICS
+from .explorer import FLAGS, attribute_view, explorer_data, script_json, sort_labels
+from .scoring import count_flags
 
 if TYPE_CHECKING:
     from .report import Report
@@ -71,8 +71,9 @@ DEFAULT_MAX_BYTES = 20 * 2**20
 
 
 def sort_keys() -> tuple[str, ...]:
-    """Component columns the gallery can be sorted by (descending: worst first)."""
-    return ("inconsistency_score", *METRICS, "n_label_issues", "n_disagreeing_attributes", "size")
+    """Component columns the explorer can be sorted by (the keys of
+    :func:`clusterclean.explorer.sort_labels` for a labelled run)."""
+    return tuple(sort_labels(labelled=True))
 
 
 #: :func:`sort_keys` with the built-in metrics.
@@ -252,7 +253,7 @@ def _figure_png(draw, *, left: float = 0.14) -> str:
 
 def _plots(report: Report, sort_by: str) -> str:
     components = report.components
-    multi = components[components["size"] >= 2]
+    multi = components[components["component_size"] >= 2]
     parts = []
     if len(multi) and report.dataset.n_attributes:
 
@@ -264,7 +265,7 @@ def _plots(report: Report, sort_by: str) -> str:
 
         parts.append(_figure_png(histogram))
     if len(components):
-        sizes = components["size"].to_numpy()
+        sizes = components["component_size"].to_numpy()
         labels = [_bin_label(low, high) for low, high in _SIZE_BINS]
         counts = [_bin_count(sizes, low, high) for low, high in _SIZE_BINS]
 
@@ -309,14 +310,14 @@ def _duplicate_similarity(report: Report) -> float:
 
 def _near_pairs(report: Report) -> pd.DataFrame:
     pairs = report.pairs
-    strong = pairs[pairs["similarity"] >= _duplicate_similarity(report)]
+    strong = pairs[pairs["cosine"] >= _duplicate_similarity(report)]
     return strong
 
 
 def _summary(report: Report) -> str:
     components = report.components
-    sizes = components["size"].to_numpy() if len(components) else np.zeros(0)
-    multi = components[components["size"] >= 2]
+    sizes = components["component_size"].to_numpy() if len(components) else np.zeros(0)
+    multi = components[components["component_size"] >= 2]
     issues = report.label_issues
     rows = [("images", _num(report.dataset.n_images))]
     if not report.dataset.n_attributes:
@@ -336,9 +337,10 @@ def _summary(report: Report) -> str:
             )
         )
         rows += [
-            (f"flagged: {column}", _num(int(components[column].sum())))
-            for column in components.columns
-            if column.startswith("is_bad_component_")
+            (f"flagged: {name}", _num(count))
+            for name, count in count_flags(
+                report.component_flags, report.run_info.thresholds
+            ).items()
         ]
         rows += [
             ("suspected wrong label cells", _num(len(issues))),
@@ -374,7 +376,7 @@ def _summary(report: Report) -> str:
             dup_rows.append(
                 (
                     f"{kind} groups (redundant copies)",
-                    f"{part['group_id'].nunique()} ({int((~part['is_kept']).sum())})",
+                    f"{part['duplicate_group_id'].nunique()} ({int((~part['is_kept']).sum())})",
                 )
             )
         leaks = duplicates.loc[duplicates["is_leak"], "image_id"].nunique()
@@ -446,7 +448,7 @@ def _capped(frame: pd.DataFrame, max_rows: int, what: str) -> tuple[pd.DataFrame
 def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_rows: int) -> str:
     near = _near_pairs(report)
     differ = near[near["n_differing_labels"] > 0].sort_values(
-        ["similarity", "n_differing_labels"], ascending=[False, False], kind="stable"
+        ["cosine", "n_differing_labels"], ascending=[False, False], kind="stable"
     )
     if differ.empty:
         return '<p id="pairs">No near-duplicate pair has differing labels.</p>'
@@ -466,7 +468,7 @@ def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
             (
                 _image_cell(pair.image_id_a, pair.split_a, lookup, thumbs),
                 _image_cell(pair.image_id_b, pair.split_b, lookup, thumbs),
-                _num(pair.similarity),
+                _num(pair.cosine),
                 values,
             )
         )
@@ -474,7 +476,9 @@ def _pairs_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
         '<div id="pairs">'
         + note
         + _table(
-            ("image a", "image b", "similarity", "labels that differ (a vs b)"), rows, raw=True
+            ("image a", "image b", "cosine similarity", "labels that differ (a vs b)"),
+            rows,
+            raw=True,
         )
         + "</div>"
     )
@@ -611,11 +615,11 @@ def _leaks_section(report: Report, lookup: _Lookup, thumbs: _Thumbnails, max_row
     leaks = duplicates[duplicates["is_leak"]].drop_duplicates("image_id", keep="first")
     if leaks.empty:
         return '<p id="leaks">No duplicate crosses splits.</p>'
-    kept = duplicates[duplicates["is_kept"]].set_index(["kind", "group_id"])["image_id"]
+    kept = duplicates[duplicates["is_kept"]].set_index(["kind", "duplicate_group_id"])["image_id"]
     leaks, note = _capped(leaks, max_rows, "leaking copies")
     rows = []
     for leak in leaks.itertuples():
-        keeper = kept.loc[(leak.kind, leak.group_id)]
+        keeper = kept.loc[(leak.kind, leak.duplicate_group_id)]
         rows.append(
             (
                 _image_cell(leak.image_id, leak.split, lookup, thumbs),

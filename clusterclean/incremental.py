@@ -297,9 +297,9 @@ def _additions(report: Report, n_base: int, nearest_row, nearest_sim) -> pd.Data
     is_new = pd.Index(new_ids)
     duplicate = np.zeros(len(new_ids), dtype=bool)
     if report.duplicates is not None and len(report.duplicates):
-        groups = report.duplicates[["kind", "group_id", "image_id"]].copy()
+        groups = report.duplicates[["kind", "duplicate_group_id", "image_id"]].copy()
         groups["is_base"] = ~groups["image_id"].isin(is_new)
-        with_base = groups.groupby(["kind", "group_id"])["is_base"].transform("any")
+        with_base = groups.groupby(["kind", "duplicate_group_id"])["is_base"].transform("any")
         duplicated = set(groups.loc[with_base & ~groups["is_base"], "image_id"])
         duplicate = np.isin(new_ids, list(duplicated))
     pairs = report.pairs
@@ -326,7 +326,7 @@ def _additions(report: Report, n_base: int, nearest_row, nearest_sim) -> pd.Data
             "component_id": component[n_base:].astype(np.int32),
             "n_existing_in_component": existing[component[n_base:]].astype(np.int64),
             "nearest_existing_id": nearest_id,
-            "nearest_existing_similarity": np.where(has, nearest_sim, np.nan).astype(np.float32),
+            "nearest_existing_cosine": np.where(has, nearest_sim, np.nan).astype(np.float32),
             "is_duplicate": duplicate,
             "n_contradicting_pairs": counts.reindex(new_ids, fill_value=0).to_numpy(np.int64),
             "contradicted_attributes": [

@@ -46,10 +46,11 @@ from .report import (
     REFINEMENT_FILE,
     Report,
     check_output_folder,
+    edge_table,
     order_columns,
 )
 from .run_record import RunRecord
-from .scoring import find_varying_attributes, score_components
+from .scoring import count_flags, find_varying_attributes, score_components
 from .trust import rank_label_issues
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -202,8 +203,8 @@ def _images_table(dataset: Dataset, scores_images: pd.DataFrame, neighbors) -> p
     nearest_id[has] = dataset.ids[nearest[has]]
     table["nearest_id"] = nearest_id
     sims = neighbors.similarities[:, 0] if neighbors.similarities.shape[1] else np.zeros(len(table))
-    table["nearest_similarity"] = np.where(has, sims, np.nan).astype(np.float32)
-    for column in ("centroid_similarity", "n_rare_labels", "rare_labels", "label_issue_score"):
+    table["nearest_cosine"] = np.where(has, sims, np.nan).astype(np.float32)
+    for column in ("centroid_cosine", "n_rare_labels", "rare_labels", "label_issue_score"):
         if column in scores_images.columns:
             table[column] = scores_images[column].to_numpy()
     return table
@@ -445,7 +446,7 @@ def finish_run(
     with _timed(timings, "duplicates"):
         duplicates = find_duplicates(dataset, pairs, min_similarity=config.min_duplicate_similarity)
 
-    sizes = components["size"].to_numpy()
+    sizes = components["component_size"].to_numpy()
     run_info = RunRecord(
         parameters=asdict(config),
         versions=_versions(),
@@ -462,11 +463,9 @@ def finish_run(
             "flagged_label_issues": int(trust.label_issues["is_flagged"].sum()),
             "grouping_issues": len(trust.grouping_issues),
             "duplicates": duplicate_counts(duplicates),
-            "flagged_components": {
-                c: int(components[c].sum())
-                for c in components.columns
-                if c.startswith("is_bad_component_")
-            },
+            "flagged_components": count_flags(
+                scores.component_flags, scores.components.attrs.get("thresholds", {})
+            ),
         },
         thresholds=scores.components.attrs.get("thresholds", {}),
         # attributes never scored, flagged or changed: the user's plus the detected ones
@@ -493,7 +492,8 @@ def finish_run(
         pairs=pairs,
         duplicates=duplicates,
         skipped=skipped,
-        edges=edges,
+        edges=edge_table(edges, dataset),
+        component_flags=scores.component_flags,
         embeddings=vectors,
         neighbors=searched,
         refinement=refinement,
@@ -904,7 +904,7 @@ def embed_dataset(
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
     """The figures a person wants first: sizes, flagged components, worst attributes."""
     components = report.components
-    multi = components[components["size"] >= 2]
+    multi = components[components["component_size"] >= 2]
     disagree = (
         report.component_attributes.loc[
             report.component_attributes["minority_fraction"] > 0, "attribute"
@@ -912,16 +912,15 @@ def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:
         .value_counts()
         .head(n_attributes)
     )
-    flag_columns = [c for c in components.columns if c.startswith("is_bad_component_")]
     return {
         "images": report.dataset.n_images,
         "attributes": report.dataset.n_attributes,
         "skipped_images": 0 if report.skipped is None else len(report.skipped),
         "components": len(components),
         "components_multi": len(multi),
-        "largest_component": int(components["size"].max()) if len(components) else 0,
+        "largest_component": int(components["component_size"].max()) if len(components) else 0,
         "inconsistent_components": int((multi["n_disagreeing_attributes"] > 0).sum()),
-        "flagged_components": {c: int(components[c].sum()) for c in flag_columns},
+        "flagged_components": count_flags(report.component_flags, report.run_info.thresholds),
         "label_issues": len(report.label_issues),
         # None on a report written before the trust stage (no confidence column)
         "flagged_label_issues": int(report.label_issues["is_flagged"].sum())

@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import __version__
 from ._contracts import Dataset, Embeddings, Neighbors
+from ._docs import fill_blocks
 from .atomic import atomic_write, pid_alive
 from .errors import InvalidInputError, InvalidTypeError, ReportSchemaError, printable
 from .run_record import RunRecord
@@ -33,6 +34,11 @@ from .scoring import METRICS
 
 __all__ = [
     "SCHEMA_VERSION",
+    "READABLE_VERSIONS",
+    "RENAMED_IN_2",
+    "edge_table",
+    "column_tables",
+    "fill_column_tables",
     "SCORE_DIRECTION",
     "TABLES",
     "Report",
@@ -50,13 +56,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+#: Schema versions read_report reads: an older one is upgraded in memory (CHANGELOG.md).
+READABLE_VERSIONS = ("1", SCHEMA_VERSION)
 METADATA_KEY = b"clusterclean"
 SCORE_DIRECTION = "higher = more suspicious; every *_score column is in [0, 1]"
 RUN_FILE = "run.json"
 
-# table -> {column: (arrow type name, description)}. Columns matching a
-# pattern in _EXTRA_COLUMNS may be added (e.g. one flag per threshold).
+# table -> {column: (arrow type name, description)}: every column of every table,
+# whatever the options (metrics registered later add their own components column).
 TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "dataset": {
         "image_id": ("string", "unique image id (the labels table's image value)"),
@@ -76,15 +84,15 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
             "string",
             "first neighbour by link similarity (refined / re-ranked), before the cut",
         ),
-        "nearest_similarity": ("float32", "plain cosine similarity to nearest_id"),
-        "centroid_similarity": ("float32", "cosine similarity to the component's mean direction"),
+        "nearest_cosine": ("float32", "plain cosine similarity to nearest_id"),
+        "centroid_cosine": ("float32", "cosine similarity to the component's mean direction"),
         "n_rare_labels": ("int64", "labels of this image that are a minority in its component"),
         "rare_labels": ("list<string>", "those attributes"),
         "label_issue_score": ("float64", "max score of its suspected label issues, 0 if none"),
     },
     "components": {
         "component_id": ("int32", "dense component id"),
-        "size": ("int64", "images in the component"),
+        "component_size": ("int64", "images in the component"),
         # one column per registered metric (clusterclean.scoring.register_metric)
         **{name: ("float64", metric.formula) for name, metric in METRICS.items()},
         "inconsistency_score": ("float64", "2 * sqrt(variance), in [0, 1]"),
@@ -92,8 +100,12 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "n_disagreeing_attributes": ("int64", "attributes with m_a > 0"),
         "n_label_issues": ("int64", "suspected wrong cells in the component"),
         "n_edges": ("int64", "graph edges inside the component"),
-        "mean_similarity": ("float32", "mean similarity of those edges"),
-        "min_similarity": ("float32", "the weakest edge holding the component together"),
+        "mean_edge_cosine": ("float32", "mean plain cosine similarity of those edges"),
+        "min_edge_cosine": (
+            "float32",
+            "plain cosine of the weakest edge holding the component together (the cut "
+            "--min-similarity applies to the link score, not to this cosine)",
+        ),
         "n_hops": (
             "int32",
             "diameter in edges (longest shortest path; exact on chains and trees, a lower "
@@ -122,7 +134,7 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "component_majority": ("int8", "the component's majority value; null on a tie"),
         "minority_fraction": ("float64", "m_a of the attribute in the component"),
         "agreement": ("float64", "share of the component's labelled images with the same value"),
-        "score": ("float64", "1 - agreement"),
+        "label_issue_score": ("float64", "1 - agreement"),
         "confidence": (
             "float64",
             "estimated probability that the cell is wrong (clusterclean.trust: a logistic "
@@ -132,6 +144,13 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
             "bool",
             "confidence >= min_confidence (run.json parameters): the cells to review first",
         ),
+    },
+    "component_flags": {
+        "component_id": ("int32", "a component whose metric is above a --thresholds cut"),
+        "metric": ("string", "the metric (a components column, e.g. variance)"),
+        "threshold": ("string", "the threshold as given: a percentile (p80) or a value (0.05)"),
+        "cut": ("float64", "the value the threshold resolved to (run.json thresholds)"),
+        "value": ("float64", "the component's metric, strictly above cut"),
     },
     "grouping_issues": {
         "image_id": ("string", "image in its component's minority on many attributes at once"),
@@ -149,7 +168,7 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
     "pairs": {
         "image_id_a": ("string", "first image of the pair (lower row)"),
         "image_id_b": ("string", "second image"),
-        "similarity": ("float32", "cosine similarity"),
+        "cosine": ("float32", "plain cosine similarity"),
         "split_a": ("string", "split of image a, or null"),
         "split_b": ("string", "split of image b, or null"),
         "is_cross_split": ("bool", "both splits known and different (leakage)"),
@@ -157,9 +176,11 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
         "differing_attributes": ("list<string>", "those attributes"),
     },
     "edges": {
-        "src": ("int32", "row index of one image (src < dst)"),
-        "dst": ("int32", "row index of the other image"),
-        "similarity": ("float32", "cosine similarity"),
+        "row_a": ("int32", "row of one image in images.parquet / dataset.parquet (row_a < row_b)"),
+        "row_b": ("int32", "row of the other image"),
+        "image_id_a": ("string", "id of the image at row_a"),
+        "image_id_b": ("string", "id of the image at row_b"),
+        "cosine": ("float32", "plain cosine similarity"),
     },
     "embeddings": {
         "image_id": ("string", "image id"),
@@ -192,8 +213,8 @@ TABLES: dict[str, dict[str, tuple[str, str]]] = {
 # --- duplicates (clusterclean.duplicates.find_duplicates) -------------------
 TABLES["duplicates"] = {
     "kind": ("string", "exact_file (same bytes), exact_pixels (same decoded pixels) or near"),
-    "group_id": ("int32", "duplicate group, dense within a kind"),
-    "group_size": ("int64", "images in the group"),
+    "duplicate_group_id": ("int32", "duplicate group, dense within a kind"),
+    "duplicate_group_size": ("int64", "images in the group"),
     "image_id": ("string", "member image"),
     "path": ("string", "its path, or null"),
     "split": ("string", "its split, or null"),
@@ -207,9 +228,16 @@ TABLES["duplicates"] = {
 }
 # --- kNN lists (what `clusterclean run --add` merges new images into) ---------
 TABLES["neighbors"] = {
-    "src": ("int32", "row of the querying image; n_neighbors rows each, in row order"),
-    "dst": ("int32", "row of its neighbour, most similar first; -1 = none"),
-    "similarity": ("float32", "cosine similarity; -inf where dst is -1"),
+    "row": (
+        "int32",
+        "row of the querying image in images.parquet; n_neighbors rows each, in row order",
+    ),
+    "neighbor_row": ("int32", "row of its neighbour, most similar first; -1 = none"),
+    "cosine": (
+        "float32",
+        "cosine similarity of the searched vectors (after the head and the whitening); "
+        "-inf where neighbor_row is -1",
+    ),
 }
 # --- new images against a base report (clusterclean.incremental.add_images) ----
 TABLES["additions"] = {
@@ -217,7 +245,7 @@ TABLES["additions"] = {
     "component_id": ("int32", "its component in the updated report"),
     "n_existing_in_component": ("int64", "images of the base report in that component"),
     "nearest_existing_id": ("string", "most similar image of the base report"),
-    "nearest_existing_similarity": ("float32", "cosine similarity to it"),
+    "nearest_existing_cosine": ("float32", "plain cosine similarity to it"),
     "is_duplicate": ("bool", "in a duplicate group (exact or near) with a base image"),
     "n_contradicting_pairs": ("int64", "edges to base images whose known labels differ"),
     "contradicted_attributes": ("list<string>", "attributes that differ on those edges"),
@@ -234,7 +262,6 @@ REFINEMENT_FILE = "refinement.npz"
 #: The trained projection head (clusterclean.adapt.Adaptation.save / load_adaptation).
 ADAPTATION_FILE = "adaptation.npz"
 # --- end duplicates ----------------------------------------------------------
-_EXTRA_COLUMNS = {"components": ("is_bad_component_",)}
 
 
 @dataclass(frozen=True)
@@ -258,6 +285,9 @@ class Report:
         Images that could not be read and were left out (``skipped.parquet``).
     additions : DataFrame or None
         New images against a base report (``additions.parquet``, ``run --add``).
+    component_flags : DataFrame or None
+        The components above each (metric, threshold) cut of ``--thresholds``
+        (``component_flags.parquet``, :func:`clusterclean.scoring.score_components`).
     grouping_issues : DataFrame or None
         Images split off as grouping problems by the trust stage
         (``grouping_issues.parquet``, :mod:`clusterclean.trust`); None on a report
@@ -286,6 +316,7 @@ class Report:
     skipped: pd.DataFrame | None = None
     additions: pd.DataFrame | None = None
     grouping_issues: pd.DataFrame | None = None
+    component_flags: pd.DataFrame | None = None
     refinement: Any = None
     adaptation: Any = None
     run_info: RunRecord = field(default_factory=RunRecord)
@@ -331,6 +362,116 @@ def _arrow_type(name: str, dim: int | None = None):
     return simple[name]
 
 
+# --- schema 1 -> 2 (CHANGELOG.md) -------------------------------------------------
+#: Columns renamed in schema 2: table -> {schema-1 name: schema-2 name}.
+RENAMED_IN_2: dict[str, dict[str, str]] = {
+    "images": {"nearest_similarity": "nearest_cosine", "centroid_similarity": "centroid_cosine"},
+    "components": {
+        "size": "component_size",
+        "mean_similarity": "mean_edge_cosine",
+        "min_similarity": "min_edge_cosine",
+    },
+    "label_issues": {"score": "label_issue_score"},
+    "pairs": {"similarity": "cosine"},
+    "edges": {"src": "row_a", "dst": "row_b", "similarity": "cosine"},
+    "neighbors": {"src": "row", "dst": "neighbor_row", "similarity": "cosine"},
+    "duplicates": {"group_id": "duplicate_group_id", "group_size": "duplicate_group_size"},
+    "additions": {"nearest_existing_similarity": "nearest_existing_cosine"},
+}
+_V1_FLAG = re.compile(r"is_bad_component_(?P<short>[a-z0-9]+)_(?P<threshold>p[0-9.]+|[0-9_]+)")
+
+
+def _renamed(frame: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """A table read from an older schema with this version's column names."""
+    if meta.get("version") == "1":
+        frame = frame.rename(columns=RENAMED_IN_2.get(meta.get("table"), {}))
+    return frame
+
+
+def _v1_flag(column: str) -> tuple[str, str] | None:
+    """``(metric, threshold)`` of a schema-1 flag column (``is_bad_component_var_p80``)."""
+    match = _V1_FLAG.fullmatch(column)
+    metric = {m.short: name for name, m in METRICS.items()}.get(match["short"]) if match else None
+    if metric is None:
+        return None
+    return metric, match["threshold"].replace("_", ".")
+
+
+def _upgrade_from_v1(tables: dict[str, pd.DataFrame], dataset: Dataset, run_info: RunRecord):
+    """Schema 2's cross-table changes on a schema-1 report (renames are done per table).
+
+    The edges get their image ids; the ``is_bad_component_<short>_<threshold>``
+    columns of ``components`` become the ``component_flags`` table, with the cuts
+    ``run.json`` recorded; ``run.json``'s thresholds and flag counts are keyed the
+    schema-2 way (``variance>p80``).
+    """
+    from .scoring import flag_name
+
+    tables["edges"] = edge_table(tables["edges"], dataset)
+    components = tables["components"]
+    flags, names = [], {}
+    for column in components.columns:
+        parsed = _v1_flag(column)
+        if parsed is None:
+            continue
+        metric, threshold = parsed
+        names[column] = flag_name(metric, threshold)
+        chosen = components.loc[components[column].to_numpy(dtype=bool)]
+        flags.append(
+            pd.DataFrame(
+                {
+                    "component_id": chosen["component_id"].to_numpy(dtype=np.int32),
+                    "metric": metric,
+                    "threshold": threshold,
+                    "cut": float(run_info.thresholds.get(column, np.nan)),
+                    "value": chosen[metric].to_numpy(dtype=np.float64),
+                }
+            )
+        )
+    tables["components"] = components.drop(columns=list(names))
+    tables["component_flags"] = (
+        pd.concat(flags, ignore_index=True)
+        if flags
+        else pd.DataFrame({c: [] for c in TABLES["component_flags"]})
+    )
+    counts = dict(run_info.counts)
+    if isinstance(counts.get("flagged_components"), dict):
+        counts["flagged_components"] = {
+            names.get(k, k): v for k, v in counts["flagged_components"].items()
+        }
+    thresholds = {names.get(k, k): v for k, v in run_info.thresholds.items()}
+    return tables, run_info.replace(counts=counts, thresholds=thresholds)
+
+
+def edge_table(edges: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    """The graph's edges (``row_a``, ``row_b``, ``cosine``) with the images' ids added,
+    as ``edges.parquet`` holds them."""
+    ids = dataset.ids.astype(str)
+    rows_a, rows_b = edges["row_a"].to_numpy(), edges["row_b"].to_numpy()
+    return order_columns("edges", edges.assign(image_id_a=ids[rows_a], image_id_b=ids[rows_b]))
+
+
+def column_tables(names: str = "all") -> str:
+    """The Markdown column tables of the report (the README's ``<!-- columns: all -->`` block).
+
+    ``names``: ``"all"`` or comma-separated table names. Metrics registered later
+    (:func:`clusterclean.scoring.register_metric`) are left out: the page
+    documents what every report has.
+    """
+    chosen = list(TABLES) if names.strip() == "all" else [n.strip() for n in names.split(",")]
+    lines = []
+    for name in chosen:
+        lines += [f"**`{name}.parquet`**", "", "| column | type | meaning |", "|---|---|---|"]
+        lines += [f"| `{c}` | {t} | {d} |" for c, (t, d) in TABLES[name].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def fill_column_tables(text: str) -> str:
+    """``text`` with every ``<!-- columns: ... -->`` block filled by :func:`column_tables`."""
+    return fill_blocks(text, "columns", column_tables)
+
+
 def _metadata(table: str, extra: dict[str, Any] | None) -> dict[bytes, bytes]:
     payload = {
         "version": SCHEMA_VERSION,
@@ -350,7 +491,12 @@ def _to_arrow(name: str, frame: pd.DataFrame):
     import pyarrow as pa
 
     spec = _schema(name)
-    extra_prefixes = _EXTRA_COLUMNS.get(name, ())
+    undeclared = [c for c in frame.columns if c not in spec]
+    if undeclared:
+        raise InvalidInputError(
+            f"Column(s) {undeclared} are not part of the {name!r} table schema "
+            "(clusterclean.report.TABLES)."
+        )
     frame = order_columns(name, frame)
     arrays, fields = [], []
     for column, (type_name, description) in spec.items():
@@ -368,13 +514,6 @@ def _to_arrow(name: str, frame: pd.DataFrame):
             )
         arrays.append(array)
         fields.append(pa.field(column, array.type, metadata={"description": description}))
-    for column in frame.columns:
-        if column in spec:
-            continue
-        if not any(column.startswith(p) for p in extra_prefixes):
-            raise InvalidInputError(f"Column {column!r} is not part of the {name!r} table schema.")
-        arrays.append(pa.array(frame[column].to_numpy(dtype=bool)))
-        fields.append(pa.field(column, pa.bool_()))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -410,8 +549,15 @@ def written_table(path: str | Path) -> str | None:
 def read_table(path: str | Path, *, expected: str | None = None) -> tuple[pd.DataFrame, dict]:
     """Read a table written by :func:`write_table`, checking its schema version.
 
-    Returns the DataFrame and the clusterclean metadata dict.
+    Returns the DataFrame, with this version's column names also when an older
+    version wrote it (``RENAMED_IN_2``), and the clusterclean metadata dict.
     """
+    frame, meta = _read_parquet(path, expected)
+    return _renamed(frame, meta), meta
+
+
+def _read_parquet(path: str | Path, expected: str | None) -> tuple[pd.DataFrame, dict]:
+    """A table as written, its schema version checked (one of ``READABLE_VERSIONS``)."""
     import pyarrow.parquet as pq
 
     path = Path(path)
@@ -434,10 +580,11 @@ def read_table(path: str | Path, *, expected: str | None = None) -> tuple[pd.Dat
         )
     if not isinstance(meta, dict):
         raise ReportSchemaError(f"{path} has damaged clusterclean metadata; re-run it.")
-    if meta.get("version") != SCHEMA_VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise ReportSchemaError(
             f"{path} has report schema version {meta.get('version')!r}; this clusterclean "
-            f"({__version__}) reads version {SCHEMA_VERSION!r}. Re-run `clusterclean run` with "
+            f"({__version__}) reads versions {', '.join(READABLE_VERSIONS)}. Re-run "
+            "`clusterclean run` with "
             "this version, or install the clusterclean version that wrote it "
             f"({meta.get('creator', {}).get('version', 'unknown')})."
         )
@@ -479,9 +626,9 @@ def _neighbors_frame(neighbors: Neighbors) -> pd.DataFrame:
     n_images, width = neighbors.indices.shape
     return pd.DataFrame(
         {
-            "src": np.repeat(np.arange(n_images, dtype=np.int32), width),
-            "dst": neighbors.indices.ravel().astype(np.int32),
-            "similarity": neighbors.similarities.ravel().astype(np.float32),
+            "row": np.repeat(np.arange(n_images, dtype=np.int32), width),
+            "neighbor_row": neighbors.indices.ravel().astype(np.int32),
+            "cosine": neighbors.similarities.ravel().astype(np.float32),
         }
     )
 
@@ -490,8 +637,8 @@ def _neighbors_from_frame(frame: pd.DataFrame, meta: dict) -> Neighbors:
     width = int(meta["n_neighbors"])
     shape = (len(frame) // max(width, 1), width)
     return Neighbors(
-        indices=frame["dst"].to_numpy(dtype=np.int64).reshape(shape),
-        similarities=frame["similarity"].to_numpy(dtype=np.float32).reshape(shape),
+        indices=frame["neighbor_row"].to_numpy(dtype=np.int64).reshape(shape),
+        similarities=frame["cosine"].to_numpy(dtype=np.float32).reshape(shape),
     )
 
 
@@ -661,19 +808,19 @@ _REQUIRED_TABLES = (
     "pairs",
     "edges",
 )
-_OPTIONAL_TABLES = ("duplicates", "skipped", "additions", "grouping_issues")
+_OPTIONAL_TABLES = ("duplicates", "skipped", "additions", "grouping_issues", "component_flags")
 #: Columns a reader relies on, checked on read (the manifest records the full list).
 _KEY_COLUMNS = {
     "dataset": ("image_id", "labels"),
     "images": ("image_id", "component_id", "component_size"),
-    "components": ("component_id", "size"),
+    "components": ("component_id", "component_size"),
     "component_attributes": ("component_id", "attribute"),
     "label_issues": ("image_id", "component_id", "attribute"),
     "grouping_issues": ("image_id", "component_id"),
     "pairs": ("image_id_a", "image_id_b"),
-    "edges": ("src", "dst", "similarity"),
+    "edges": ("row_a", "row_b", "cosine"),
     "embeddings": ("image_id", "embedding"),
-    "neighbors": ("src", "dst", "similarity"),
+    "neighbors": ("row", "neighbor_row", "cosine"),
 }
 
 
@@ -683,7 +830,7 @@ def _run_id(tables: dict[str, Any]) -> str:
     Derived from content (not drawn at random), so identical runs write identical
     bytes; the tables it covers are the ones identical across thread counts. Of
     ``label_issues`` it covers the cells found, in image and attribute order, not
-    their ``confidence``: that follows the vectors (``centroid_similarity``), whose
+    their ``confidence``: that follows the vectors (``centroid_cosine``), whose
     last bits depend on the thread count of the embedding model, and so does the
     confidence order of the rows.
     """
@@ -859,10 +1006,11 @@ def _read_run_info(folder: Path) -> RunRecord:
             "is damaged: re-run `clusterclean run` to rebuild it."
         )
     version = run_info.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version not in READABLE_VERSIONS:
         raise ReportSchemaError(
             f"{path} has report schema version {printable(repr(version))}; this clusterclean "
-            f"({__version__}) reads version {SCHEMA_VERSION!r}. Re-run `clusterclean run` with "
+            f"({__version__}) reads versions {', '.join(READABLE_VERSIONS)}. Re-run "
+            "`clusterclean run` with "
             "this version."
         )
     manifest = run_info.get("manifest")
@@ -888,14 +1036,15 @@ def _read_report_table(folder: Path, name: str, run_info: RunRecord) -> tuple[pd
             f"{path} is not listed in {folder / RUN_FILE}: it does not belong to this report. "
             "Re-run `clusterclean run` to rebuild the report."
         )
-    frame, meta = read_table(path, expected=name)
+    frame, meta = _read_parquet(path, name)
+    renamed = _renamed(frame, meta)
     problem = None
     if meta.get("run_id") != run_info.run_id:
         problem = f"comes from another run (run id {meta.get('run_id')!r}, not {run_info.run_id!r})"
     elif len(frame) != recorded.get("rows"):
         problem = f"has {len(frame)} rows, not the {recorded.get('rows')} {RUN_FILE} recorded"
     else:
-        missing = [c for c in _KEY_COLUMNS.get(name, ()) if c not in frame.columns]
+        missing = [c for c in _KEY_COLUMNS.get(name, ()) if c not in renamed.columns]
         missing += [c for c in recorded.get("columns") or () if c not in frame.columns]
         if missing:
             problem = f"lacks the column(s) {sorted(set(missing))}"
@@ -909,7 +1058,7 @@ def _read_report_table(folder: Path, name: str, run_info: RunRecord) -> tuple[pd
             f"{path} {problem}; the report is damaged or mixed from several runs. Re-run "
             "`clusterclean run` to rebuild it."
         )
-    return frame, meta
+    return renamed, meta
 
 
 def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
@@ -919,13 +1068,19 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
     row count and columns, and the schema version; the first that differs is
     named in the error.
 
+    A report of an older schema version (``READABLE_VERSIONS``) is upgraded in
+    memory to this one: columns renamed (``RENAMED_IN_2``), the edges given their
+    image ids, schema 1's ``is_bad_component_*`` columns turned into the
+    ``component_flags`` table. The files are left as they are; ``run_info``
+    keeps the version that wrote them (``schema_version``).
+
     Raises
     ------
     InvalidTypeError
         ``folder`` is not a path.
     ReportSchemaError
         When the folder is incomplete, damaged, mixed from several runs or was
-        written with another schema version.
+        written with a schema version this clusterclean cannot read.
     """
     if not isinstance(folder, (str, os.PathLike)) or not str(folder):
         raise InvalidTypeError(
@@ -959,6 +1114,8 @@ def read_report(folder: str | Path, *, load_embeddings: bool = True) -> Report:
     if load_embeddings and (folder / "neighbors.parquet").is_file():
         frame, meta = _read_report_table(folder, "neighbors", run_info)
         neighbors = _neighbors_from_frame(frame, meta)
+    if run_info.schema_version == "1":
+        tables, run_info = _upgrade_from_v1(tables, dataset, run_info)
     return Report(
         dataset=dataset,
         embeddings=embeddings,

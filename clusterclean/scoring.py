@@ -55,7 +55,9 @@ __all__ = [
     "score_components",
     "component_label_counts",
     "parse_threshold",
-    "flag_column",
+    "flag_name",
+    "threshold_text",
+    "count_flags",
     "find_varying_attributes",
 ]
 
@@ -112,6 +114,9 @@ logger = logging.getLogger(__name__)
 
 GEOMETRIC_EPS = 1e-3
 
+#: Columns of the component flags table (``component_flags.parquet``).
+FLAG_COLUMNS = ("component_id", "metric", "threshold", "cut", "value")
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -122,7 +127,8 @@ class Metric:
     name : str
         Column of ``components.parquet`` and ``--metric`` value.
     short : str
-        Name in the flag columns (``is_bad_component_<short>_<threshold>``).
+        Name in the flag columns of schema-1 reports (``is_bad_component_<short>_<threshold>``),
+        which :func:`clusterclean.report.read_report` still reads.
     formula : str
         One line, in the README's notation (the column's description).
     compute : callable
@@ -212,12 +218,16 @@ class Scores:
         One row per image, in dataset order.
     label_issues : pandas.DataFrame
         One row per suspected wrong cell.
+    component_flags : pandas.DataFrame
+        One row per (component, metric, threshold) where the component's metric is
+        strictly above the threshold's cut (``component_flags.parquet``).
     """
 
     components: pd.DataFrame
     component_attributes: pd.DataFrame
     images: pd.DataFrame
     label_issues: pd.DataFrame
+    component_flags: pd.DataFrame
 
 
 def parse_threshold(threshold: str | float) -> tuple[str, float]:
@@ -243,14 +253,29 @@ def parse_threshold(threshold: str | float) -> tuple[str, float]:
     return "absolute", value
 
 
-def flag_column(metric: str, threshold: str | float) -> str:
-    """Name of the boolean flag column, e.g. ``is_bad_component_std_p80``.
-
-    An absolute threshold writes its dot as ``p``-free text: 0.05 -> ``0_05``.
-    """
+def threshold_text(threshold: str | float) -> str:
+    """A threshold written one way: ``"p80"`` for a percentile, ``"0.05"`` for a value."""
     kind, value = parse_threshold(threshold)
-    text = f"p{value:g}" if kind == "percentile" else f"{value:g}".replace(".", "_")
-    return f"is_bad_component_{METRICS[metric].short}_{text}"
+    return f"p{value:g}" if kind == "percentile" else f"{value:g}"
+
+
+def flag_name(metric: str, threshold: str | float) -> str:
+    """How a (metric, threshold) flag is named in ``run.json`` and the summary.
+
+    ``flag_name("variance", "p80") == "variance>p80"``: the components whose metric
+    is strictly above the threshold.
+    """
+    return f"{metric}>{threshold_text(threshold)}"
+
+
+def count_flags(component_flags: pd.DataFrame | None, thresholds: dict) -> dict[str, int]:
+    """Flagged components per flag: ``{flag_name: count}`` for every key of
+    ``thresholds`` (run.json's, so a flag that caught nothing counts 0)."""
+    if component_flags is None or not len(component_flags):
+        return dict.fromkeys(thresholds, 0)
+    names = component_flags["metric"] + ">" + component_flags["threshold"]
+    counts = names.value_counts()
+    return {name: int(counts.get(name, 0)) for name in thresholds}
 
 
 def component_label_counts(
@@ -319,7 +344,7 @@ def score_components(
         The labels (rows in the same order as ``component_ids``).
     embeddings : Embeddings, optional
         When given, each image's cosine similarity to its component's mean
-        direction (``centroid_similarity``) is reported.
+        direction (``centroid_cosine``) is reported.
     thresholds : sequence of str or float, default=("p80",)
         Flag thresholds applied to every metric: ``"pNN"`` = the NN-th
         percentile over the components of >= ``min_component_size`` images, or
@@ -365,14 +390,14 @@ def score_components(
     metrics["n_disagreeing_attributes"] = np.where(big, metrics["n_disagreeing_attributes"], 0)
 
     components = pd.DataFrame({"component_id": np.arange(n_components, dtype=np.int32)})
-    components["size"] = sizes.astype(np.int64)
+    components["component_size"] = sizes.astype(np.int64)
     for name in METRICS:
         components[name] = metrics[name].astype(np.float64)
     components["inconsistency_score"] = 2.0 * np.sqrt(metrics["variance"])
     components["n_active_attributes"] = metrics["n_active_attributes"].astype(np.int64)
     components["n_disagreeing_attributes"] = metrics["n_disagreeing_attributes"].astype(np.int64)
 
-    threshold_values = {}
+    threshold_values, flags = {}, []
     for name in METRICS:
         for raw, (kind, value) in parsed:
             if kind == "percentile":
@@ -380,9 +405,22 @@ def score_components(
                 cut = float(np.percentile(pool, value)) if len(pool) else np.inf
             else:
                 cut = value
-            column = flag_column(name, raw)
-            components[column] = big & (metrics[name] > cut)
-            threshold_values[column] = cut
+            threshold_values[flag_name(name, raw)] = cut
+            flagged = np.flatnonzero(big & (metrics[name] > cut))
+            flags.append(
+                pd.DataFrame(
+                    {
+                        "component_id": flagged.astype(np.int32),
+                        "metric": name,
+                        "threshold": threshold_text(raw),
+                        "cut": np.float64(cut),
+                        "value": metrics[name][flagged].astype(np.float64),
+                    }
+                )
+            )
+    component_flags = (
+        pd.concat(flags, ignore_index=True) if flags else pd.DataFrame(columns=FLAG_COLUMNS)
+    )
 
     issues, image_cols = _cell_scores(
         component_ids, labels, ratio, minority, big, scored, min_label_agreement
@@ -391,7 +429,7 @@ def score_components(
     images["component_id"] = component_ids.astype(np.int32)
     images["component_size"] = sizes[component_ids].astype(np.int64)
     if embeddings is not None:
-        images["centroid_similarity"] = _centroid_similarity(component_ids, embeddings)
+        images["centroid_cosine"] = _centroid_cosine(component_ids, embeddings)
     n_rare = image_cols["n_rare_labels"]
     images["n_rare_labels"] = n_rare
     images["label_issue_score"] = image_cols["label_issue_score"]
@@ -413,11 +451,11 @@ def score_components(
             "component_majority": _majority(ratio[component_ids[issues["row"]], issues["col"]]),
             "minority_fraction": issues["minority"].astype(np.float64),
             "agreement": issues["agreement"].astype(np.float64),
-            "score": (1.0 - issues["agreement"]).astype(np.float64),
+            "label_issue_score": (1.0 - issues["agreement"]).astype(np.float64),
         }
     )
     label_issues = label_issues.sort_values(
-        ["score", "component_id", "image_id", "attribute"],
+        ["label_issue_score", "component_id", "image_id", "attribute"],
         ascending=[False, True, True, True],
         kind="stable",
     ).reset_index(drop=True)
@@ -436,6 +474,7 @@ def score_components(
         component_attributes=comp_attr,
         images=images,
         label_issues=label_issues,
+        component_flags=component_flags,
     )
 
 
@@ -478,7 +517,7 @@ def _majority(ratio: np.ndarray) -> pd.Series:
     return majority
 
 
-def _centroid_similarity(component_ids: np.ndarray, embeddings: Embeddings) -> np.ndarray:
+def _centroid_cosine(component_ids: np.ndarray, embeddings: Embeddings) -> np.ndarray:
     """Cosine similarity of each image to the mean direction of its component."""
     if len(embeddings) != len(component_ids):
         raise InvalidInputError(

@@ -22,8 +22,8 @@ the report tables. :func:`rank_label_issues` does two things:
    * ``n_other_rare`` = n_rare_labels - 1: the image's other minority cells
      (many at once = a grouping doubt);
    * ``n_disagreeing_attributes`` of the component;
-   * ``centroid_similarity`` of the image to its component (1 when unknown);
-   * ``mean_similarity`` of the component's edges (1 when unknown).
+   * ``centroid_cosine`` of the image to its component (1 when unknown);
+   * ``mean_edge_cosine`` of the component's edges (1 when unknown).
 
    b, w, mu, sigma (:data:`MODEL`) were fitted by ``scripts/fit_trust.py`` on the
    development seed (0) of the benchmark suite, leave-one-dataset-out; the
@@ -89,8 +89,8 @@ FEATURES = (
     "log2_n_known",
     "n_other_rare",
     "n_disagreeing_attributes",
-    "centroid_similarity",
-    "mean_similarity",
+    "centroid_cosine",
+    "mean_edge_cosine",
 )
 #: The shipped model: fitted by scripts/fit_trust.py on the suite's development seed 0
 #: (fashion_mild, photo_digits, two_styles), features standardised with ``mean`` and
@@ -159,8 +159,8 @@ def cell_features(
     ----------
     label_issues, images, components, component_attributes : DataFrame
         The report tables of one run (``clusterclean.report.TABLES``); ``images``
-        needs ``n_rare_labels`` and may lack ``centroid_similarity``, ``components``
-        may lack ``mean_similarity`` (both then count as 1).
+        needs ``n_rare_labels`` and may lack ``centroid_cosine``, ``components``
+        may lack ``mean_edge_cosine`` (both then count as 1).
 
     Returns
     -------
@@ -183,19 +183,19 @@ def cell_features(
     image = images.set_index("image_id")
     image_ids = label_issues["image_id"]
     rare = image["n_rare_labels"].reindex(image_ids).to_numpy(dtype=np.float64)
-    centroid = _column(image, "centroid_similarity").reindex(image_ids).to_numpy(np.float64)
+    centroid = _column(image, "centroid_cosine").reindex(image_ids).to_numpy(np.float64)
     comp = components.set_index("component_id")
     ids = label_issues["component_id"]
     disagreeing = comp["n_disagreeing_attributes"].reindex(ids).to_numpy(dtype=np.float64)
-    tight = _column(comp, "mean_similarity").reindex(ids).to_numpy(dtype=np.float64)
+    tight = _column(comp, "mean_edge_cosine").reindex(ids).to_numpy(dtype=np.float64)
     return pd.DataFrame(
         {
             "against": 1.0 - label_issues["agreement"].to_numpy(dtype=np.float64),
             "log2_n_known": np.log2(np.maximum(known, 1.0)),
             "n_other_rare": np.maximum(rare - 1.0, 0.0),
             "n_disagreeing_attributes": disagreeing,
-            "centroid_similarity": np.nan_to_num(centroid, nan=1.0),
-            "mean_similarity": np.nan_to_num(tight, nan=1.0),
+            "centroid_cosine": np.nan_to_num(centroid, nan=1.0),
+            "mean_edge_cosine": np.nan_to_num(tight, nan=1.0),
         },
         index=label_issues.index,
         columns=list(FEATURES),
@@ -291,8 +291,8 @@ def rank_label_issues(
     ----------
     label_issues, images, components, component_attributes : DataFrame
         The tables of :func:`~clusterclean.scoring.score_components` (``images`` and
-        ``components`` as the run reports them, with ``centroid_similarity`` and
-        ``mean_similarity`` when known).
+        ``components`` as the run reports them, with ``centroid_cosine`` and
+        ``mean_edge_cosine`` when known).
     min_confidence : float in [0, 1], default=0.31
         ``is_flagged`` = confidence >= min_confidence.
     min_grouping_attributes : int >= 1 or None, default=None

@@ -283,7 +283,7 @@ def plot_component_scores(report, planted: pd.DataFrame, path: Path) -> None:
 
     images = report.images.set_index("image_id")
     bad = set(images.loc[planted["image_id"].unique(), "component_id"])
-    comps = report.components[report.components["size"] >= 2]
+    comps = report.components[report.components["component_size"] >= 2]
     has_error = comps["component_id"].isin(bad)
     fig, ax = plt.subplots(figsize=(6, 4))
     bins = np.linspace(0, 1, 26)

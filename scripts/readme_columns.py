@@ -1,23 +1,15 @@
-"""Print the Markdown tables of every report column, from clusterclean.report.TABLES.
+"""Fill the README's report column tables from clusterclean.report.TABLES.
 
-python scripts/readme_columns.py   # paste into README.md, "Report columns"
+python scripts/readme_columns.py
+
+``tests/test_readme.py`` fails when the README's tables disagree with TABLES.
 """
 
-from clusterclean.report import TABLES
+from pathlib import Path
 
-
-def main() -> None:
-    lines = ["### Report columns", ""]
-    for name, columns in TABLES.items():
-        lines += [f"**`{name}.parquet`**", "", "| column | type | meaning |", "|---|---|---|"]
-        lines += [f"| `{c}` | {t} | {d} |" for c, (t, d) in columns.items()]
-        lines.append("")
-    lines.append(
-        "`components.parquet` also has one boolean `is_bad_component_<metric>_<threshold>` "
-        "column per metric and threshold (see Scores)."
-    )
-    print("\n".join(lines))
-
+from clusterclean.report import fill_column_tables
 
 if __name__ == "__main__":
-    main()
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    readme.write_text(fill_column_tables(readme.read_text(encoding="utf-8")), encoding="utf-8")
+    print(f"wrote the report column tables of {readme}")

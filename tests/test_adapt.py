@@ -216,9 +216,9 @@ def test_run_with_adapt_trains_saves_and_reuses_the_head(tmp_path):
     # the graph is built on the head's output; the saved vectors and the edges' similarity
     # stay the plain cosine of the backbone's
     assert report.embeddings.backbone == "efficientnet_lite0"
-    src, dst = report.edges["src"].to_numpy(), report.edges["dst"].to_numpy()
+    src, dst = report.edges["row_a"].to_numpy(), report.edges["row_b"].to_numpy()
     plain = (report.embeddings.vectors[src] * report.embeddings.vectors[dst]).sum(axis=1)
-    np.testing.assert_allclose(report.edges["similarity"], plain, atol=1e-5)
+    np.testing.assert_allclose(report.edges["cosine"], plain, atol=1e-5)
 
     head = load_adaptation(tmp_path / "out" / "adaptation.npz")
     assert head.summary() == {k: v for k, v in info.items() if k != "file"}
@@ -245,7 +245,7 @@ def test_run_with_adapt_trains_saves_and_reuses_the_head(tmp_path):
         refinement=base_refinement,
         **ADAPT,
     )
-    assert added.edges[["src", "dst"]].equals(union.edges[["src", "dst"]])
+    assert added.edges[["row_a", "row_b"]].equals(union.edges[["row_a", "row_b"]])
     assert added.images["component_id"].tolist() == union.images["component_id"].tolist()
 
 

@@ -76,7 +76,7 @@ def rendered(tmp_path_factory):
 
 def test_the_gallery_renders_with_the_expected_components(rendered):
     report = read_report(rendered["out"], load_embeddings=False)
-    expected = int((report.components["size"] >= 2).sum())
+    expected = int((report.components["component_size"] >= 2).sum())
     assert expected == 4  # every component of 2+ images: 4 persons, 25 a page
     sections = rendered["dom"].elements("section", "component")
     assert len(sections) == expected
@@ -169,7 +169,7 @@ def test_default_order_then_the_next_page(explorer):
 
 def test_sort_by_size(explorer):
     session = _open(explorer)
-    session.click('#cc-sort option[value="size"]')
+    session.click('#cc-sort option[value="component_size"]')
     shown = _shown(session)
     assert shown[0] == explorer["p0"] and len(shown) == 2  # 4 images, then a 3-image one
     assert "4 images" in session.text(f"#c{explorer['p0']} h3")

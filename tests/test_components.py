@@ -13,8 +13,8 @@ from clusterclean.errors import InvalidInputError
 def _edges(pairs, sims=None):
     src, dst = zip(*pairs) if pairs else ((), ())
     sims = sims if sims is not None else [0.9] * len(pairs)
-    return pd.DataFrame({"src": src, "dst": dst, "similarity": sims}).astype(
-        {"src": "int32", "dst": "int32", "similarity": "float32"}
+    return pd.DataFrame({"row_a": src, "row_b": dst, "cosine": sims}).astype(
+        {"row_a": "int32", "row_b": "int32", "cosine": "float32"}
     )
 
 
@@ -33,7 +33,7 @@ def test_no_edges_means_all_singletons():
 def test_edge_endpoint_out_of_range_is_rejected():
     with pytest.raises(InvalidInputError, match=r"row indices in \[0, 2\)"):
         find_components(_edges([(0, 2)]), 2)
-    with pytest.raises(InvalidInputError, match="must have columns 'src' and 'dst'"):
+    with pytest.raises(InvalidInputError, match="must have columns 'row_a' and 'row_b'"):
         find_components(pd.DataFrame({"a": [0]}), 2)
 
 
@@ -41,9 +41,9 @@ def test_edge_stats_hand_computed():
     edges = _edges([(0, 1), (1, 2), (3, 4)], [0.9, 0.7, 0.95])
     stats = component_edge_stats(edges, np.array([0, 0, 0, 1, 1, 2]))
     assert stats["n_edges"].tolist() == [2, 1, 0]
-    np.testing.assert_allclose(stats["mean_similarity"][:2], [0.8, 0.95], rtol=1e-6)
-    np.testing.assert_allclose(stats["min_similarity"][:2], [0.7, 0.95], rtol=1e-6)
-    assert np.isnan(stats["mean_similarity"][2]) and np.isnan(stats["min_similarity"][2])
+    np.testing.assert_allclose(stats["mean_edge_cosine"][:2], [0.8, 0.95], rtol=1e-6)
+    np.testing.assert_allclose(stats["min_edge_cosine"][:2], [0.7, 0.95], rtol=1e-6)
+    assert np.isnan(stats["mean_edge_cosine"][2]) and np.isnan(stats["min_edge_cosine"][2])
     assert stats["n_hops"].tolist() == [2, 1, 0]  # chain 0-1-2, pair 3-4, singleton 5
 
 

@@ -43,7 +43,7 @@ def test_ray_path_gives_the_local_components(local_ray, tmp_path):
         **OPTIONS,
     )
     assert _partition(spread.images["component_id"]) == _partition(local.images["component_id"])
-    assert spread.edges[["src", "dst"]].equals(local.edges[["src", "dst"]])
+    assert spread.edges[["row_a", "row_b"]].equals(local.edges[["row_a", "row_b"]])
     np.testing.assert_array_equal(spread.neighbors.indices, local.neighbors.indices)
     key = ["image_id", "attribute"]
     assert sorted(spread.label_issues[key].values.tolist()) == sorted(

@@ -48,7 +48,7 @@ def files(tmp_path):
 
 
 def _no_pairs() -> pd.DataFrame:
-    return pd.DataFrame({"image_id_a": [], "image_id_b": [], "similarity": []})
+    return pd.DataFrame({"image_id_a": [], "image_id_b": [], "cosine": []})
 
 
 def test_find_pairs_describes_each_edge():
@@ -61,7 +61,7 @@ def test_find_pairs_describes_each_edge():
         [[1, 0], [0, 0], [1, NAN]],
     )
     edges = pd.DataFrame(
-        {"src": [0, 0, 1], "dst": [1, 2, 2], "similarity": np.array([0.95, 0.99, 0.9])}
+        {"row_a": [0, 0, 1], "row_b": [1, 2, 2], "cosine": np.array([0.95, 0.99, 0.9])}
     )
     pairs = find_pairs(edges, ds)
     assert pairs["image_id_a"].tolist() == ["a", "a", "b"]
@@ -71,7 +71,7 @@ def test_find_pairs_describes_each_edge():
     assert pairs["differing_attributes"].tolist() == [["x"], [], ["x"]]
     # c has no split: only a/b is a known cross-split pair
     assert pairs["is_cross_split"].tolist() == [True, False, False]
-    assert pairs["similarity"].dtype == np.float32
+    assert pairs["cosine"].dtype == np.float32
 
 
 def test_hash_images_bytes_and_pixels(files, tmp_path, caplog):
@@ -118,7 +118,7 @@ def test_find_duplicates_groups_kinds_and_leaks(files):
         {
             "image_id_a": ["d", "a"],
             "image_id_b": ["e", "d"],
-            "similarity": np.array([0.99, 0.95], dtype=np.float32),
+            "cosine": np.array([0.99, 0.95], dtype=np.float32),
         }
     )
     dup = find_duplicates(ds, pairs, min_similarity=0.98)
@@ -127,7 +127,7 @@ def test_find_duplicates_groups_kinds_and_leaks(files):
 
     exact = by_kind["exact_file"]
     assert exact["image_id"].tolist() == ["a", "b"]
-    assert exact["group_size"].tolist() == [2, 2]
+    assert exact["duplicate_group_size"].tolist() == [2, 2]
     assert exact["is_kept"].tolist() == [False, True]  # b sits in train, the home split
     assert exact["home_split"].tolist() == ["train", "train"]
     assert exact["is_leak"].tolist() == [True, False]  # drop a from val
@@ -172,7 +172,7 @@ def test_split_priority_is_configurable_and_unlisted_splits_rank_last(files):
 
 def test_no_paths_and_no_splits_gives_only_near_groups_without_leaks():
     ds = _dataset([{"image_id": i} for i in "abc"], [[1, 0], [1, 0], [0, 0]])
-    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["c"], "similarity": [0.99]})
+    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["c"], "cosine": [0.99]})
     dup = find_duplicates(ds, pairs)
     assert dup["kind"].tolist() == ["near", "near"]
     assert dup["split"].isna().all() and dup["home_split"].isna().all()
@@ -222,7 +222,7 @@ def test_find_duplicates_rejects_bad_pairs():
     ds = _dataset([{"image_id": "a"}, {"image_id": "b"}], [[1, 0], [0, 0]])
     with pytest.raises(InvalidTypeError, match="must be a pandas DataFrame from find_pairs"):
         find_duplicates(ds, [("a", "b", 0.99)])
-    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["zz"], "similarity": [0.99]})
+    pairs = pd.DataFrame({"image_id_a": ["a"], "image_id_b": ["zz"], "cosine": [0.99]})
     with pytest.raises(InvalidInputError, match="not in the dataset"):
         find_duplicates(ds, pairs)
 
@@ -250,9 +250,9 @@ def test_groups_are_hash_classes_with_one_kept_copy(members):
     expected = {h for h in hashes if hashes.count(h) >= 2}
     assert set(exact["content_hash"]) == expected
     assert len(exact) == sum(hashes.count(h) for h in expected)
-    for _, group in exact.groupby("group_id"):
+    for _, group in exact.groupby("duplicate_group_id"):
         assert group["is_kept"].sum() == 1
-        assert (group["group_size"] == len(group)).all()
+        assert (group["duplicate_group_size"] == len(group)).all()
         known = group["split"].dropna()
         kept = group[group["is_kept"]].iloc[0]
         if len(known):

@@ -27,12 +27,12 @@ def test_neighbors_hand_computed():
 def test_edges_cut_union_and_mutual():
     nb = search_neighbors(_angles(0, 10, 90, 180), n_neighbors=1)
     high = edges_from_neighbors(nb, min_similarity=0.5)
-    assert list(zip(high.src, high.dst)) == [(0, 1)]
-    assert high.similarity.iloc[0] == pytest.approx(np.cos(np.deg2rad(10)), abs=1e-6)
+    assert list(zip(high.row_a, high.row_b)) == [(0, 1)]
+    assert high.cosine.iloc[0] == pytest.approx(np.cos(np.deg2rad(10)), abs=1e-6)
     union = edges_from_neighbors(nb, min_similarity=-1.0)
-    assert list(zip(union.src, union.dst)) == [(0, 1), (1, 2), (2, 3)]
+    assert list(zip(union.row_a, union.row_b)) == [(0, 1), (1, 2), (2, 3)]
     mutual = edges_from_neighbors(nb, min_similarity=-1.0, mutual=True)
-    assert list(zip(mutual.src, mutual.dst)) == [(0, 1)]
+    assert list(zip(mutual.row_a, mutual.row_b)) == [(0, 1)]
     assert union.dtypes.astype(str).tolist() == ["int32", "int32", "float32"]
 
 
@@ -49,7 +49,7 @@ def test_fewer_images_than_neighbours_pads():
     assert nb.indices.tolist() == [[1, -1, -1], [0, -1, -1]]
     assert np.isneginf(nb.similarities[:, 1:]).all()
     edges = edges_from_neighbors(nb, min_similarity=-1.0)
-    assert list(zip(edges.src, edges.dst)) == [(0, 1)]
+    assert list(zip(edges.row_a, edges.row_b)) == [(0, 1)]
 
 
 def test_single_image_has_no_edges():
@@ -89,10 +89,10 @@ def test_edges_match_brute_force(n, k, cut, seed, mutual):
         search_neighbors(emb, n_neighbors=k), min_similarity=cut, mutual=mutual
     )
     # contract: src < dst, no duplicates, sorted, all above the cut
-    pairs = list(zip(edges.src.tolist(), edges.dst.tolist()))
+    pairs = list(zip(edges.row_a.tolist(), edges.row_b.tolist()))
     assert all(s < d for s, d in pairs)
     assert pairs == sorted(set(pairs))
-    assert (edges.similarity >= cut).all()
+    assert (edges.cosine >= cut).all()
     # oracle: dense similarity, top-k per row (continuous data: no ties)
     sims = emb.vectors @ emb.vectors.T
     np.fill_diagonal(sims, -np.inf)
@@ -117,5 +117,5 @@ def test_cosine_floor_drops_weak_edges_whatever_the_link_similarity():
     plain = {"min_similarity": -1.0, "rerank": False}  # a plain cosine cut
     _, all_edges = link_neighbors(nb, emb, min_cosine=-1.0, **plain)
     _, floored = link_neighbors(nb, emb, min_cosine=0.5, **plain)
-    assert list(zip(all_edges.src, all_edges.dst)) == [(0, 1), (1, 2), (2, 3)]
-    assert list(zip(floored.src, floored.dst)) == [(0, 1)]  # cos 80 deg, cos 90 deg < 0.5
+    assert list(zip(all_edges.row_a, all_edges.row_b)) == [(0, 1), (1, 2), (2, 3)]
+    assert list(zip(floored.row_a, floored.row_b)) == [(0, 1)]  # cos 80 deg, cos 90 deg < 0.5

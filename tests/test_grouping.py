@@ -25,8 +25,8 @@ def _angles(*degrees):
 
 def _edges(pairs, sims):
     src, dst = zip(*pairs) if pairs else ((), ())
-    return pd.DataFrame({"src": src, "dst": dst, "similarity": sims}).astype(
-        {"src": "int32", "dst": "int32", "similarity": "float32"}
+    return pd.DataFrame({"row_a": src, "row_b": dst, "cosine": sims}).astype(
+        {"row_a": "int32", "row_b": "int32", "cosine": "float32"}
     )
 
 
@@ -251,8 +251,8 @@ def test_link_neighbors_cuts_the_link_similarity_and_reports_plain_cosines():
         n_expansion=1,
     )
     # re-ranked: only the two tight pairs pass 0.5 (A'-B scores 0.3 cos 80 = 0.05)
-    assert list(zip(edges.src, edges.dst)) == [(0, 1), (2, 3)]
-    np.testing.assert_allclose(edges.similarity, [np.cos(np.deg2rad(5))] * 2, rtol=1e-6)
+    assert list(zip(edges.row_a, edges.row_b)) == [(0, 1), (2, 3)]
+    np.testing.assert_allclose(edges.cosine, [np.cos(np.deg2rad(5))] * 2, rtol=1e-6)
     assert edges.dtypes.astype(str).tolist() == ["int32", "int32", "float32"]
     assert lists.indices[1].tolist() == [0, 2]
     np.testing.assert_allclose(lists.similarities[1], np.cos(np.deg2rad([5, 85])), atol=1e-6)
@@ -283,9 +283,9 @@ def test_run_records_and_saves_the_refinement(tmp_path):
     raw = planted.embeddings.vectors
     edges = report.edges
     np.testing.assert_allclose(
-        edges.similarity, np.einsum("ij,ij->i", raw[edges.src], raw[edges.dst]), rtol=1e-5
+        edges.cosine, np.einsum("ij,ij->i", raw[edges.row_a], raw[edges.row_b]), rtol=1e-5
     )
-    sizes = report.components["size"].to_numpy()
+    sizes = report.components["component_size"].to_numpy()
     assert sizes.max() <= 5
     scores = grouping_scores(report.images["component_id"].to_numpy(), planted.groups)
     assert scores["pair_f1"] > 0.9
@@ -352,8 +352,8 @@ def test_weigh_labels_lowers_links_beyond_the_tolerance_only():
     nb = search_neighbors(emb, n_neighbors=3)
     grouper = Grouper(GroupOptions(rerank=False, label_penalty=0.2, label_tolerance=1))
     links = grouper.link(nb, emb)
-    weighed = grouper.weigh_labels(links, labels).pairs.set_index(["src", "dst"])["link"]
-    plain = links.pairs.set_index(["src", "dst"])["link"]
+    weighed = grouper.weigh_labels(links, labels).pairs.set_index(["row_a", "row_b"])["link"]
+    plain = links.pairs.set_index(["row_a", "row_b"])["link"]
     # d - tolerance: (0,1) 0 -> 0; (0,2) 3-1=2 -> -0.4; (1,2) 2 -> -0.4; (2,3) 0 -> 0
     for pair, drop in {(0, 1): 0.0, (0, 2): 0.4, (1, 2): 0.4, (2, 3): 0.0}.items():
         assert weighed[pair] == pytest.approx(plain[pair] - drop, abs=1e-6)

@@ -163,8 +163,8 @@ def test_label_counts_and_highlights(report, page):
     assert first["pos"] == [index["male"], index["hat"]] and first["rare"] == [index["hat"]]
     (issue,) = first["issues"]
     assert issue["attribute"] == index["hat"] and issue["given_label"] == 1
-    assert issue["component_majority"] == 0 and issue["score"] == 0.75
-    assert set(data["issueFields"]) >= {"attribute", "given_label", "score"}
+    assert issue["component_majority"] == 0 and issue["label_issue_score"] == 0.75
+    assert set(data["issueFields"]) >= {"attribute", "given_label", "label_issue_score"}
     p1 = _component(page, _component_of(report, "p1_v2"))
     # p1_v2 lacks the attribute its two peers have: rare, not among its positives
     lacking = _image(p1, "p1_v2")
@@ -212,9 +212,9 @@ def test_options_top_sort_and_caps(report):
     thumbs = [[m["thumb"] is not None for m in c["images"]] for c in one["components"]]
     assert one["nThumbnails"] == 1 and thumbs[0] == [True] * 3 and not any(sum(thumbs[1:], []))
     assert len(one["components"]) == 4  # every component is still listed
-    by_size = render_html(report, sort_by="size")
+    by_size = render_html(report, sort_by="component_size")
     # the 4-image component first, then the rest
-    assert _data(by_size)["sort"] == "size"
+    assert _data(by_size)["sort"] == "component_size"
     assert _sections(by_size)[0] == _component_of(report, "p0_v0")
     capped = render_html(report, max_images_per_component=1, max_rows=0, page_size=2)
     p0 = _component(capped, _component_of(report, "p0_v0"))
@@ -258,11 +258,11 @@ def test_report_folder_holds_the_page_and_the_cli_rebuilds_it(tmp_path, capsys):
     assert _data(rebuilt.read_text(encoding="utf-8"))["nThumbnails"] == 1
     assert _sections(render_html(again)) == _sections(written)
     assert render_html(again) == render_html(again)  # same inputs, same bytes
-    code = main(["report", str(out), "--top", "1", "--sort-by", "size", "--max-mb", "5"])
+    code = main(["report", str(out), "--top", "1", "--sort-by", "component_size", "--max-mb", "5"])
     assert code == 0
     assert capsys.readouterr().out == f"report: {out / 'report.html'}\n"
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert _data(page)["nThumbnails"] == 1 and _data(page)["sort"] == "size"
+    assert _data(page)["nThumbnails"] == 1 and _data(page)["sort"] == "component_size"
     assert main(["report", str(out), "--max-mb", "-1"]) == 1
     assert capsys.readouterr().err == (
         "clusterclean: error: --max-mb must be a number of MiB >= 0; got -1.0.\n"
@@ -287,8 +287,9 @@ def test_report_folder_holds_the_page_and_the_cli_rebuilds_it(tmp_path, capsys):
             {"sort_by": "score"},
             InvalidInputError,
             "The 'sort_by' parameter of render_html must be one of 'inconsistency_score', "
-            "'variance', 'geometric_variance', 'cubic_variance', 'label_count_std', "
-            "'n_label_issues', 'n_disagreeing_attributes', 'size'. Got 'score' instead.",
+            "'n_label_issues', 'component_size', 'variance', 'geometric_variance', "
+            "'cubic_variance', 'label_count_std', 'n_disagreeing_attributes', "
+            "'mean_edge_cosine'. Got 'score' instead.",
         ),
         (
             {"n_gallery": -1},
@@ -314,7 +315,7 @@ def test_a_report_is_required():
 
 
 def test_no_multi_image_component(report):
-    lonely = replace(report, components=report.components.assign(size=1))
+    lonely = replace(report, components=report.components.assign(component_size=1))
     page = render_html(lonely)
     assert "<p>No component of 2+ images.</p>" in page and 'id="cc-data"' not in page
 
@@ -422,16 +423,16 @@ def test_ranking_puts_label_issues_before_a_tie():
     components = pd.DataFrame(
         {
             "component_id": [0, 1, 2, 3],
-            "size": [2, 3, 5, 2],
+            "component_size": [2, 3, 5, 2],
             "inconsistency_score": [1.0, 0.471, 0.0, 0.0],
             "n_label_issues": [0, 1, 0, 0],
-            "mean_similarity": [0.95, 0.96, 0.93, 0.99],
+            "mean_edge_cosine": [0.95, 0.96, 0.93, 0.99],
         }
     )
     assert component_order(components, "inconsistency_score").tolist() == [1, 0, 2, 3]
     assert component_order(components, "n_label_issues").tolist() == [1, 0, 2, 3]
-    assert component_order(components, "size").tolist() == [2, 1, 3, 0]
-    assert component_order(components, "mean_similarity").tolist() == [3, 1, 0, 2]
+    assert component_order(components, "component_size").tolist() == [2, 1, 3, 0]
+    assert component_order(components, "mean_edge_cosine").tolist() == [3, 1, 0, 2]
 
 
 def test_hostile_ids_cannot_leave_the_json(plain_report):
@@ -476,8 +477,8 @@ def test_a_run_without_labels_is_a_gallery_of_duplicate_groups(tmp_path):
     _plain_run(dataset, as_embeddings(table["image_id"], np.asarray(vectors)), tmp_path / "out")
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     data = _data(page)
-    assert not data["labelled"] and data["sort"] == "size"
-    assert [s["key"] for s in data["sorts"]] == ["size", "mean_similarity"]
+    assert not data["labelled"] and data["sort"] == "component_size"
+    assert [s["key"] for s in data["sorts"]] == ["component_size", "mean_edge_cosine"]
     # largest first, then the tighter of the two pairs
     order = [sorted(m["id"] for m in c["images"]) for c in data["components"]]
     assert order == [["g0_0", "g0_1", "g0_2"], ["g2_0", "g2_1"], ["g1_0", "g1_1"]]

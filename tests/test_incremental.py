@@ -62,12 +62,12 @@ def test_adding_equals_a_full_run_on_the_union(tmp_path, planted, options):
 
     np.testing.assert_array_equal(added.neighbors.indices, full.neighbors.indices)
     np.testing.assert_allclose(added.neighbors.similarities, full.neighbors.similarities, atol=1e-5)
-    assert added.edges[["src", "dst"]].equals(full.edges[["src", "dst"]])
+    assert added.edges[["row_a", "row_b"]].equals(full.edges[["row_a", "row_b"]])
     added_ids = added.images["component_id"].to_numpy()
     full_ids = full.images["component_id"].to_numpy()
     assert _partition(added_ids) == _partition(full_ids)
     # same scores per component (matched through their first image) and per cell
-    columns = ["size", "variance", "cubic_variance", "label_count_std", "n_label_issues"]
+    columns = ["component_size", "variance", "cubic_variance", "label_count_std", "n_label_issues"]
     first = pd.Series(np.arange(len(full_ids))).groupby(full_ids).min()
     by_full = full.components.set_index("component_id").loc[first.index, columns]
     by_added = added.components.set_index("component_id").loc[added_ids[first.to_numpy()], columns]
@@ -112,7 +112,7 @@ def test_additions_name_duplicates_and_contradictions(tmp_path):
     assert additions["nearest_existing_id"].tolist() == ["a", "b"]
     # cos 2 degrees = 0.99939 (>= 0.98: a near duplicate); d.b = -0.2 / |d|
     np.testing.assert_allclose(
-        additions["nearest_existing_similarity"],
+        additions["nearest_existing_cosine"],
         [np.cos(np.deg2rad(2)), -0.2 / np.hypot(1, 0.2)],
         atol=1e-6,
     )
@@ -245,8 +245,8 @@ def test_adding_to_an_ivf_report_keeps_its_index(tmp_path, planted):
     assert added.run_info["index"]["n_lists"] == n_base // 40
     # the approximate lists still find the planted groups' edges
     exact = cc.run(labels=dataset, embeddings=embeddings, **OPTIONS)
-    found = set(zip(added.edges["src"], added.edges["dst"]))
-    wanted = set(zip(exact.edges["src"], exact.edges["dst"]))
+    found = set(zip(added.edges["row_a"], added.edges["row_b"]))
+    wanted = set(zip(exact.edges["row_a"], exact.edges["row_b"]))
     assert len(found & wanted) >= 0.95 * len(wanted)
     assert len(additions) == 40
 

@@ -34,7 +34,7 @@ def test_nearest_neighbour_columns():
     np.fill_diagonal(sims, -np.inf)
     expected = data.dataset.ids[np.argmax(sims, axis=1)]
     assert report.images["nearest_id"].tolist() == expected.tolist()
-    np.testing.assert_allclose(report.images["nearest_similarity"], sims.max(axis=1), atol=1e-5)
+    np.testing.assert_allclose(report.images["nearest_cosine"], sims.max(axis=1), atol=1e-5)
 
 
 def test_embeddings_are_aligned_to_the_dataset_order():
@@ -139,7 +139,7 @@ def test_duplicate_counts_hand_computed():
         ("near", 1, "c", False),
         ("near", 1, "d", True),
     ]
-    frame = pd.DataFrame(rows, columns=["kind", "group_id", "image_id", "is_leak"])
+    frame = pd.DataFrame(rows, columns=["kind", "duplicate_group_id", "image_id", "is_leak"])
     assert duplicate_counts(frame) == {
         "exact_file_groups": 1,
         "exact_pixels_groups": 1,

@@ -16,6 +16,13 @@ def test_first_block_is_exactly_the_two_commands():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
+def test_readme_column_tables_are_generated_from_the_schema():
+    from clusterclean.report import fill_column_tables
+
+    assert "<!-- columns: all -->" in README
+    assert fill_column_tables(README) == README, "run python scripts/readme_columns.py"
+
+
 def test_every_report_column_is_documented():
     for table, columns in TABLES.items():
         section = README.split(f"**`{table}.parquet`**", 1)

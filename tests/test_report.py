@@ -89,7 +89,7 @@ def test_unknown_schema_version_is_rejected(planted_report, tmp_path):
     pq.write_table(
         table.replace_schema_metadata({METADATA_KEY: json.dumps(meta)}), out / "edges.parquet"
     )
-    with pytest.raises(ReportSchemaError, match="schema version '999'.*reads version"):
+    with pytest.raises(ReportSchemaError, match="schema version '999'.*reads versions 1, 2"):
         read_report(out)
 
 
@@ -151,3 +151,61 @@ def test_pairs_report_differing_labels_and_cross_split(tmp_path):
     same = report.pairs[~report.pairs.is_cross_split]
     assert (same.split_a == same.split_b).all()
     assert isinstance(report.pairs, pd.DataFrame)
+
+
+# --------------------------------------------------------------- schema 1 -> 2
+
+V1_REPORT = __import__("pathlib").Path(__file__).parent / "data" / "report_v1"
+
+
+def test_a_schema_1_report_reads_as_the_same_run_written_today(tmp_path):
+    """tests/data/report_v1 was written by clusterclean at schema 1 (commit 9d87475) from
+    make_planted(n_groups=12, max_size=5, dim=8, n_flips=4, noise=0.02, seed=3) with
+    thresholds p80 and 0.05. Read today, it must hold what the same run gives today,
+    under today's names; the files themselves are left as they were."""
+    before = {p.name: p.read_bytes() for p in V1_REPORT.iterdir()}
+    old = read_report(V1_REPORT)
+    assert old.run_info.schema_version == "1"
+    data = make_planted(n_groups=12, max_size=5, dim=8, n_flips=4, noise=0.02, seed=3)
+    run(labels=data.dataset, embeddings=data.embeddings, thresholds=("p80", 0.05), out=tmp_path)
+    new = read_report(tmp_path)
+    for name in ("images", "components", "label_issues", "pairs", "edges", "duplicates"):
+        a, b = getattr(old, name), getattr(new, name)
+        assert a.columns.tolist() == b.columns.tolist(), name
+        pd.testing.assert_frame_equal(a, b, check_dtype=False, obj=name)
+    pd.testing.assert_frame_equal(
+        old.component_flags, new.component_flags, check_dtype=False, obj="component_flags"
+    )
+    assert len(new.component_flags) > 0 and set(new.component_flags["threshold"]) == {
+        "p80",
+        "0.05",
+    }
+    assert old.run_info.thresholds == pytest.approx(new.run_info.thresholds)
+    assert old.run_info.counts["flagged_components"] == new.run_info.counts["flagged_components"]
+    np.testing.assert_array_equal(old.neighbors.indices, new.neighbors.indices)
+    assert {p.name: p.read_bytes() for p in V1_REPORT.iterdir()} == before
+
+
+def test_a_schema_1_table_read_alone_gets_todays_names():
+    from clusterclean.report import RENAMED_IN_2, read_table
+
+    frame, meta = read_table(V1_REPORT / "label_issues.parquet", expected="label_issues")
+    assert meta["version"] == "1" and "label_issue_score" in frame.columns
+    assert "score" not in frame.columns and RENAMED_IN_2["label_issues"] == {
+        "score": "label_issue_score"
+    }
+
+
+def test_a_schema_1_report_can_be_cleaned_and_rendered(tmp_path):
+    import shutil
+
+    from clusterclean.cli import main
+
+    folder = tmp_path / "old"
+    shutil.copytree(V1_REPORT, folder)
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "report.html").stat().st_size > 0
+    assert read_report(folder).run_info.schema_version == "1"  # still owned, still readable
+    cleaned = tmp_path / "cleaned.parquet"
+    assert main(["clean", str(folder), "--strategy", "label", "--out", str(cleaned)]) == 0
+    assert len(pd.read_parquet(cleaned)) > 0

@@ -9,6 +9,7 @@ from planted import make_planted
 
 from clusterclean import read_report, run
 from clusterclean.errors import ReportSchemaError
+from clusterclean.report import SCHEMA_VERSION
 from clusterclean.run_record import RUN_RECORD_FIELDS, RunRecord
 
 
@@ -26,7 +27,7 @@ def test_a_written_report_reads_back_as_the_same_record(folder):
     on_disk = json.loads((folder / "run.json").read_text())
     assert record.as_dict() == on_disk and record == on_disk
     assert set(on_disk) <= set(RUN_RECORD_FIELDS)
-    assert isinstance(record.run_id, str) and record.schema_version == "1"
+    assert isinstance(record.run_id, str) and record.schema_version == SCHEMA_VERSION == "2"
     assert set(record.manifest) >= {"images.parquet", "report.html"}
     assert record["counts"] == record.counts  # still a mapping
 

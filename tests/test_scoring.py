@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from clusterclean import Dataset, as_embeddings, score_components
 from clusterclean.errors import InvalidInputError
-from clusterclean.scoring import GEOMETRIC_EPS, flag_column, parse_threshold
+from clusterclean.scoring import GEOMETRIC_EPS, count_flags, flag_name, parse_threshold
 
 NAN = np.nan
 
@@ -50,19 +50,27 @@ def test_component_metrics_hand_computed():
     # component 2: only a is active, m = 1/2
     assert c.loc[2, "variance"] == pytest.approx(0.25)
     assert c.loc[2, "label_count_std"] == pytest.approx(0.0)
-    assert c["size"].tolist() == [3, 1, 2]
+    assert c["component_size"].tolist() == [3, 1, 2]
 
 
 def test_flags_percentile_and_absolute():
-    comps = score_components(COMPONENTS, _dataset(ROWS), thresholds=("p50", 0.05)).components
+    scores = score_components(COMPONENTS, _dataset(ROWS), thresholds=("p50", 0.05))
+    flags = scores.component_flags
+    variance = flags[flags["metric"] == "variance"]
     # p50 of the variances of the scored components {1/18, 1/4} = 0.1528: only component 2 above
-    assert comps[flag_column("variance", "p50")].tolist() == [False, False, True]
-    assert comps[flag_column("variance", 0.05)].tolist() == [True, False, True]
-    assert flag_column("label_count_std", "p80") == "is_bad_component_std_p80"
-    assert flag_column("variance", 0.05) == "is_bad_component_var_0_05"
-    assert comps.attrs["thresholds"]["is_bad_component_var_p50"] == pytest.approx(
+    assert variance[variance["threshold"] == "p50"]["component_id"].tolist() == [2]
+    assert variance[variance["threshold"] == "0.05"]["component_id"].tolist() == [0, 2]
+    assert variance["value"].tolist() == pytest.approx([1 / 4, 1 / 18, 1 / 4])
+    assert variance["cut"].tolist() == pytest.approx([(1 / 18 + 1 / 4) / 2, 0.05, 0.05])
+    assert flag_name("label_count_std", "p80") == "label_count_std>p80"
+    assert flag_name("variance", 0.05) == "variance>0.05"
+    assert scores.components.attrs["thresholds"]["variance>p50"] == pytest.approx(
         (1 / 18 + 1 / 4) / 2
     )
+    counts = count_flags(flags, scores.components.attrs["thresholds"])
+    assert counts["variance>p50"] == 1 and counts["variance>0.05"] == 2
+    # the components table has the same columns whatever the thresholds
+    assert not [c for c in scores.components.columns if c.startswith("is_bad")]
 
 
 def test_label_issues_hand_computed():
@@ -73,7 +81,7 @@ def test_label_issues_hand_computed():
     row = issues.iloc[0]
     assert row.component_majority == 1
     assert row.agreement == pytest.approx(1 / 3)
-    assert row.score == pytest.approx(2 / 3)
+    assert row.label_issue_score == pytest.approx(2 / 3)
     assert row.minority_fraction == pytest.approx(1 / 3)
     images = scores.images
     assert images["n_rare_labels"].tolist() == [0, 1, 0, 0, 0, 0]
@@ -106,13 +114,13 @@ def test_excluded_attributes_are_not_scored():
     assert scores.components.loc[0, "variance"] == 0
 
 
-def test_centroid_similarity():
+def test_centroid_cosine():
     vectors = [[1, 0], [1, 0], [0, 1], [0, 1], [1, 1], [1, 1]]
     emb = as_embeddings([f"img{i}" for i in range(6)], np.array(vectors, dtype=float))
     scores = score_components(COMPONENTS, _dataset(ROWS), embeddings=emb)
     # component 0's mean direction is (2, 1) / sqrt(5)
     expected = [2 / math.sqrt(5), 2 / math.sqrt(5), 1 / math.sqrt(5), 1, 1, 1]
-    np.testing.assert_allclose(scores.images["centroid_similarity"], expected, rtol=1e-6)
+    np.testing.assert_allclose(scores.images["centroid_cosine"], expected, rtol=1e-6)
 
 
 def test_bad_arguments():
@@ -144,7 +152,7 @@ def test_consistent_components_score_zero(sizes, n_attributes, seed):
     metrics = ["variance", "geometric_variance", "cubic_variance", "label_count_std"]
     assert (scores.components[metrics] == 0).all().all()
     assert len(scores.label_issues) == 0
-    assert not scores.components.filter(like="is_bad_component_").any().any()
+    assert scores.component_flags.empty
 
 
 @settings(max_examples=50, deadline=None)
@@ -162,5 +170,5 @@ def test_metric_ranges_and_issue_minority(sizes, seed):
     assert c["geometric_variance"].between(0, 0.5).all()
     assert c["label_count_std"].between(0, 0.5).all()
     assert c["inconsistency_score"].between(0, 1).all()
-    assert scores.label_issues["score"].between(0.5, 1, inclusive="right").all()
+    assert scores.label_issues["label_issue_score"].between(0.5, 1, inclusive="right").all()
     assert (scores.label_issues["minority_fraction"] < 0.5).all()

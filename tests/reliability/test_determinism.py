@@ -128,7 +128,7 @@ def test_planted_tables_are_byte_identical_across_runs_and_thread_counts(tmp_pat
     _assert_identical(one, two, names=tuple(t for t in TABLES if t != "neighbors"))
     if "neighbors" in one:
         knn = [pd.read_parquet(tmp_path / f / "neighbors.parquet") for f in ("out-1-1", "out-2-2")]
-        np.testing.assert_allclose(knn[0]["similarity"], knn[1]["similarity"], atol=1e-6)
+        np.testing.assert_allclose(knn[0]["cosine"], knn[1]["cosine"], atol=1e-6)
     # the check has teeth: the tables are not empty
     out = tmp_path / "out-1-1"
     assert len(pd.read_parquet(out / "edges.parquet")) > 300
@@ -179,7 +179,7 @@ def test_image_run_across_thread_counts_differs_only_in_float_rounding(image_wor
     """torch's CPU kernels sum in a thread-count-dependent order, so the vectors of a
     1-thread and a 2-thread run differ in the last bits (measured: <= 5e-7). The groups,
     label issues and duplicates are identical; the similarities agree to 1e-5, and so do
-    the label issues' confidences (computed from centroid_similarity), so those tables
+    the label issues' confidences (computed from centroid_cosine), so those tables
     are compared as frames, not bytes."""
     import numpy as np
     import pandas as pd

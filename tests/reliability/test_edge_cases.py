@@ -49,7 +49,7 @@ GROUPINGS = {
 
 def test_one_image(tmp_path):
     report = _run(_dataset([[1, 0]]), [[0.6, 0.8]], tmp_path)
-    assert report.components[["component_id", "size"]].values.tolist() == [[0, 1]]
+    assert report.components[["component_id", "component_size"]].values.tolist() == [[0, 1]]
     assert len(report.edges) == len(report.pairs) == len(report.label_issues) == 0
     assert report.images["nearest_id"].isna().all()
     assert report.run_info["counts"]["largest_component"] == 1
@@ -62,15 +62,15 @@ def test_all_images_identical_make_one_component_and_find_the_odd_label(tmp_path
     labels[5, 1] = 1.0  # the one disagreeing cell: img5 says attr_1 = 1, the 11 others 0
     report = _run(_dataset(labels), np.ones((n, 8)), tmp_path, n_neighbors=n, **options)
     assert report.images["component_id"].nunique() == 1
-    assert report.components["size"].tolist() == [n]
+    assert report.components["component_size"].tolist() == [n]
     assert len(report.edges) == n * (n - 1) // 2  # every pair, similarity 1
-    assert np.allclose(report.edges["similarity"], 1.0, atol=1e-6)
+    assert np.allclose(report.edges["cosine"], 1.0, atol=1e-6)
     issues = report.label_issues
     assert issues[["image_id", "attribute"]].values.tolist() == [["img5", "attr_1"]]
     # m_a = 1/12 for attr_1, 0 for attr_0 (active attributes: attr_0 and attr_1)
     assert report.components["variance"].iloc[0] == pytest.approx(((1 / 12) ** 2 + 0) / 2)
     exact = report.duplicates[report.duplicates["kind"] == "near"]
-    assert exact["group_size"].tolist() == [n] * n
+    assert exact["duplicate_group_size"].tolist() == [n] * n
 
 
 @pytest.mark.parametrize("options", list(GROUPINGS.values()), ids=list(GROUPINGS))
@@ -79,9 +79,9 @@ def test_no_edges_at_all(tmp_path, options):
     n = 6
     report = _run(_dataset(np.eye(n, 2)), np.eye(n), tmp_path, **options)
     assert len(report.edges) == 0
-    assert report.edges.dtypes.astype(str).tolist() == ["int32", "int32", "float32"]
+    assert report.edges.dtypes.astype(str).tolist() == ["int32", "int32", "str", "str", "float32"]
     assert sorted(report.images["component_id"]) == list(range(n))
-    assert (report.components["size"] == 1).all()
+    assert (report.components["component_size"] == 1).all()
     assert len(report.label_issues) == len(report.pairs) == len(report.component_attributes) == 0
 
 
@@ -100,7 +100,7 @@ def test_an_attribute_that_is_always_missing(tmp_path):
 def test_zero_attributes(tmp_path):
     report = _run(_dataset(np.zeros((4, 0))), np.ones((4, 3)), tmp_path)
     assert report.dataset.attributes == ()
-    assert report.components["size"].tolist() == [4]
+    assert report.components["component_size"].tolist() == [4]
     assert len(report.label_issues) == len(report.component_attributes) == 0
     assert report.components["variance"].tolist() == [0.0]
 

@@ -414,7 +414,8 @@ def test_n_neighbors_is_checked_against_the_dataset(planted, capsys):
 def test_a_single_threshold_string_is_one_threshold(planted):
     work, _ = planted
     report = cc.run(labels=work / "labels.csv", embeddings=work / "emb.parquet", thresholds="p80")
-    assert "is_bad_component_var_p80" in report.components.columns
+    assert set(report.component_flags["threshold"]) == {"p80"}
+    assert "variance>p80" in report.run_info.thresholds
 
 
 def test_embedding_ids_are_stripped_like_label_ids(planted, tmp_path):
