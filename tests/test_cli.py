@@ -320,3 +320,26 @@ def test_demo_runs_offline_and_prints_what_the_readme_shows(tmp_path):
         "README.md's demo output is stale: paste the output of `make demo` between "
         "<!-- demo --> and <!-- /demo -->"
     )
+    # the README's quick recipes read this demo's report: their output must be what they print
+    recipes = load_recipes()
+    blocks = recipes.recipes(README_TEXT)
+    for name in recipes.QUICK:
+        block = blocks[name]
+        printed = recipes.run_recipe(name, block["lang"], block["code"], tmp_path)
+        assert printed.replace(str(tmp_path), "/tmp/cc") == block["output"], (
+            f"README.md's {name!r} recipe output is stale: run python scripts/readme_recipes.py"
+        )
+
+
+README_TEXT = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
+def load_recipes():
+    """scripts/readme_recipes.py as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "readme_recipes.py"
+    spec = importlib.util.spec_from_file_location("readme_recipes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from clusterclean.report import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +42,22 @@ def test_readme_suite_tables_are_rendered_from_their_json_files():
     spec.loader.exec_module(suite)
     assert "<!-- suite: docs/suite/" in README, "the README has no <!-- suite: ... --> block"
     assert suite.fill_readme(README, ROOT) == README, "run: python scripts/suite.py readme"
+
+
+@pytest.mark.slow
+def test_every_readme_recipe_prints_what_the_readme_shows(tmp_path):
+    """The recipes that run the pipeline over images (minutes each): `pytest -m slow`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "readme_recipes", ROOT / "scripts" / "readme_recipes.py"
+    )
+    recipes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipes)
+    blocks = recipes.recipes(README)
+    assert set(recipes.QUICK) < set(blocks)
+    recipes.ensure_demo(tmp_path)
+    for name, block in blocks.items():
+        printed = recipes.run_recipe(name, block["lang"], block["code"], tmp_path)
+        # the report paths are the work folder's; the README shows /tmp/cc
+        assert printed.replace(str(tmp_path), "/tmp/cc") == block["output"], name
