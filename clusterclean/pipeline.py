@@ -248,6 +248,9 @@ def run(
         ndarray: the list of its row ids.
     config : RunConfig, optional
         All options at once; ``**options`` override its fields by name.
+        ``backbone`` is a name or a :class:`~clusterclean.backbones.Backbone`; a
+        torch module of your own goes in as ``Backbone.from_module(module,
+        transform)``, recorded in ``run.json`` by its name and ``weights_id``.
     progress : bool, default=True
         Progress bars on the long stages.
     neighbors : Neighbors, optional
