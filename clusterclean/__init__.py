@@ -25,6 +25,7 @@ _EXPORTS = {
     "load_dataset": "dataset",
     "load_peta": "dataset",
     "list_images": "dataset",
+    "Backbone": "backbones",
     "available_backbones": "backbones",
     "load_backbone": "backbones",
     "load_onnx_backbone": "backbones",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._validation import check_choice, in_family
-from .errors import InvalidInputError, WeightsUnavailableError, first_line
+from .errors import (
+    InvalidInputError,
+    InvalidTypeError,
+    WeightsUnavailableError,
+    first_line,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
@@ -44,6 +50,7 @@ __all__ = [
     "save_random_weights",
     "BACKBONE_FAMILIES",
     "backbone_families",
+    "check_backbone",
     "register_backbone_family",
 ]
 
@@ -134,6 +141,8 @@ class Backbone:
     onnx_file : str or None
         An ONNX model run by ONNX Runtime instead of a torch module (``model`` is
         then None): the ``onnx`` backbone, :func:`load_onnx_backbone`.
+
+    A torch module of your own becomes one with :meth:`Backbone.from_module`.
     """
 
     name: str
@@ -143,6 +152,79 @@ class Backbone:
     input_size: tuple[int, int]
     weights_id: str = ""
     onnx_file: str | None = None
+
+    @classmethod
+    def from_module(
+        cls,
+        module: torch.nn.Module,
+        transform: Callable[[PIL.Image.Image], torch.Tensor],
+        *,
+        name: str | None = None,
+    ) -> Backbone:
+        """A torch module of your own as a backbone, with the transform that makes its input.
+
+        Pass the result wherever a backbone goes: ``run(backbone=...)``,
+        ``find_label_issues(backbone=...)``, ``embed_images``, ``embed_views``.
+        Its vectors are L2-normalised like every backbone's.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            Maps float images of shape ``(batch, 3, height, width)`` to features
+            of shape ``(batch, dim)``. The backbone holds a copy
+            (``copy.deepcopy``) in eval mode, on the module's device: ``module``
+            itself keeps its training mode, device and weights, and training it
+            further does not change the backbone (make a new one).
+        transform : callable
+            ``PIL.Image.Image`` (RGB) -> float tensor of shape ``(3, height, width)``,
+            the same ``(height, width)`` for every image (e.g. torchvision's
+            ``Compose([Resize(256), CenterCrop(224), ToTensor(), Normalize(...)])``).
+            That size is the backbone's ``input_size``: it is read from the
+            transform's output on two blank images, one landscape (320x240) and one
+            portrait (240x320). Define it picklably (torchvision transforms,
+            module-level functions and classes; not a lambda) so that worker
+            processes can decode the images; otherwise the images are decoded in
+            the calling process, with a warning.
+        name : str, optional
+            Shown in logs and recorded in ``run.json`` and the embeddings as
+            ``"module:<name>"``; default the module's class name.
+
+        Returns
+        -------
+        Backbone
+            ``dim`` found by one forward pass of the copy on a black image
+            (``zeros(1, 3, height, width)``); ``weights_id`` = ``"sha256:<hex>"``
+            of the module's class, its ``repr`` (the layers, including those
+            without weights), its ``state_dict`` (names, dtypes, shapes and
+            bytes) and the transform's ``repr``: the key of the embedding cache
+            and of the ONNX export cache, recorded in ``run.json``. A transform
+            whose ``repr`` does not show what it does (``transforms.Lambda``)
+            is not told apart from another such transform: give each its own
+            ``name`` when they share a cache folder.
+
+        Raises
+        ------
+        InvalidTypeError
+            ``module`` is not an ``nn.Module``, ``transform`` is not callable, or
+            ``name`` is not a str.
+        InvalidInputError
+            The transform fails on a blank image, does not return a
+            ``(3, height, width)`` tensor, or gives images of different shapes
+            different sizes; the module fails on the transform's size, or returns
+            anything but one ``(batch, dim)`` tensor (a feature map
+            ``(batch, channels, h, w)`` or a tuple: end the module with
+            ``nn.AdaptiveAvgPool2d(1), nn.Flatten()``, or return the one tensor).
+
+        Examples
+        --------
+        >>> net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+        ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> prep = T.Compose([T.Resize(72), T.CenterCrop(64), T.ToTensor()])
+        >>> backbone = Backbone.from_module(net, prep)  # doctest: +SKIP
+        >>> backbone.name, backbone.dim, backbone.input_size  # doctest: +SKIP
+        ('module:Sequential', 16, (64, 64))
+        """
+        return _module_backbone(module, transform, name=name)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -322,10 +404,14 @@ class ResizeCrop:
 
 def _output_dim(model: torch.nn.Module, size: tuple[int, int], *, what: str, fix: str) -> int:
     """The feature dimension, from one forward pass on a black image; not (batch, dim): error."""
+    import itertools
+
     import torch
 
+    # on the module's device (a Backbone.from_module stays where the user's module was)
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.zeros(0)).device
     with torch.inference_mode():
-        out = model(torch.zeros(1, 3, *size))
+        out = model(torch.zeros(1, 3, *size, device=device))
     if not torch.is_tensor(out) or out.ndim != 2:
         shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
         raise InvalidInputError(
@@ -333,6 +419,123 @@ def _output_dim(model: torch.nn.Module, size: tuple[int, int], *, what: str, fix
             f"clusterclean needs features of shape (batch, dim). {fix}"
         )
     return int(out.shape[1])
+
+
+#: The blank images a user's transform is tried on: one landscape, one portrait (width, height).
+_PROBE_SIZES = ((320, 240), (240, 320))
+
+
+def _transform_size(transform: Callable, func: str) -> tuple[int, int]:
+    """``(height, width)`` of what ``transform`` makes of a blank image; the same for both
+    probes, else an error saying how to fix the transform."""
+    import torch
+    from PIL import Image
+
+    shapes = []
+    for width, height in _PROBE_SIZES:
+        try:
+            out = transform(Image.new("RGB", (width, height), (128, 128, 128)))
+        except Exception as exc:  # any failure of the user's code: say where and what
+            raise InvalidInputError(
+                f"The 'transform' parameter of {func} fails on a {width}x{height} RGB PIL image "
+                f"({type(exc).__name__}: {first_line(exc)}). It must turn a PIL image into the "
+                "module's input, a float tensor (3, height, width), e.g. "
+                "T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(), T.Normalize(...)])."
+            ) from exc
+        if not torch.is_tensor(out) or out.ndim != 3 or out.shape[0] != 3:
+            found = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+            raise InvalidInputError(
+                f"The 'transform' parameter of {func} must return a float tensor of shape "
+                f"(3, height, width). Got {found} for a {width}x{height} RGB PIL image instead; "
+                "end it with T.ToTensor() (and T.Normalize(...))."
+            )
+        shapes.append(tuple(int(s) for s in out.shape[1:]))
+    if shapes[0] != shapes[1]:
+        raise InvalidInputError(
+            f"The 'transform' parameter of {func} must give every image the same size, since "
+            f"images are batched. Got {shapes[0]} for a 320x240 image and {shapes[1]} for a "
+            "240x320 one instead; end it with T.CenterCrop((height, width)) or resize to "
+            "T.Resize((height, width))."
+        )
+    return shapes[0]
+
+
+def _module_backbone(module, transform, *, name: str | None) -> Backbone:
+    """:meth:`Backbone.from_module`."""
+    import copy
+
+    import torch
+
+    from .engine import weights_hash
+
+    func = "Backbone.from_module"
+    if not isinstance(module, torch.nn.Module):
+        raise InvalidTypeError(
+            f"The 'module' parameter of {func} must be a torch.nn.Module. "
+            f"Got {type(module).__name__} instead."
+        )
+    if not callable(transform):
+        raise InvalidTypeError(
+            f"The 'transform' parameter of {func} must be a callable (PIL image -> tensor), "
+            f"e.g. a torchvision transform. Got {type(transform).__name__} instead."
+        )
+    if name is not None and not (isinstance(name, str) and name):
+        raise InvalidTypeError(
+            f"The 'name' parameter of {func} must be a non-empty str or None. Got {name!r} instead."
+        )
+    size = _transform_size(transform, func)
+    # a copy in eval mode: the caller's module keeps its mode, device and weights
+    model = copy.deepcopy(module).eval()
+    what = f"The module {type(module).__name__} given to {func}"
+    try:
+        dim = _output_dim(
+            model,
+            size,
+            what=what,
+            fix="End it with a global pooling, e.g. nn.Sequential(module, "
+            "nn.AdaptiveAvgPool2d(1), nn.Flatten()), and return one tensor.",
+        )
+    except InvalidInputError:
+        raise
+    except Exception as exc:  # the user's forward pass failed on the transform's size
+        raise InvalidInputError(
+            f"{what} fails on a (1, 3, {size[0]}, {size[1]}) input, the size its transform "
+            f"makes ({type(exc).__name__}: {first_line(exc)}). Give the transform that makes "
+            "the module's input."
+        ) from exc
+    digest = hashlib.sha256(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for part in (weights_hash(model), repr(model), repr(transform)):
+        digest.update(part.encode() + b"\0")
+    label = f"module:{name or type(module).__name__}"
+    backbone = Backbone(label, model, transform, dim, size, "sha256:" + digest.hexdigest())
+    logger.info(
+        "Backbone %s from a torch module (dim %d, input %dx%d, weights %s)",
+        backbone.name,
+        dim,
+        size[0],
+        size[1],
+        backbone.weights_id,
+    )
+    return backbone
+
+
+def check_backbone(value: Any, func: str) -> str | Backbone:
+    """``value`` when it is a backbone name (str) or a :class:`Backbone`; else an
+    InvalidTypeError that, for a torch module, says how to give it."""
+    if isinstance(value, (str, Backbone)):
+        return value
+    message = (
+        f"The 'backbone' parameter of {func} must be a backbone name (str) or a Backbone. "
+        f"Got {type(value).__name__} instead."
+    )
+    torch = sys.modules.get("torch")  # a module can only exist once torch is imported
+    parts = value if isinstance(value, (tuple, list)) else (value,)
+    if torch is not None and any(isinstance(p, torch.nn.Module) for p in parts):
+        message += (
+            " A torch module goes in with the transform that makes its input: "
+            "backbone=clusterclean.Backbone.from_module(module, transform)."
+        )
+    raise InvalidTypeError(message)
 
 
 def _center_crop_transform(crop: tuple[int, int], mean, std) -> ResizeCrop:

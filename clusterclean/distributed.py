@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset, Embeddings, Neighbors
+from .embed import backbone_name
 from .errors import InvalidInputError, InvalidTypeError
 from .report import Report
 
@@ -105,10 +106,11 @@ class _Embedder:
     """Ray actor: holds one backbone; embeds a block of (row, path) rows into a shard."""
 
     def __init__(self, backbone, weights, engine: str, batch_size: int, device: str, folder: str):
-        from .backbones import load_backbone
+        from .embed import resolve_backbone
         from .engine import load_engine
 
-        self.model = load_backbone(backbone, weights=weights, device=device)
+        # a name is loaded here; a Backbone (Backbone.from_module) arrives pickled
+        self.model = resolve_backbone(backbone, weights, device, "run_distributed")
         self.engine = load_engine(self.model, engine=engine)  # exported once per actor
         self.batch_size = batch_size
         self.folder = folder
@@ -276,7 +278,7 @@ def run_distributed(
     for part in ("embeddings", "neighbors"):
         (shards / part).mkdir(parents=True, exist_ok=True)
     if embeddings is not None:
-        dataset, vectors, _, _ = embed_dataset(
+        dataset, vectors, _, _, _ = embed_dataset(
             dataset, embeddings, embedding_ids, config, progress=False
         )
         vector_paths = [
@@ -303,7 +305,7 @@ def run_distributed(
             device="cuda" if use_gpu else "cpu",
             folder=str(shards / "embeddings"),
         )
-        backbone = config.backbone
+        backbone = backbone_name(config.backbone)
     timings["embed"] = round(time.perf_counter() - step, 4)
 
     step = time.perf_counter()

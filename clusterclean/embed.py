@@ -29,7 +29,7 @@ from ._contracts import Dataset, Embeddings, as_embeddings
 from ._validation import check_choice, check_int
 from .atomic import atomic_write, pid_alive, write_bytes
 from .engine import ENGINES, Engine, available_cores, load_engine
-from .errors import InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError, InvalidTypeError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import PIL.Image
@@ -55,6 +55,13 @@ def _backbone_families() -> list[str]:
     return backbone_families()
 
 
+def _check_backbone_option(value, func: str):
+    """The ``backbone`` option's check of a value that is not a name (see OPTIONS)."""
+    from .backbones import check_backbone
+
+    return check_backbone(value, func)
+
+
 __all__ = [
     "OPTIONS",
     "SkippedImage",
@@ -63,6 +70,7 @@ __all__ = [
     "read_image",
     "image_inputs",
     "resolve_backbone",
+    "backbone_name",
     "plan_workers",
     "run_model",
 ]
@@ -74,10 +82,12 @@ OPTIONS = declare(
         "backbone",
         "efficientnet_lite0",
         "embedding model (clusterclean.available_backbones()), or FAMILY:MODEL from timm or "
-        "OpenCLIP: timm:convnext_tiny, open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "OpenCLIP: timm:convnext_tiny, open_clip:ViT-B-32/laion2b_s34b_b79k; in Python also a "
+        "Backbone, e.g. Backbone.from_module(module, transform) for a torch module of your own",
         "choice",
         choices=_backbone_names,
         prefixes=_backbone_families,
+        accepts=(_check_backbone_option, "Backbone"),
     ),
     Option(
         "weights",
@@ -341,23 +351,27 @@ def image_inputs(data, func: str) -> tuple[list[str], list[str]]:
 
 
 def resolve_backbone(backbone, weights, device, func: str) -> Backbone:
-    from .backbones import Backbone, load_backbone, resolve_device
+    """The :class:`~clusterclean.backbones.Backbone` that ``backbone`` (a name or a
+    Backbone) stands for, on ``device``; a torch module alone is refused with how to give it
+    (:meth:`~clusterclean.backbones.Backbone.from_module`)."""
+    from .backbones import check_backbone, load_backbone, resolve_device
 
+    backbone = check_backbone(backbone, func)
     if isinstance(backbone, str):
         return load_backbone(backbone, weights=weights, device=device)
-    if isinstance(backbone, Backbone):
-        if weights is not None:
-            raise InvalidInputError(
-                f"The 'weights' parameter of {func} applies to a backbone given by name; "
-                "this backbone is already loaded. Pass one or the other."
-            )
-        if device is not None and backbone.model is not None:
-            backbone.model.to(resolve_device(device))
-        return backbone
-    raise InvalidTypeError(
-        f"The 'backbone' parameter of {func} must be a backbone name (str) or a Backbone. "
-        f"Got {type(backbone).__name__} instead."
-    )
+    if weights is not None:
+        raise InvalidInputError(
+            f"The 'weights' parameter of {func} applies to a backbone given by name; "
+            "this backbone is already loaded. Pass one or the other."
+        )
+    if device is not None and backbone.model is not None:
+        backbone.model.to(resolve_device(device))
+    return backbone
+
+
+def backbone_name(backbone: str | Backbone) -> str:
+    """The name of a backbone given by name or as a Backbone (what Embeddings record)."""
+    return backbone if isinstance(backbone, str) else backbone.name
 
 
 def plan_workers(n_images: int, engine: Engine, *, num_workers: int | None = None) -> int:
@@ -436,10 +450,32 @@ def run_model(
     transform (it must end with it): a picklable callable that knows the item's
     index into ``paths``. Returns the reasons of the unreadable images, by
     index into ``paths``.
+
+    Worker processes receive the transform pickled: one that cannot be pickled (a
+    lambda, a local function) runs in this process instead (``num_workers`` 0), with
+    a warning; the vectors are the same.
     """
     import torch
     from tqdm.auto import tqdm
 
+    transform = backbone.transform if view_transform is None else view_transform
+    if num_workers > 0:
+        # serialised only, never loaded: the pickler multiprocessing sends it to workers with
+        from multiprocessing.reduction import ForkingPickler
+
+        try:
+            ForkingPickler.dumps(transform)
+        except Exception as exc:  # PicklingError, AttributeError, TypeError: all mean "no"
+            logger.warning(
+                "The transform of backbone %s cannot be sent to worker processes (%s: %s); "
+                "decoding the images in this process instead of %d workers. Define the "
+                "transform at module level (not a lambda or a local function) to use workers.",
+                backbone.name,
+                type(exc).__name__,
+                first_line(exc),
+                num_workers,
+            )
+            num_workers = 0
     on_gpu = engine.on_gpu
     in_workers = num_workers > 0 and engine.runs_in_workers
     # every transform shrinks the shorter side to at most 8/7 of the largest input side
@@ -447,7 +483,7 @@ def run_model(
     loader = torch.utils.data.DataLoader(
         _ImageFiles(
             paths,
-            backbone.transform if view_transform is None else view_transform,
+            transform,
             min_size,
             indexed=view_transform is not None,
         ),
@@ -626,8 +662,10 @@ def embed_images(
         A :class:`Dataset` (its ``path`` column; ids = its ``image_id``), or
         image paths (ids = the paths as given, as str).
     backbone : str or Backbone, default "efficientnet_lite0"
-        A name from :func:`clusterclean.backbones.available_backbones` or a
-        loaded :class:`~clusterclean.backbones.Backbone`.
+        A name from :func:`clusterclean.backbones.available_backbones`, or a
+        loaded :class:`~clusterclean.backbones.Backbone`: a torch module of your
+        own goes in as ``Backbone.from_module(module, transform)`` (a module
+        alone raises InvalidTypeError saying so).
     weights : str or Path, optional
         Local weights for a backbone given by name (see
         :func:`~clusterclean.backbones.load_backbone`).
@@ -691,6 +729,8 @@ def embed_images(
     InvalidInputError
         Bad parameter, duplicate ids, a dataset row without a path, no
         readable image at all, or an unreadable image with ``on_error="raise"``.
+    InvalidTypeError
+        A parameter of the wrong type, e.g. a torch module as ``backbone``.
     WeightsUnavailableError
         The backbone's default weights can be neither found nor downloaded.
     """

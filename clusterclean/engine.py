@@ -11,10 +11,11 @@ An engine is a callable ``batch -> features``: a float32 tensor or array of shap
 
 - ``"onnxruntime"``: the backbone's ONNX export, cached on disk under
   ``<cache_dir>/<backbone>-<key>.onnx``, the key a hash of the backbone name, a
-  hash of its weights, its input size, the ONNX opset, the precision and the
-  exporter. An export is written to a temporary file, checked against torch on
-  a fixed random batch (cosine >= :data:`MIN_EXPORT_COSINE` on every row) and
-  only then renamed into place, so the cache holds whole, checked models only.
+  hash of its weights (:func:`weights_hash`), its ``weights_id``, its input size,
+  the ONNX opset, the precision and the exporter. An export is written to a
+  temporary file, checked against torch on a fixed random batch (cosine >=
+  :data:`MIN_EXPORT_COSINE` on every row) and only then renamed into place, so
+  the cache holds whole, checked models only.
 - ``"torch"``: the backbone's own torch module (float16 autocast on a GPU).
 - ``"auto"``: ONNX Runtime on CPU when it is installed and the export succeeds,
   torch otherwise; the choice and its reason are logged.
@@ -62,6 +63,7 @@ __all__ = [
     "default_engine_cache",
     "export_onnx",
     "load_engine",
+    "weights_hash",
 ]
 
 logger = logging.getLogger(__name__)
@@ -262,7 +264,7 @@ def _import_onnxruntime():
     return onnxruntime
 
 
-def _weights_hash(model: torch.nn.Module) -> str:
+def weights_hash(model: torch.nn.Module) -> str:
     """sha256 of the module's state (names, dtypes, shapes and bytes of every tensor)."""
     import torch
 
@@ -274,12 +276,15 @@ def _weights_hash(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _export_key(backbone: Backbone, weights_hash: str) -> dict[str, Any]:
+def _export_key(backbone: Backbone, state_hash: str) -> dict[str, Any]:
     import torch
 
     return {
         "backbone": backbone.name,
-        "weights_sha256": weights_hash,
+        "weights_sha256": state_hash,
+        # what the backbone says identifies it: for Backbone.from_module, also the layers
+        # without weights, which the state dict does not show
+        "weights_id": backbone.weights_id,
         "input_size": list(backbone.input_size),
         "dim": backbone.dim,
         "opset": ONNX_OPSET,
@@ -385,7 +390,7 @@ def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> P
     from .atomic import file_stem
 
     _import_onnxruntime()
-    key = _export_key(backbone, _weights_hash(backbone.model))
+    key = _export_key(backbone, weights_hash(backbone.model))
     text = json.dumps(key, sort_keys=True, indent=1)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     folder = Path(cache_dir) if cache_dir is not None else default_engine_cache()

@@ -59,7 +59,8 @@ def find_label_issues(
         precision-first cut); False counts every suspected cell.
     **options
         Any option of :func:`clusterclean.run` (``backbone``, ``min_similarity``,
-        ``min_confidence``, ...).
+        ``min_confidence``, ...); ``backbone`` is a name or a Backbone, e.g.
+        ``Backbone.from_module(module, transform)`` for a torch module of your own.
 
     Returns
     -------

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset, Embeddings, Neighbors
+from .backbones import check_backbone
 from .errors import InvalidInputError
 from .publish import write_report
 from .report import Report, check_output_folder, read_report
@@ -116,8 +117,11 @@ def _config_of(report: Report, expected: Mapping[str, Any]):
             f"The 'options' parameter of add_images names {unknown}, which are not run "
             f"options; valid ones: {sorted(RunConfig.__dataclass_fields__)}."
         )
+    expected = dict(expected)
+    if str(known.get("backbone", "")).startswith("module:"):
+        known["backbone"] = _base_module(info, expected.pop("backbone", None))
     recorded = RunConfig(**known)
-    wanted = RunConfig(**{**asdict(recorded), **expected})
+    wanted = replace(recorded, **expected)
     differing = [name for name in expected if getattr(wanted, name) != getattr(recorded, name)]
     if differing:
         flag = {o.name: o.flags[0] for o in RunConfig.OPTIONS}
@@ -136,6 +140,29 @@ def _config_of(report: Report, expected: Mapping[str, Any]):
     if known.get("min_similarity") == "auto":  # the base run's calibrated cut, not a new one
         known["min_similarity"] = info.calibration["min_similarity"]
     return RunConfig(**known)
+
+
+def _base_module(info: RunRecord, given: Any):
+    """The Backbone of a base run that embedded with ``Backbone.from_module``: run.json
+    names it but cannot rebuild it, so the caller passes it again; it must be the same."""
+    name, weights_id = info.parameters["backbone"], info.embedding.get("weights_id")
+    how = (
+        "pass the same module and transform again: options={'backbone': "
+        "Backbone.from_module(module, transform)}"
+    )
+    if given is None or isinstance(given, str):
+        raise InvalidInputError(
+            f"The base run embedded its images with the torch module {name!r}, which run.json "
+            f"names but cannot rebuild; {how}."
+        )
+    check_backbone(given, "add_images")
+    if given.name != name or given.weights_id != weights_id:
+        raise InvalidInputError(
+            f"The backbone given to add_images ({given.name!r}, weights {given.weights_id}) "
+            f"is not the base run's ({name!r}, weights {weights_id}); similarities across "
+            f"models mean nothing: {how}."
+        )
+    return given
 
 
 def _aligned_labels(base: Dataset, new: Dataset) -> np.ndarray:
@@ -398,7 +425,7 @@ def add_images(
     if out is not None:
         out = check_output_folder(out, inputs=inputs)
     new_dataset = load_inputs(images, labels, embeddings, config)
-    new_dataset, new_vectors, _, engine = embed_dataset(
+    new_dataset, new_vectors, _, engine, weights_id = embed_dataset(
         new_dataset, embeddings, embedding_ids, config, progress
     )
     base_vectors = base_report.embeddings
@@ -438,7 +465,9 @@ def add_images(
     search_seconds = time.perf_counter() - search_started
     adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
     refined, refinement = refine_vectors(adapted, config, refinement)
-    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, engine=engine)
+    prepared = Prepared(
+        dataset, vectors, refined, refinement, adaptation, engine=engine, weights_id=weights_id
+    )
     report = finish_run(prepared, neighbors, spec, config, progress=progress)
     additions = _additions(report, n_base, nearest_row, nearest_sim)
     run_info = report.run_info.replace(

@@ -67,6 +67,11 @@ class Option:
     prefixes : tuple or callable
         A ``"choice"`` may also be ``PREFIX:NAME`` for these prefixes (open families
         such as ``timm:NAME``, whose owner checks ``NAME`` when it is used).
+    accepts : tuple, optional
+        ``(check, type_name)``: a ``"choice"`` may also be a value that is not a
+        str (a loaded :class:`~clusterclean.backbones.Backbone`), which
+        ``check(value, func)`` returns or refuses; ``type_name`` names its type in
+        the docs. The CLI never gives one.
     nullable : bool
         None is allowed (it means "automatic" or "off": say which in ``help``).
     special : tuple of str
@@ -91,6 +96,7 @@ class Option:
     high: float | None = None
     choices: tuple | Callable[[], Iterable[str]] | None = None
     prefixes: tuple | Callable[[], Iterable[str]] = ()
+    accepts: tuple[Callable[[Any, str], Any], str] | None = None
     nullable: bool = False
     special: tuple[str, ...] = ()
     each: Callable[[str], Any] | None = None
@@ -132,6 +138,8 @@ class Option:
                     f"The {self.name!r} parameter of {func} must be a bool. Got {value!r} instead."
                 )
         elif self.kind == "choice":
+            if self.accepts is not None and not isinstance(value, str):
+                return self.accepts[0](value, func)
             check_choice(value, self.name, func, self.allowed(), self.allowed_prefixes())
         elif self.kind == "strs":
             if isinstance(value, str) and self.one_str:
@@ -157,6 +165,8 @@ class Option:
 
     def type_name(self) -> str:
         base = {"choice": "str", "strs": "tuple of str"}.get(self.kind, self.kind)
+        if self.accepts is not None:
+            base += f" or {self.accepts[1]}"
         if self.special:
             base += " or " + " or ".join(repr(s) for s in self.special)
         return base + (" or None" if self.nullable else "")

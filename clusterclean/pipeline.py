@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from . import trust as trust_stage
 from ._contracts import Dataset, Embeddings, Neighbors, as_embeddings
 from .components import component_edge_stats
 from .duplicates import duplicate_counts, find_duplicates, find_pairs
+from .embed import backbone_name
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, search_neighbors
 from .group import Grouper, GroupOptions, components_per_cut
@@ -248,6 +249,9 @@ def run(
         ndarray: the list of its row ids.
     config : RunConfig, optional
         All options at once; ``**options`` override its fields by name.
+        ``backbone`` is a name or a :class:`~clusterclean.backbones.Backbone`; a
+        torch module of your own goes in as ``Backbone.from_module(module,
+        transform)``, recorded in ``run.json`` by its name and ``weights_id``.
     progress : bool, default=True
         Progress bars on the long stages.
     neighbors : Neighbors, optional
@@ -273,7 +277,8 @@ def run(
             f"run() got unknown options {unknown}; valid options are "
             f"{sorted(RunConfig.__dataclass_fields__)}."
         )
-    config = RunConfig(**{**asdict(config), **options})
+    # replace, not asdict: a Backbone given as backbone= stays the object it is
+    config = replace(config, **options)
     images = dataset_stage.image_files_of(images)  # a torchvision ImageFolder: its files
     embeddings, embedding_ids = check_run_arguments(
         images, labels, out, embeddings, embedding_ids, "run"
@@ -288,7 +293,7 @@ def run(
         dataset = load_inputs(images, labels, embeddings, config)
         check_n_neighbors(config.n_neighbors, dataset.n_images, "run")  # before the long work
     with _timed(timings, "embed"):
-        dataset, vectors, skipped, engine = embed_dataset(
+        dataset, vectors, skipped, engine, weights_id = embed_dataset(
             dataset, embeddings, embedding_ids, config, progress
         )
     with _timed(timings, "adapt"):
@@ -305,7 +310,9 @@ def run(
             )
         if neighbors is None:
             neighbors = search_vectors(refined, index_spec, config, progress)
-    prepared = Prepared(dataset, vectors, refined, refinement, adaptation, skipped, engine)
+    prepared = Prepared(
+        dataset, vectors, refined, refinement, adaptation, skipped, engine, weights_id
+    )
     return finish_run(
         prepared,
         neighbors,
@@ -338,6 +345,9 @@ class Prepared:
     engine : dict or None
         What ran the backbone (:meth:`clusterclean.engine.Engine.describe`), for
         ``run.json``'s ``embedding.engine``; None for vectors given by the user.
+    weights_id : str or None
+        The backbone's :attr:`~clusterclean.backbones.Backbone.weights_id`, for
+        ``run.json``'s ``embedding.weights_id``; None for vectors given by the user.
     """
 
     dataset: Dataset
@@ -347,6 +357,7 @@ class Prepared:
     adaptation: Adaptation | None = None
     skipped: pd.DataFrame | None = None
     engine: dict[str, Any] | None = None
+    weights_id: str | None = None
 
 
 def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress: bool) -> Neighbors:
@@ -448,7 +459,7 @@ def finish_run(
 
     sizes = components["component_size"].to_numpy()
     run_info = RunRecord(
-        parameters=asdict(config),
+        parameters=run_parameters(config),
         versions=_versions(),
         timings=timings,
         counts={
@@ -472,7 +483,12 @@ def finish_run(
         excluded_attributes=list(excluded),
         varying_attributes=varying,
         mixed_components=mixed_info,
-        embedding={"backbone": vectors.backbone, "dim": vectors.dim, "engine": prepared.engine},
+        embedding={
+            "backbone": vectors.backbone,
+            "dim": vectors.dim,
+            "engine": prepared.engine,
+            **({"weights_id": prepared.weights_id} if prepared.weights_id else {}),
+        },
         refinement=None
         if refinement is None
         else {**refinement.summary(), "file": REFINEMENT_FILE},
@@ -504,6 +520,13 @@ def finish_run(
     if out is not None:
         report = replace(report, folder=write_report(report, out, inputs=inputs))
     return report
+
+
+def run_parameters(config: RunConfig) -> dict[str, Any]:
+    """``run.json``'s ``parameters``: every RunConfig field, a Backbone object by its name."""
+    parameters = {f.name: getattr(config, f.name) for f in fields(config)}
+    parameters["backbone"] = backbone_name(config.backbone)
+    return parameters
 
 
 def _is_path(value: Any) -> bool:
@@ -653,10 +676,11 @@ def adapt_vectors(
             "needs the image files: give --images DIR (with the embeddings made by the same "
             "--backbone), or run without --adapt."
         )
-    if vectors.backbone != config.backbone:
+    backbone = backbone_name(config.backbone)
+    if vectors.backbone != backbone:
         raise InvalidInputError(
             f"adapt={config.adapt!r} embeds augmented views with the backbone "
-            f"{config.backbone!r}, but the embeddings come from {vectors.backbone!r}; "
+            f"{backbone!r}, but the embeddings come from {vectors.backbone!r}; "
             "features of different models do not mix. Let the run embed the images, or "
             "pass --backbone with the embeddings' model."
         )
@@ -733,7 +757,7 @@ def _adapt_method(dataset: Dataset, vectors: Embeddings, config: RunConfig) -> s
         reason = "min_similarity='auto' calibrates the cut in the backbone's space"
     elif paths is None or paths.isna().any():
         reason = "it trains on augmented views of the image files, and the run has none"
-    elif vectors.backbone != config.backbone:
+    elif vectors.backbone != backbone_name(config.backbone):
         reason = f"the embeddings come from {vectors.backbone!r}, not from --backbone"
     elif len(vectors) < MIN_ADAPT_IMAGES:
         reason = f"{len(vectors)} images, fewer than the {MIN_ADAPT_IMAGES} it needs"
@@ -855,14 +879,13 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
 
 def embed_dataset(
     dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
-) -> tuple[Dataset, Embeddings, pd.DataFrame | None, dict[str, Any] | None]:
+) -> tuple[Dataset, Embeddings, pd.DataFrame | None, dict[str, Any] | None, str | None]:
     """Vectors for the dataset; images that cannot be read are dropped and listed.
 
-    Also returns what ran the model (:meth:`~clusterclean.engine.Engine.describe`;
-    None for given vectors).
+    Also returns what ran the model (:meth:`~clusterclean.engine.Engine.describe`)
+    and the backbone's ``weights_id``; both None for given vectors.
     """
-    from .backbones import load_backbone
-    from .embed import embed_images, load_embeddings
+    from .embed import embed_images, load_embeddings, resolve_backbone
     from .engine import load_engine
 
     if embeddings is not None:
@@ -871,9 +894,10 @@ def embed_dataset(
             if isinstance(embeddings, Embeddings)
             else load_embeddings(embeddings, ids_path=embedding_ids)
         )
-        return dataset, align_embeddings(vectors, dataset), None, None
+        return dataset, align_embeddings(vectors, dataset), None, None, None
     skipped: list = []
-    model = load_backbone(config.backbone, weights=config.weights, device=config.device)
+    # a name is loaded; a Backbone (Backbone.from_module) is used as it is
+    model = resolve_backbone(config.backbone, config.weights, config.device, "run")
     engine = load_engine(model, engine=config.engine)
     vectors = embed_images(
         dataset,
@@ -898,7 +922,7 @@ def embed_dataset(
             table=dataset.table[keep].reset_index(drop=True),
             labels=dataset.labels[keep],
         )
-    return dataset, align_embeddings(vectors, dataset), table, engine.describe()
+    return dataset, align_embeddings(vectors, dataset), table, engine.describe(), model.weights_id
 
 
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:

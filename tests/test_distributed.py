@@ -114,3 +114,27 @@ def test_ray_path_trains_the_same_head_as_the_local_path(local_ray, tmp_path):
     # the actors searched in the head's (then whitened) space, as run() does
     np.testing.assert_array_equal(spread.neighbors.indices, local.neighbors.indices)
     assert _partition(spread.images["component_id"]) == _partition(local.images["component_id"])
+
+
+def test_actors_embed_with_a_module_backbone(local_ray, tmp_path):
+    # #17: a Backbone.from_module reaches the actors pickled, and gives the local vectors
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from clusterclean.distributed import run_distributed
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    backbone = cc.Backbone.from_module(net, T.Compose([T.CenterCrop(32), T.ToTensor()]))
+    options = {"backbone": backbone, "engine": "torch", "adapt": "none", "rerank": False}
+    local = cc.run(images=tmp_path, progress=False, **options)
+    spread = run_distributed(images=tmp_path, shards=tmp_path / "shards", **options)
+    assert spread.embeddings.backbone == "module:Sequential"
+    np.testing.assert_allclose(spread.embeddings.vectors, local.embeddings.vectors, atol=1e-5)
