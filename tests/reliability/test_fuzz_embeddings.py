@@ -178,6 +178,7 @@ def test_npy_files_work_or_name_the_problem(vectors, ids_text):
         lines = ids_path.read_text(encoding="utf-8").splitlines()
         while lines and not lines[-1].strip():
             lines.pop()
+        lines = [line.strip() for line in lines]  # ids are stripped, like the labels' ids
         if vectors.ndim == 2 and len(lines) != len(vectors):
             with pytest.raises(ClustercleanError, match=r"ids but .* vectors; they must match"):
                 load_embeddings(path, ids_path=ids_path)
