@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
-from ._validation import check_choice
+from ._validation import check_type
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare
 
@@ -50,7 +50,6 @@ __all__ = [
 
 #: How a labels argument is read (the ``labels_format`` option).
 LABELS_FORMATS = ("auto", "table", "peta")
-FOLDER_LABELS = ("auto", "none")
 
 #: The options of the load stage, declared once (:mod:`clusterclean.options`).
 OPTIONS = declare(
@@ -86,13 +85,12 @@ OPTIONS = declare(
         choices=LABELS_FORMATS,
     ),
     Option(
-        "folder_labels",
-        "auto",
-        "with no labels table: auto reads an ImageFolder layout (DIR/<class>/image) as a "
-        "one-of-K 'class' label per image, so a component joining two classes is reported; "
-        "none: no labels (duplicates only)",
-        "choice",
-        choices=FOLDER_LABELS,
+        "labels_from_folders",
+        False,
+        "with no labels table, read an ImageFolder layout (DIR/<class>/image) as a one-of-K "
+        "'class' label per image, so a component joining two classes is reported (without "
+        "it, such a layout is only mentioned and the run finds duplicates)",
+        "bool",
     ),
     Option(
         "follow_symlinks",
@@ -583,8 +581,8 @@ def image_files_of(images: Any) -> Any:
     """A torchvision ``ImageFolder`` / ``DatasetFolder`` as the list of its image files.
 
     Its ``samples`` hold ``(path, class_index)``; the files' folders are the classes,
-    so ``folder_labels="auto"`` reads them as the one-of-K ``class`` label, as it does
-    for the folder itself. Anything else is returned unchanged.
+    so ``labels_from_folders=True`` reads them as the one-of-K ``class`` label, as it
+    does for the folder itself. Anything else is returned unchanged.
     """
     samples = getattr(images, "samples", None)
     if (
@@ -855,7 +853,7 @@ def load_dataset(
     group_column: str | None = "group",
     allow_unlabeled_images: bool = False,
     labels_format: str = "auto",
-    folder_labels: str = "auto",
+    labels_from_folders: bool = False,
     follow_symlinks: bool = False,
 ) -> Dataset:
     """Load a labels table and/or an images folder into a :class:`Dataset`.
@@ -905,11 +903,11 @@ def load_dataset(
         as :func:`load_peta` reads it (``images``, if given, must be that
         folder). ``auto``: ``peta`` for a file named ``Label.txt`` or a
         PETA folder (:func:`is_peta_labels`), else ``table``.
-    folder_labels : {"auto", "none"}
-        Without ``labels``: ``auto`` reads a torchvision ``ImageFolder`` layout
-        (every image exactly one folder deep, at least two folders) as a
-        one-of-K task ``class`` (attributes ``class=<folder>``), and logs it;
-        ``none`` loads the images without labels.
+    labels_from_folders : bool, default=False
+        Without ``labels``: read a torchvision ``ImageFolder`` layout (every image
+        exactly one folder deep, at least two folders) as a one-of-K task ``class``
+        (attributes ``class=<folder>``). When False, such a layout is logged (with
+        how to read it) and the images load without labels.
 
     Returns
     -------
@@ -955,13 +953,18 @@ def load_dataset(
         root = _images_root(images) if images is not None else None
         files = list_images(root, follow_symlinks=follow_symlinks) if root is not None else []
     table: _Table | None = None
-    folder_labels = check_choice(folder_labels, "folder_labels", "load_dataset", FOLDER_LABELS)
-    classes = _folder_classes(files) if labels is None and folder_labels == "auto" else None
-    if classes is not None:
+    check_type(labels_from_folders, bool, "labels_from_folders", "load_dataset", "a bool")
+    classes = _folder_classes(files) if labels is None else None
+    if classes is not None and not labels_from_folders:
         logger.warning(
-            "No labels table: the images folder has the ImageFolder layout (%d class folders), "
-            "so each image's folder is its one-of-K 'class' label; turn off with "
-            "folder_labels='none' (--folder-labels none)",
+            "No labels table: the images folder has the ImageFolder layout (%d class folders); "
+            "to read each image's folder as its one-of-K 'class' label (and find images "
+            "grouped across classes), pass labels_from_folders=True (--labels-from-folders)",
+            len(set(classes)),
+        )
+    elif classes is not None:
+        logger.info(
+            "No labels table: each image's folder is its one-of-K 'class' label (%d class folders)",
             len(set(classes)),
         )
         frame = pd.DataFrame({"image_id": files, "class": classes})

@@ -580,14 +580,17 @@ def test_an_image_folder_layout_without_labels_gives_a_class_task(tmp_path, capl
     from clusterclean.dataset import load_dataset
 
     root = _image_folder(tmp_path / "imgs", ["cat/a.png", "cat/b.png", "dog/c.png"])
-    with caplog.at_level("WARNING", logger="clusterclean.dataset"):
-        ds = load_dataset(images=root)
+    ds = load_dataset(images=root, labels_from_folders=True)
     assert ds.ids.tolist() == ["cat/a.png", "cat/b.png", "dog/c.png"]
     assert ds.attributes == ("class=cat", "class=dog")
     assert ds.tasks == {"class": ("class=cat", "class=dog")}
     assert ds.labels.tolist() == [[1, 0], [1, 0], [0, 1]]
+    # not asked: the layout is mentioned, with the option that reads it, and not used
+    with caplog.at_level("WARNING", logger="clusterclean.dataset"):
+        plain = load_dataset(images=root)
+    assert plain.attributes == () and plain.ids.tolist() == ds.ids.tolist()
     assert "ImageFolder layout (2 class folders)" in caplog.text
-    assert load_dataset(images=root, folder_labels="none").attributes == ()
+    assert "--labels-from-folders" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -602,17 +605,18 @@ def test_an_image_folder_layout_without_labels_gives_a_class_task(tmp_path, capl
 def test_other_layouts_have_no_folder_labels(tmp_path, layout):
     from clusterclean.dataset import load_dataset
 
-    assert load_dataset(images=_image_folder(tmp_path / "imgs", layout)).attributes == ()
+    folder = _image_folder(tmp_path / "imgs", layout)
+    assert load_dataset(images=folder, labels_from_folders=True).attributes == ()
 
 
-def test_folder_labels_is_checked_and_a_labels_table_wins(tmp_path):
+def test_labels_from_folders_is_checked_and_a_labels_table_wins(tmp_path):
     from clusterclean.dataset import load_dataset
 
     root = _image_folder(tmp_path / "imgs", ["cat/a.png", "dog/b.png"])
-    with pytest.raises(InvalidInputError, match="'folder_labels' parameter of load_dataset"):
-        load_dataset(images=root, folder_labels="class")
+    with pytest.raises(InvalidTypeError, match="'labels_from_folders' parameter of load_data"):
+        load_dataset(images=root, labels_from_folders="yes")
     table = pd.DataFrame({"image_id": ["cat/a.png", "dog/b.png"], "red": [1, 0]})
-    assert load_dataset(table, images=root).attributes == ("red",)
+    assert load_dataset(table, images=root, labels_from_folders=True).attributes == ("red",)
 
 
 # --------------------------------------------------------------------------- a list of image files
@@ -623,7 +627,7 @@ def test_a_list_of_image_files_loads_like_their_common_folder(tmp_path):
 
     root = _image_folder(tmp_path / "imgs", ["a/x.png", "a/y.png", "b/z.png", "b/skip.png"])
     files = [root / "b" / "z.png", str(root / "a" / "x.png"), root / "a" / "y.png"]
-    ds = load_dataset(images=files, folder_labels="none")
+    ds = load_dataset(images=files)
     assert ds.ids.tolist() == ["a/x.png", "a/y.png", "b/z.png"]  # skip.png was not listed
     assert ds.table["path"].tolist() == [str(root / r) for r in ("a/x.png", "a/y.png", "b/z.png")]
     table = pd.DataFrame({"image_id": ["a/x.png", "a/y.png", "b/z.png"], "red": [1, 0, 1]})

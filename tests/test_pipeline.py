@@ -183,7 +183,7 @@ def test_run_takes_a_torchvision_image_folder_with_its_classes(tmp_path):
     for name in ("cat/1.png", "cat/2.png", "dog/3.png"):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / name)
-    report = run(images=ImageFolder(root), progress=False, adapt="none")
+    report = run(images=ImageFolder(root), progress=False, adapt="none", labels_from_folders=True)
     assert report.dataset.ids.tolist() == ["cat/1.png", "cat/2.png", "dog/3.png"]
     assert report.dataset.tasks == {"class": ("class=cat", "class=dog")}
     assert report.dataset.labels.tolist() == [[1, 0], [1, 0], [0, 1]]
