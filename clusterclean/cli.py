@@ -574,7 +574,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         probe=args.probe,
         progress=args.progress,
     )
+    seconds = result.report.run_info.timings.get("total")
     lines = [f"planted {kind} noise at {rate:g}: {len(result.planted)} wrong cells"]
+    if seconds is not None:
+        lines.append(f"pipeline: {seconds:.1f} s for {len(result.noisy)} images")
     if result.n_disputed_cells:
         lines.append(
             f"warning: the given labels already disagree inside their group on "
@@ -593,11 +596,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         extra = ""
         if row.method != "label_issues":
             extra = f", clean cells removed {int(row.n_clean_removed)}"
-        elif hasattr(row, "flagged_f1"):
-            extra = (
-                f"; flagged (confidence >= min_confidence) {row.flagged_precision:.3f} / "
-                f"{row.flagged_recall:.3f} / {row.flagged_f1:.3f}"
-            )
+        else:
+            extra = f"; P@100 {row.precision_at_100:.3f}"
+            if hasattr(row, "flagged_f1"):
+                extra += (
+                    f"; flagged (confidence >= min_confidence) {row.flagged_precision:.3f} / "
+                    f"{row.flagged_recall:.3f} / {row.flagged_f1:.3f}"
+                )
         lines.append(
             f"  {row.method:<13} {row.attributes:<10} {row.precision:.3f} / {row.recall:.3f} / "
             f"{row.f1:.3f}{extra}"

@@ -677,9 +677,11 @@ class Evaluation:
     n_disputed_cells: int = 0
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready digest: grouping, detection and downstream rows."""
+        """A JSON-ready digest: grouping, detection and downstream rows, and the seconds
+        the pipeline took (``run_seconds``, run.json's ``timings.total``)."""
         return {
             "n_images": int(len(self.noisy)),
+            "run_seconds": self.report.run_info.timings.get("total"),
             "n_planted_cells": int(len(self.planted)),
             "n_disputed_pairs": int(self.n_disputed_pairs),
             "n_disputed_cells": int(self.n_disputed_cells),
@@ -890,7 +892,10 @@ def evaluate_cleaning(
         found = detection_scores(
             issues, noisy_labels.planted, tasks=dataset.tasks, attributes=names
         )
-        row = {"method": "label_issues", "attributes": name, **found}
+        # label_issues is ranked by confidence: the top 100 are what a reviewer reads first
+        ranked = issues[issues["attribute"].map(lambda a: task_of.get(a, a)).isin(names)]
+        top = precision_at_k(ranked, noisy_labels.planted, 100, tasks=dataset.tasks)
+        row = {"method": "label_issues", "attributes": name, **found, "precision_at_100": top}
         if "is_flagged" in issues.columns:  # the confident cells: what a user reviews first
             flagged = detection_scores(
                 issues[issues["is_flagged"]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -304,6 +305,8 @@ def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
     assert detection.loc[("label_issues", "all"), ["precision", "recall"]].tolist() == [1.0, 1.0]
     # the confident (is_flagged) cells are a subset of them, so just as right
     assert detection.loc[("label_issues", "all"), "flagged_precision"] == 1.0
+    # every flag is planted, so the first min(100, flags) are too
+    assert detection.loc[("label_issues", "all"), "precision_at_100"] == 1.0
     majority = detection.loc[("majority", "all")]
     assert majority["n_corrected"] == len(result.planted) and majority["n_errors_left"] == 0
     assert majority["precision"] == 1.0 and majority["n_clean_corrupted"] == 0
@@ -313,8 +316,10 @@ def test_evaluate_cleaning_with_perfect_components_finds_every_disagreement():
     downstream = result.downstream.set_index("labels")
     assert list(downstream.index) == ["raw", "oracle", "majority", "component"]
     assert downstream.loc["oracle", "n_train"] == 8 * 5
+    assert result.summary()["run_seconds"] == result.report.run_info.timings["total"] > 0
     assert set(result.summary()) == {
         "n_images",
+        "run_seconds",
         "n_planted_cells",
         "n_disputed_pairs",
         "n_disputed_cells",
@@ -523,6 +528,8 @@ def test_cli_evaluate_on_a_benchmark_folder(tmp_path, capsys):
     printed = capsys.readouterr().out
     # 20 groups x 4 attributes = 80 eligible pairs -> 16 pairs, 1 of 4 views each.
     assert printed.splitlines()[0] == "planted disagreement noise at 0.2: 16 wrong cells"
+    assert re.match(r"pipeline: \d+\.\d s for 80 images$", printed.splitlines()[1])
+    assert re.search(r"label_issues  all .*; P@100 \d\.\d{3}", printed)
     assert "label_issues  invisible" in printed and "linear probe macro-F1" in printed
     assert (out / "evaluation.json").is_file() and (out / "downstream.parquet").is_file()
 
