@@ -687,8 +687,8 @@ def load_onnx_backbone(
 
     name = "onnx"
     path = _existing_file(path, name)
-    engine = OnnxRuntimeEngine(path, threads=1)  # raises, naming the file, when it cannot load
-    session = engine.session
+    engine = OnnxRuntimeEngine(path, threads=1)
+    session = engine.session  # opens it now: raises, naming the file, when it cannot load
     where = f"The ONNX model {str(path)!r}"
     images = session.get_inputs()[0]
     shape = list(images.shape)  # ints, or str / None for dynamic axes

@@ -64,8 +64,10 @@ def _check_backbone_option(value, func: str):
 
 __all__ = [
     "OPTIONS",
+    "EmbeddingCache",
     "SkippedImage",
     "embed_images",
+    "file_key",
     "load_embeddings",
     "read_image",
     "image_inputs",
@@ -294,13 +296,17 @@ class _ImageFiles:
 
 
 def _collate(items):
-    """Stack the readable images; pass the unreadable ones through with their reasons."""
+    """Stack the readable images; pass the unreadable ones through with their reasons.
+
+    An item's tensor is one image ``(3, H, W)`` or several views of it ``(n, 3, H, W)``;
+    the batch holds them in item order, an item's views consecutive.
+    """
     import torch
 
     good = [(i, t) for i, t, _ in items if t is not None]
     failed = [(i, reason) for i, t, reason in items if t is None]
     indices = [i for i, _ in good]
-    batch = torch.stack([t for _, t in good]) if good else None
+    batch = torch.cat([t.reshape(-1, *t.shape[-3:]) for _, t in good]) if good else None
     return indices, batch, failed
 
 
@@ -448,8 +454,10 @@ def run_model(
     here while the workers prepare the next batches.
     ``view_transform(image, index)``, when given, replaces the backbone's
     transform (it must end with it): a picklable callable that knows the item's
-    index into ``paths``. Returns the reasons of the unreadable images, by
-    index into ``paths``.
+    index into ``paths``. It may return several views of the image, a tensor of
+    shape ``(n, 3, H, W)``: the file is decoded once, and ``on_batch`` then gets
+    ``n`` consecutive feature rows per index. Returns the reasons of the
+    unreadable images, by index into ``paths``.
 
     Worker processes receive the transform pickled: one that cannot be pickled (a
     lambda, a local function) runs in this process instead (``num_workers`` 0), with
@@ -510,10 +518,11 @@ _SHARD_ROWS = 1024
 #: ... once this many seconds have passed since the last shard, so a kill loses little.
 _SHARD_SECONDS = 30.0
 
-FileKey = tuple[str, int, int]
+#: ``(absolute path, size, mtime_ns)`` of an image; views add the dataset row they were drawn for.
+FileKey = tuple[str, int, int] | tuple[str, int, int, int]
 
 
-def _file_key(path: str) -> FileKey | None:
+def file_key(path: str) -> FileKey | None:
     """``(absolute path, size, mtime_ns)``: what the cache trusts to say a file is unchanged."""
     try:
         stat = os.stat(path)
@@ -522,7 +531,7 @@ def _file_key(path: str) -> FileKey | None:
     return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
 
 
-class _EmbeddingCache:
+class EmbeddingCache:
     """Raw feature vectors of one model setup, one row per image file, in Parquet shards.
 
     Layout: ``cache_dir/<backbone>-<setup hash>/shard-*.parquet`` with columns
@@ -532,9 +541,22 @@ class _EmbeddingCache:
     preprocessing version; ``setup.json``
     beside the shards says what it is. Shards are written to a temporary file and
     renamed into place, so a killed run leaves only whole shards.
+
+    With ``views`` (a dict: what draws the augmented views, :mod:`clusterclean.views`),
+    the cache holds views instead of images, in a folder of its own (``views`` is part
+    of the setup hash): one row per (image file, dataset ``row``), its ``vector`` the
+    ``views["n_views"]`` raw feature vectors of that row one after the other.
     """
 
-    def __init__(self, cache_dir: Path, backbone: Backbone, engine: Engine, tta: str) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        backbone: Backbone,
+        engine: Engine,
+        tta: str,
+        *,
+        views: dict | None = None,
+    ) -> None:
         setup = {
             "backbone": backbone.name,
             "weights_id": backbone.weights_id,
@@ -548,6 +570,8 @@ class _EmbeddingCache:
             # engine's vectors never stand in for the other's
             "engine": engine.name,
         }
+        if views is not None:  # absent for images, so their caches keep their folders
+            setup["views"] = views
         text = json.dumps(setup, sort_keys=True, indent=1)
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
         from .atomic import file_stem
@@ -562,7 +586,8 @@ class _EmbeddingCache:
             ) from exc
         if not (self.folder / "setup.json").exists():
             write_bytes(self.folder / "setup.json", text.encode(), tag=str(os.getpid()))
-        self.dim = backbone.dim
+        self.dim = backbone.dim * (1 if views is None else int(views["n_views"]))
+        self.has_rows = views is not None
         self._keys: list[FileKey] = []
         self._vectors: list[np.ndarray] = []
         self._last_write = time.monotonic()
@@ -588,12 +613,12 @@ class _EmbeddingCache:
             except Exception as exc:  # a damaged shard costs its images a re-embed, no more
                 logger.warning("Ignoring unreadable cache shard %s (%s)", shard, exc)
                 continue
-            keys = zip(
-                table.column("path").to_pylist(),
-                table.column("size").to_pylist(),
-                table.column("mtime_ns").to_pylist(),
-                strict=True,
+            columns = (
+                ("path", "size", "mtime_ns", "row")
+                if self.has_rows
+                else ("path", "size", "mtime_ns")
             )
+            keys = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
             found.update(zip(keys, vectors, strict=True))
         return found
 
@@ -612,16 +637,17 @@ class _EmbeddingCache:
         self._last_write = time.monotonic()
         if not self._keys:
             return
-        paths, sizes, mtimes = zip(*self._keys, strict=True)
+        paths, sizes, mtimes, *rows = zip(*self._keys, strict=True)
         flat = pa.array(np.concatenate(self._vectors).reshape(-1), type=pa.float32())
-        table = pa.table(
-            {
-                "path": pa.array(paths, type=pa.string()),
-                "size": pa.array(sizes, type=pa.int64()),
-                "mtime_ns": pa.array(mtimes, type=pa.int64()),
-                "vector": pa.FixedSizeListArray.from_arrays(flat, self.dim),
-            }
-        )
+        columns = {
+            "path": pa.array(paths, type=pa.string()),
+            "size": pa.array(sizes, type=pa.int64()),
+            "mtime_ns": pa.array(mtimes, type=pa.int64()),
+        }
+        if self.has_rows:
+            columns["row"] = pa.array(rows[0], type=pa.int64())
+        columns["vector"] = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        table = pa.table(columns)
         name = f"shard-{time.time_ns()}-{os.getpid()}-{self._n_shards}.parquet"
         atomic_write(
             self.folder / name, lambda tmp: pq.write_table(table, tmp), tag=str(os.getpid())
@@ -763,8 +789,8 @@ def embed_images(
     start = time.perf_counter()
     features = np.zeros((len(paths), model.dim), dtype=np.float32)
     readable = np.zeros(len(paths), dtype=bool)
-    cache = None if cache_dir is None else _EmbeddingCache(Path(cache_dir), model, runner, tta)
-    keys = [_file_key(p) for p in paths] if cache else [None] * len(paths)
+    cache = None if cache_dir is None else EmbeddingCache(Path(cache_dir), model, runner, tta)
+    keys = [file_key(p) for p in paths] if cache else [None] * len(paths)
     if cache:
         cached = cache.read()
         for i, key in enumerate(keys):

@@ -176,9 +176,13 @@ class OnnxRuntimeEngine(Engine):
         the other processes; measured cost on EfficientNet-Lite0 at 2 threads:
         under 1% of throughput.
 
-    The engine pickles without its session (a worker process opens its own on
-    first use), and :meth:`for_workers` gives the copy each of ``n`` worker
-    processes runs.
+    The session is opened on first use, not when the engine is made: with worker
+    processes (:func:`clusterclean.embed.plan_workers`) only the workers run the
+    model, each with its own session, and this process never needs one. The
+    engine pickles without its session, and :meth:`for_workers` gives the copy
+    each of ``n`` worker processes runs. A file that ONNX Runtime cannot load
+    raises :class:`~clusterclean.errors.InvalidInputError` naming it on first
+    use; :attr:`session` opens it now.
     """
 
     #: Worker processes may run this engine themselves (see clusterclean.embed).
@@ -189,7 +193,6 @@ class OnnxRuntimeEngine(Engine):
         detail = "<in memory>" if isinstance(model, bytes) else str(model)
         super().__init__("onnxruntime", threads, detail)
         self._session = None
-        self._open()  # fail now, with the file named, rather than in a worker
 
     def _open(self):
         if self._session is not None:

@@ -405,6 +405,7 @@ def add_images(
         One row per new image, columns ``TABLES["additions"]`` in :mod:`clusterclean.report`.
     """
     from .pipeline import (
+        LoadedModel,
         Prepared,
         adapt_vectors,
         check_run_arguments,
@@ -425,8 +426,9 @@ def add_images(
     if out is not None:
         out = check_output_folder(out, inputs=inputs)
     new_dataset = load_inputs(images, labels, embeddings, config)
+    model = LoadedModel(config)  # the new images and the head's views share one load
     new_dataset, new_vectors, _, engine, weights_id = embed_dataset(
-        new_dataset, embeddings, embedding_ids, config, progress
+        new_dataset, embeddings, embedding_ids, config, progress, model=model
     )
     base_vectors = base_report.embeddings
     if new_vectors.dim != base_vectors.dim:
@@ -463,10 +465,17 @@ def add_images(
     )
     nearest_row, nearest_sim = _nearest_base(base_vectors.vectors, new_vectors.vectors)
     search_seconds = time.perf_counter() - search_started
-    adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
+    adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress, model=model)
     refined, refinement = refine_vectors(adapted, config, refinement)
     prepared = Prepared(
-        dataset, vectors, refined, refinement, adaptation, engine=engine, weights_id=weights_id
+        dataset,
+        vectors,
+        refined,
+        refinement,
+        adaptation,
+        engine=engine,
+        weights_id=weights_id,
+        model=model,
     )
     report = finish_run(prepared, neighbors, spec, config, progress=progress)
     additions = _additions(report, n_base, nearest_row, nearest_sim)

@@ -56,6 +56,8 @@ from .trust import rank_label_issues
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .adapt import Adaptation
+    from .backbones import Backbone
+    from .engine import Engine
 
 __all__ = [
     "RUN_OPTIONS",
@@ -70,6 +72,7 @@ __all__ = [
     "search_vectors",
     "finish_run",
     "Prepared",
+    "LoadedModel",
     "check_run_arguments",
     "run_inputs",
 ]
@@ -292,12 +295,15 @@ def run(
     with _timed(timings, "load"):
         dataset = load_inputs(images, labels, embeddings, config)
         check_n_neighbors(config.n_neighbors, dataset.n_images, "run")  # before the long work
+    model = LoadedModel(config)  # loaded once, by the first stage that runs it
     with _timed(timings, "embed"):
         dataset, vectors, skipped, engine, weights_id = embed_dataset(
-            dataset, embeddings, embedding_ids, config, progress
+            dataset, embeddings, embedding_ids, config, progress, model=model
         )
     with _timed(timings, "adapt"):
-        adapted, adaptation = adapt_vectors(dataset, vectors, config, adaptation, progress)
+        adapted, adaptation = adapt_vectors(
+            dataset, vectors, config, adaptation, progress, model=model
+        )
     with _timed(timings, "refine"):
         refined, refinement = refine_vectors(adapted, config, refinement)
     with _timed(timings, "graph"):
@@ -311,7 +317,7 @@ def run(
         if neighbors is None:
             neighbors = search_vectors(refined, index_spec, config, progress)
     prepared = Prepared(
-        dataset, vectors, refined, refinement, adaptation, skipped, engine, weights_id
+        dataset, vectors, refined, refinement, adaptation, skipped, engine, weights_id, model
     )
     return finish_run(
         prepared,
@@ -348,6 +354,9 @@ class Prepared:
     weights_id : str or None
         The backbone's :attr:`~clusterclean.backbones.Backbone.weights_id`, for
         ``run.json``'s ``embedding.weights_id``; None for vectors given by the user.
+    model : LoadedModel or None
+        The backbone and engine the run loaded, for the calibration's views (None:
+        loaded again when needed).
     """
 
     dataset: Dataset
@@ -358,6 +367,32 @@ class Prepared:
     skipped: pd.DataFrame | None = None
     engine: dict[str, Any] | None = None
     weights_id: str | None = None
+    model: LoadedModel | None = None
+
+
+class LoadedModel:
+    """The run's backbone and the engine that runs it, loaded on first use, then shared.
+
+    The images, the head's augmented views and the calibration's views all go
+    through one loaded backbone and one engine (one ONNX model from the export
+    cache, one weights hash), instead of loading them once per stage.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self._loaded: tuple[Backbone, Engine] | None = None
+
+    def load(self) -> tuple[Backbone, Engine]:
+        """``(backbone, engine)`` of the config's backbone, weights, device and engine."""
+        if self._loaded is None:
+            from .embed import resolve_backbone
+            from .engine import load_engine
+
+            config = self.config
+            # a name is loaded; a Backbone (Backbone.from_module) is used as it is
+            backbone = resolve_backbone(config.backbone, config.weights, config.device, "run")
+            self._loaded = backbone, load_engine(backbone, engine=config.engine)
+        return self._loaded
 
 
 def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress: bool) -> Neighbors:
@@ -405,7 +440,9 @@ def finish_run(
         calibration = None
         min_similarity = config.min_similarity
         if min_similarity == "auto":
-            calibration = _calibrate(dataset, vectors, refinement, searched, config, progress)
+            calibration = _calibrate(
+                dataset, vectors, refinement, searched, config, progress, prepared.model
+            )
             min_similarity = calibration.min_similarity
         links = grouper.link(neighbors, refined, cosine_of=vectors, func="run")
         neighbors, edges = links.neighbors, links.edges(min_similarity)
@@ -653,10 +690,13 @@ def adapt_vectors(
     config: RunConfig,
     fitted: Adaptation | None,
     progress: bool,
+    *,
+    model: LoadedModel | None = None,
 ) -> tuple[Embeddings, Adaptation | None]:
     """Train (or take ``fitted``) and apply the projection head; unchanged when off.
 
-    Returns the vectors for the graph and the head (None when off).
+    The views go through ``model`` (the run's loaded backbone and engine; loaded
+    here when None). Returns the vectors for the graph and the head (None when off).
     """
     if fitted is not None:
         if config.adapt == "none":
@@ -693,7 +733,9 @@ def adapt_vectors(
                 "adapt='views'."
             )
         groups = dataset.table["group"].to_numpy(dtype=object)
-    views = _embed_views(dataset, config, config.adapt_views, config.adapt_max_images, progress)
+    views = _embed_views(
+        dataset, config, config.adapt_views, config.adapt_max_images, progress, model
+    )
     adaptation = fit_adaptation(
         vectors,
         views,
@@ -706,22 +748,30 @@ def adapt_vectors(
     return adaptation.apply(vectors), adaptation
 
 
-def _embed_views(dataset: Dataset, config: RunConfig, n_views: int, max_images, progress: bool):
-    """Augmented views of the images with the run's backbone and embedding options."""
+def _embed_views(
+    dataset: Dataset,
+    config: RunConfig,
+    n_views: int,
+    max_images,
+    progress: bool,
+    model: LoadedModel | None,
+):
+    """Augmented views of the images through the run's loaded backbone and engine, with its
+    embedding options (and its embedding cache)."""
     from .views import embed_views
 
+    backbone, engine = (model or LoadedModel(config)).load()
     return embed_views(
         dataset,
-        backbone=config.backbone,
-        weights=config.weights,
+        backbone=backbone,
         n_views=n_views,
         max_images=max_images,
         seed=config.seed,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
-        device=config.device,
         progress=progress,
-        engine=config.engine,
+        engine=engine,
+        cache_dir=config.cache_dir,
     )
 
 
@@ -835,6 +885,7 @@ def _calibrate(
     neighbors: Neighbors,
     config: RunConfig,
     progress: bool,
+    model: LoadedModel | None = None,
 ):
     """``min_similarity="auto"``: the cut chosen on augmented views (:mod:`.calibrate`)."""
     paths = dataset.table["path"] if "path" in dataset.table.columns else pd.Series([None])
@@ -848,7 +899,12 @@ def _calibrate(
     from .calibrate import calibrate_cut
 
     views = _embed_views(
-        dataset, config, config.n_calibration_views, config.max_calibration_images, progress
+        dataset,
+        config,
+        config.n_calibration_views,
+        config.max_calibration_images,
+        progress,
+        model,
     )
     return calibrate_cut(
         vectors,
@@ -878,15 +934,21 @@ def load_inputs(images, labels, embeddings, config: RunConfig) -> Dataset:
 
 
 def embed_dataset(
-    dataset: Dataset, embeddings, embedding_ids, config: RunConfig, progress: bool
+    dataset: Dataset,
+    embeddings,
+    embedding_ids,
+    config: RunConfig,
+    progress: bool,
+    *,
+    model: LoadedModel | None = None,
 ) -> tuple[Dataset, Embeddings, pd.DataFrame | None, dict[str, Any] | None, str | None]:
     """Vectors for the dataset; images that cannot be read are dropped and listed.
 
-    Also returns what ran the model (:meth:`~clusterclean.engine.Engine.describe`)
-    and the backbone's ``weights_id``; both None for given vectors.
+    The images go through ``model`` (loaded here when None). Also returns what ran
+    the model (:meth:`~clusterclean.engine.Engine.describe`) and the backbone's
+    ``weights_id``; both None for given vectors.
     """
-    from .embed import embed_images, load_embeddings, resolve_backbone
-    from .engine import load_engine
+    from .embed import embed_images, load_embeddings
 
     if embeddings is not None:
         vectors = (
@@ -896,12 +958,10 @@ def embed_dataset(
         )
         return dataset, align_embeddings(vectors, dataset), None, None, None
     skipped: list = []
-    # a name is loaded; a Backbone (Backbone.from_module) is used as it is
-    model = resolve_backbone(config.backbone, config.weights, config.device, "run")
-    engine = load_engine(model, engine=config.engine)
+    backbone, engine = (model or LoadedModel(config)).load()
     vectors = embed_images(
         dataset,
-        backbone=model,
+        backbone=backbone,
         engine=engine,
         batch_size=config.batch_size,
         num_workers=config.num_workers,
@@ -922,7 +982,13 @@ def embed_dataset(
             table=dataset.table[keep].reset_index(drop=True),
             labels=dataset.labels[keep],
         )
-    return dataset, align_embeddings(vectors, dataset), table, engine.describe(), model.weights_id
+    return (
+        dataset,
+        align_embeddings(vectors, dataset),
+        table,
+        engine.describe(),
+        backbone.weights_id,
+    )
 
 
 def summarize(report: Report, *, n_attributes: int = 5) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,14 @@ import numpy as np
 
 from ._contracts import Dataset
 from ._validation import check_int, check_type
-from .embed import image_inputs, plan_workers, resolve_backbone, run_model
+from .embed import (
+    EmbeddingCache,
+    file_key,
+    image_inputs,
+    plan_workers,
+    resolve_backbone,
+    run_model,
+)
 from .engine import Engine, load_engine
 from .errors import InvalidInputError
 
@@ -120,22 +128,33 @@ def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image
     return image
 
 
-class _ViewTransform:
-    """``(image, index) -> tensor``; item ``index`` is view ``index // m`` of ``rows[index % m]``.
+#: Bump when augment_image changes in a way that changes the views (the view cache key).
+_AUGMENT_VERSION = 1
 
-    Picklable (DataLoader workers run it); the generator of each item is seeded
-    by ``(seed, row, view)`` alone.
+
+class _ViewTransform:
+    """``(image, index) -> tensor (n_views, 3, H, W)``: the views of ``rows[index]``.
+
+    One decoded image gives all its views. Picklable (DataLoader workers run it);
+    the generator of view ``v`` is seeded by ``(seed, row, v)`` alone.
     """
 
-    def __init__(self, transform, rows: np.ndarray, seed: int) -> None:
+    def __init__(self, transform, rows: np.ndarray, seed: int, n_views: int) -> None:
         self.transform = transform
         self.rows = rows
         self.seed = seed
+        self.n_views = n_views
 
     def __call__(self, image, index: int):
-        view, position = divmod(index, len(self.rows))
-        rng = np.random.default_rng([self.seed, int(self.rows[position]), view])
-        return self.transform(augment_image(image, rng))
+        import torch
+
+        row = int(self.rows[index])
+        return torch.stack(
+            [
+                self.transform(augment_image(image, np.random.default_rng([self.seed, row, view])))
+                for view in range(self.n_views)
+            ]
+        )
 
 
 def embed_views(
@@ -152,6 +171,7 @@ def embed_views(
     progress: bool = True,
     engine: str | Engine = "auto",
     threads: int | None = None,
+    cache_dir: str | Path | None = None,
 ) -> AugmentedViews:
     """Embed ``n_views`` random augmented views of (a sample of) the dataset's images.
 
@@ -161,11 +181,13 @@ def embed_views(
         Images with a ``path`` column.
     backbone : str or Backbone, default "efficientnet_lite0"
         As in :func:`clusterclean.embed_images`; use the backbone of the
-        embeddings the views go with.
+        embeddings the views go with. A loaded Backbone (with a loaded ``engine``)
+        is used as it is: :func:`clusterclean.run` passes the ones that embedded
+        the images, so nothing is loaded twice.
     weights : str or Path, optional
         Local weights for a backbone given by name.
     n_views : int, default 2
-        Views per image (>= 1).
+        Views per image (>= 1). Each image is decoded once for all its views.
     max_images : int or None, default 2000
         Embed the views of a random sample (seeded by ``seed``) of this many
         rows when the dataset is larger; None = every row.
@@ -173,7 +195,14 @@ def embed_views(
         Seed of the sample and of every augmentation.
     batch_size, num_workers, device, progress, engine, threads
         As in :func:`clusterclean.embed_images`: the views run through the same
-        engine, and the same exported ONNX model, as the images.
+        engine, and the same exported ONNX model, as the images. A batch holds
+        ``batch_size // n_views`` images (at least 1), so ``batch_size`` views.
+    cache_dir : str or Path, optional
+        The embedding cache of :func:`clusterclean.embed_images`: the views are
+        kept there too, in a folder of their own keyed by the backbone setup,
+        ``n_views``, ``seed`` and the augmentation version, one entry per (image
+        file, dataset row), so a rerun on the same files embeds no view again.
+        None (default) = no cache.
 
     Returns
     -------
@@ -197,6 +226,8 @@ def embed_views(
     batch_size = check_int(batch_size, "batch_size", func, min_value=1)
     if num_workers is not None:
         num_workers = check_int(num_workers, "num_workers", func, min_value=0)
+    if cache_dir is not None:
+        check_type(cache_dir, (str, os.PathLike), "cache_dir", func, "a folder path (str or Path)")
     _, paths = image_inputs(dataset, func)
     if not paths:
         raise InvalidInputError(f"{func} got a dataset with no images.")
@@ -205,35 +236,58 @@ def embed_views(
     rows = np.arange(len(paths), dtype=np.int64)
     if max_images is not None and len(rows) > max_images:
         rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
-    items = [paths[r] for r in rows] * n_views
     if threads is not None:
         threads = check_int(threads, "threads", func, min_value=1)
     runner = load_engine(model, engine=engine, threads=threads)
     started = time.perf_counter()
-    features = np.zeros((n_views * len(rows), model.dim), dtype=np.float32)
+    features = np.zeros((len(rows), n_views, model.dim), dtype=np.float32)
+    done = np.zeros(len(rows), dtype=bool)
+    cache = None
+    if cache_dir is not None:
+        setup = {"n_views": n_views, "seed": seed, "augment_version": _AUGMENT_VERSION}
+        cache = EmbeddingCache(Path(cache_dir), model, runner, "none", views=setup)
+        keys = [file_key(paths[r]) for r in rows]
+        keys = [None if k is None else (*k, int(r)) for k, r in zip(keys, rows, strict=True)]
+        cached = cache.read()
+        for i, key in enumerate(keys):
+            if key in cached:
+                features[i], done[i] = cached[key].reshape(n_views, model.dim), True
+        logger.info("views: %d of %d images' views from the cache", int(done.sum()), len(rows))
+    todo = np.flatnonzero(~done)
 
     def store(indices: list[int], batch: np.ndarray) -> None:
-        features[indices] = batch
+        found = todo[indices]
+        features[found] = batch.reshape(len(found), n_views, model.dim)
+        if cache:
+            known = [j for j, i in enumerate(found) if keys[i] is not None]
+            cache.add([keys[found[j]] for j in known], batch.reshape(len(found), -1)[known])
 
-    reasons = run_model(
-        model,
-        runner,
-        items,
-        store,
-        batch_size=batch_size,
-        num_workers=plan_workers(len(items), runner, num_workers=num_workers),
-        tta="none",
-        progress=progress,
-        view_transform=_ViewTransform(model.transform, rows, seed),
-        desc="Embedding views",
-    )
+    reasons: dict[int, str] = {}
+    if len(todo):
+        try:
+            local = run_model(
+                model,
+                runner,
+                [paths[r] for r in rows[todo]],
+                store,
+                batch_size=max(1, batch_size // n_views),
+                num_workers=plan_workers(len(todo) * n_views, runner, num_workers=num_workers),
+                tta="none",
+                progress=progress,
+                view_transform=_ViewTransform(model.transform, rows[todo], seed, n_views),
+                desc="Embedding views",
+            )
+        finally:  # keep what was embedded, even on Ctrl-C
+            if cache:
+                cache.flush()
+        reasons = {int(todo[i]): reason for i, reason in local.items()}
     readable = np.ones(len(rows), dtype=bool)
-    readable[[i % len(rows) for i in reasons]] = False
+    readable[list(reasons)] = False
     if not readable.any():
         first = min(reasons)
         raise InvalidInputError(
             f"None of the {len(rows)} sampled images could be read (first: "
-            f"{items[first]!r}: {reasons[first]}). Fix or remove these files."
+            f"{paths[rows[first]]!r}: {reasons[first]}). Fix or remove these files."
         )
     if not readable.all():
         first = min(reasons)
@@ -241,10 +295,10 @@ def embed_views(
             "views: skipped %d of %d images that could not be read (first: %s: %s)",
             int((~readable).sum()),
             len(rows),
-            items[first],
+            paths[rows[first]],
             reasons[first],
         )
-    vectors = features.reshape(n_views, len(rows), model.dim).transpose(1, 0, 2)[readable]
+    vectors = features[readable]
     norms = np.linalg.norm(vectors, axis=2, keepdims=True)
     vectors = np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
     logger.info(

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clusterclean.atomic import atomic_write
+
 
 def generate_jpegs(folder: Path, n_images: int, size: tuple[int, int], seed: int = 0) -> list[str]:
     """Photo-like JPEGs: random crops of scikit-image's sample photos, flipped and tinted."""
@@ -252,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['peak_rss_mib']['largest_worker']:.0f} MiB"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(f".{args.json.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, args.json)
+    atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     print(f"wrote {args.json}")
     return 0
 

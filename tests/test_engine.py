@@ -352,3 +352,35 @@ def test_a_bad_onnx_file_is_one_error_naming_the_file(tmp_path, capsys):
     assert main([*argv, "--backbone", "onnx", "--weights", str(bad)]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "ONNX Runtime cannot load" in lines[0]
+
+
+def test_a_run_with_a_head_loads_the_model_once(tmp_path, caplog):
+    # the images and the head's augmented views go through one loaded backbone and engine
+    folder, labels = _image_folder(tmp_path)
+    with caplog.at_level(logging.INFO, logger="clusterclean"):
+        report = run(
+            images=folder,
+            labels=labels,
+            backbone="efficientnet_lite0",
+            adapt="views",
+            adapt_epochs=2,
+            min_similarity=0.5,
+            progress=False,
+        )
+    assert report.run_info["adaptation"]["method"] == "views"
+    engines = [r for r in caplog.records if r.getMessage().startswith("Engine: ONNX Runtime")]
+    exports = [r for r in caplog.records if "to ONNX in" in r.getMessage()]
+    assert len(engines) == 1 and len(exports) == 1
+    assert "views: embedded 2 views of 6 images" in caplog.text
+
+
+def test_an_onnx_session_opens_on_first_use(tmp_path, photos):
+    # the engine is cheap to make: worker processes open their own sessions, and a bad
+    # file is named when it is first run
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"this is not an ONNX model")
+    engine = OnnxRuntimeEngine(bad, threads=1)
+    with pytest.raises(InvalidInputError, match=f"ONNX Runtime cannot load '{bad}'"):
+        engine(np.zeros((1, 3, 8, 8), dtype=np.float32))
+    good = OnnxRuntimeEngine(export_onnx(load_backbone("efficientnet_lite0")), threads=1)
+    assert good(np.zeros((2, 3, 224, 224), dtype=np.float32)).shape == (2, 1280)

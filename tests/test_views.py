@@ -169,3 +169,62 @@ def test_bad_data(lite0):
     no_paths = Dataset(pd.DataFrame({"image_id": ["a"]}), np.zeros((1, 0)), ())
     with pytest.raises(InvalidInputError, match="no 'path' column"):
         embed_views(no_paths, backbone=lite0)
+
+
+def test_several_views_of_an_image_batch_like_one(dataset, lite0):
+    # each image is decoded once for all its views; one image per batch or all in one
+    # batch, the same views
+    alone = embed_views(
+        dataset, backbone=lite0, n_views=3, seed=2, batch_size=1, num_workers=0, progress=False
+    )
+    together = embed_views(dataset, backbone=lite0, n_views=3, seed=2, progress=False)
+    assert alone.vectors.shape == (4, 3, 1280)
+    np.testing.assert_allclose(alone.vectors, together.vectors, atol=1e-5)
+
+
+def test_views_are_cached_per_file_and_row(tmp_path, lite0, caplog):
+    import logging
+    import os
+
+    from clusterclean.embed import embed_images
+
+    (tmp_path / "photos").mkdir()
+    data = make_dataset(tmp_path / "photos")
+    cache = tmp_path / "cache"
+    options = {"backbone": lite0, "seed": 5, "num_workers": 0, "progress": False}
+    plain = embed_views(data, **options)
+    with caplog.at_level(logging.INFO, logger="clusterclean.views"):
+        first = embed_views(data, cache_dir=cache, **options)
+        again = embed_views(data, cache_dir=str(cache), **options)
+    np.testing.assert_array_equal(first.vectors, plain.vectors)
+    np.testing.assert_array_equal(again.vectors, plain.vectors)
+    assert "0 of 4 images' views from the cache" in caplog.text
+    assert "4 of 4 images' views from the cache" in caplog.text
+
+    # a changed file is embedded again; another seed draws other views: none from the cache
+    caplog.clear()
+    path = data.table["path"].iloc[1]
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="clusterclean.views"):
+        touched = embed_views(data, cache_dir=cache, **options)
+        other_seed = embed_views(data, cache_dir=cache, **{**options, "seed": 6})
+    np.testing.assert_array_equal(touched.vectors, plain.vectors)
+    assert "3 of 4 images' views from the cache" in caplog.text
+    assert "0 of 4 images' views from the cache" in caplog.text
+    assert not np.allclose(other_seed.vectors, plain.vectors)
+
+    # a row's entry is its row's views: a dataset in another order does not reuse them
+    caplog.clear()
+    reversed_rows = Dataset(
+        table=data.table.iloc[::-1].reset_index(drop=True),
+        labels=np.zeros((4, 0)),
+        attributes=(),
+    )
+    with caplog.at_level(logging.INFO, logger="clusterclean.views"):
+        embed_views(reversed_rows, cache_dir=cache, **options)
+    assert "0 of 4 images' views from the cache" in caplog.text
+
+    # the views live in a folder of their own: the images' cache finds none of them
+    with caplog.at_level(logging.INFO, logger="clusterclean.embed"):
+        embed_images(data, backbone=lite0, cache_dir=cache, num_workers=0, progress=False)
+    assert "0 of 4 images found" in caplog.text
