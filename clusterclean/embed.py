@@ -622,7 +622,12 @@ class EmbeddingCache:
             found.update(zip(keys, vectors, strict=True))
         return found
 
-    def add(self, keys: Sequence[FileKey], vectors: np.ndarray) -> None:
+    def add(self, keys: Sequence[FileKey | None], vectors: np.ndarray) -> None:
+        """Keep ``vectors`` (one row per key) for the next shard; a row whose key is None
+        (a file that could not be stat'ed) is not cached."""
+        known = [j for j, key in enumerate(keys) if key is not None]
+        if len(known) < len(keys):
+            keys, vectors = [keys[j] for j in known], vectors[known]
         self._keys.extend(keys)
         self._vectors.append(vectors)
         pending = len(self._keys)
@@ -810,8 +815,7 @@ def embed_images(
         rows = todo[indices]
         features[rows], readable[rows] = batch, True
         if cache:
-            known = [j for j, row in enumerate(rows) if keys[row] is not None]
-            cache.add([keys[rows[j]] for j in known], batch[known])
+            cache.add([keys[row] for row in rows], batch)
 
     reasons: dict[int, str] = {}
     if len(todo):

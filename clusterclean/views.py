@@ -259,8 +259,7 @@ def embed_views(
         found = todo[indices]
         features[found] = batch.reshape(len(found), n_views, model.dim)
         if cache:
-            known = [j for j, i in enumerate(found) if keys[i] is not None]
-            cache.add([keys[found[j]] for j in known], batch.reshape(len(found), -1)[known])
+            cache.add([keys[i] for i in found], batch.reshape(len(found), -1))
 
     reasons: dict[int, str] = {}
     if len(todo):
