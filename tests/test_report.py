@@ -209,3 +209,23 @@ def test_a_schema_1_report_can_be_cleaned_and_rendered(tmp_path):
     cleaned = tmp_path / "cleaned.parquet"
     assert main(["clean", str(folder), "--strategy", "label", "--out", str(cleaned)]) == 0
     assert len(pd.read_parquet(cleaned)) > 0
+
+
+def test_new_images_can_be_added_to_a_schema_1_report(tmp_path):
+    import shutil
+
+    from clusterclean.incremental import add_images
+
+    shutil.copytree(V1_REPORT, tmp_path / "old")
+    data = make_planted(n_groups=12, max_size=5, dim=8, n_flips=4, noise=0.02, seed=3)
+    ids = np.array([f"new_{i}" for i in data.embeddings.ids[:3]], dtype=object)
+    labels = pd.DataFrame(data.dataset.labels[:3], columns=data.dataset.attributes)
+    labels.insert(0, "image_id", ids)
+    vectors = pd.DataFrame(data.embeddings.vectors[:3] + 0.001, index=ids)
+    add_images(tmp_path / "old", labels=labels, embeddings=vectors, out=tmp_path / "new")
+    added = read_report(tmp_path / "new")
+    assert added.run_info.schema_version == SCHEMA_VERSION  # the new report is written today
+    # each new image is a near copy of the base image it was made from
+    nearest = added.additions.set_index("image_id")["nearest_existing_id"]
+    assert nearest.to_dict() == {f"new_{i}": i for i in data.embeddings.ids[:3]}
+    assert "nearest_existing_cosine" in added.additions.columns
