@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -75,6 +75,7 @@ __all__ = [
     "backbone_name",
     "plan_workers",
     "run_model",
+    "run_missing",
 ]
 
 #: The options of the embed stage, declared once (:mod:`clusterclean.options`).
@@ -430,6 +431,32 @@ def _forward(engine: Engine, batch, tta: str) -> np.ndarray:
     if tta == "flip":
         out = (out + engine(batch.flip(-1))) / 2
     return np.asarray(out, dtype=np.float32)
+
+
+def run_missing(
+    model: Backbone,
+    runner: Engine,
+    files: list,
+    todo: np.ndarray,
+    on_batch: Callable[[list[int], np.ndarray], None],
+    *,
+    cache: EmbeddingCache | None,
+    **options: Any,
+) -> dict[int, str]:
+    """:func:`run_model` over ``files``, the ones at positions ``todo`` of a larger list.
+
+    The cache is flushed however the run ends, so an interrupted run (Ctrl-C) keeps
+    what was embedded. Returns the reasons of the unreadable files, keyed by their
+    position in the larger list (``todo[i]``); none when ``todo`` is empty.
+    """
+    if not len(todo):
+        return {}
+    try:
+        local = run_model(model, runner, files, on_batch, **options)
+    finally:  # keep what was embedded, even on Ctrl-C
+        if cache:
+            cache.flush()
+    return {int(todo[i]): reason for i, reason in local.items()}
 
 
 def run_model(
@@ -817,23 +844,18 @@ def embed_images(
         if cache:
             cache.add([keys[row] for row in rows], batch)
 
-    reasons: dict[int, str] = {}
-    if len(todo):
-        try:
-            local = run_model(
-                model,
-                runner,
-                [paths[i] for i in todo],
-                store,
-                batch_size=batch_size,
-                num_workers=plan_workers(len(todo), runner, num_workers=num_workers),
-                tta=tta,
-                progress=progress,
-            )
-        finally:  # keep what was embedded, even on Ctrl-C
-            if cache:
-                cache.flush()
-        reasons = {int(todo[i]): reason for i, reason in local.items()}
+    reasons = run_missing(
+        model,
+        runner,
+        [paths[i] for i in todo],
+        todo,
+        store,
+        cache=cache,
+        batch_size=batch_size,
+        num_workers=plan_workers(len(todo), runner, num_workers=num_workers),
+        tta=tta,
+        progress=progress,
+    )
     seconds = time.perf_counter() - start
 
     bad = [SkippedImage(ids[i], paths[i], reasons[i]) for i in sorted(reasons)]

@@ -405,7 +405,7 @@ def _upgrade_from_v1(tables: dict[str, pd.DataFrame], dataset: Dataset, run_info
     ``run.json`` recorded; ``run.json``'s thresholds and flag counts are keyed the
     schema-2 way (``variance>p80``).
     """
-    from .scoring import flag_name
+    from .scoring import flag_name, flag_table
 
     tables["edges"] = edge_table(tables["edges"], dataset)
     components = tables["components"]
@@ -417,23 +417,10 @@ def _upgrade_from_v1(tables: dict[str, pd.DataFrame], dataset: Dataset, run_info
         metric, threshold = parsed
         names[column] = flag_name(metric, threshold)
         chosen = components.loc[components[column].to_numpy(dtype=bool)]
-        flags.append(
-            pd.DataFrame(
-                {
-                    "component_id": chosen["component_id"].to_numpy(dtype=np.int32),
-                    "metric": metric,
-                    "threshold": threshold,
-                    "cut": float(run_info.thresholds.get(column, np.nan)),
-                    "value": chosen[metric].to_numpy(dtype=np.float64),
-                }
-            )
-        )
+        cut = run_info.thresholds.get(column, np.nan)
+        flags.append((chosen["component_id"], metric, threshold, cut, chosen[metric]))
     tables["components"] = components.drop(columns=list(names))
-    tables["component_flags"] = (
-        pd.concat(flags, ignore_index=True)
-        if flags
-        else pd.DataFrame({c: [] for c in TABLES["component_flags"]})
-    )
+    tables["component_flags"] = flag_table(flags)
     counts = dict(run_info.counts)
     if isinstance(counts.get("flagged_components"), dict):
         counts["flagged_components"] = {
@@ -446,9 +433,9 @@ def _upgrade_from_v1(tables: dict[str, pd.DataFrame], dataset: Dataset, run_info
 def edge_table(edges: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     """The graph's edges (``row_a``, ``row_b``, ``cosine``) with the images' ids added,
     as ``edges.parquet`` holds them."""
-    ids = dataset.ids.astype(str)
-    rows_a, rows_b = edges["row_a"].to_numpy(), edges["row_b"].to_numpy()
-    return order_columns("edges", edges.assign(image_id_a=ids[rows_a], image_id_b=ids[rows_b]))
+    ids = pd.Series(dataset.ids.astype(str))  # a string Series takes 4x faster than numpy str
+    id_a, id_b = (ids.take(edges[c].to_numpy()).array for c in ("row_a", "row_b"))
+    return order_columns("edges", edges.assign(image_id_a=id_a, image_id_b=id_b))
 
 
 def column_tables(names: str = "all") -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "flag_name",
     "threshold_text",
     "count_flags",
+    "flag_table",
     "find_varying_attributes",
 ]
 
@@ -268,6 +269,25 @@ def flag_name(metric: str, threshold: str | float) -> str:
     return f"{metric}>{threshold_text(threshold)}"
 
 
+def flag_table(flags) -> pd.DataFrame:
+    """The component flags table from ``(component_ids, metric, threshold, cut, values)``
+    entries, one per (metric, threshold): the flagged components and their values."""
+    frames = [
+        pd.DataFrame(
+            {
+                "component_id": np.asarray(ids, dtype=np.int32),
+                "metric": metric,
+                "threshold": threshold_text(threshold),
+                "cut": np.float64(cut),
+                "value": np.asarray(values, dtype=np.float64),
+            },
+            columns=FLAG_COLUMNS,
+        )
+        for ids, metric, threshold, cut, values in flags
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FLAG_COLUMNS)
+
+
 def count_flags(component_flags: pd.DataFrame | None, thresholds: dict) -> dict[str, int]:
     """Flagged components per flag: ``{flag_name: count}`` for every key of
     ``thresholds`` (run.json's, so a flag that caught nothing counts 0)."""
@@ -407,20 +427,8 @@ def score_components(
                 cut = value
             threshold_values[flag_name(name, raw)] = cut
             flagged = np.flatnonzero(big & (metrics[name] > cut))
-            flags.append(
-                pd.DataFrame(
-                    {
-                        "component_id": flagged.astype(np.int32),
-                        "metric": name,
-                        "threshold": threshold_text(raw),
-                        "cut": np.float64(cut),
-                        "value": metrics[name][flagged].astype(np.float64),
-                    }
-                )
-            )
-    component_flags = (
-        pd.concat(flags, ignore_index=True) if flags else pd.DataFrame(columns=FLAG_COLUMNS)
-    )
+            flags.append((flagged, name, raw, cut, metrics[name][flagged]))
+    component_flags = flag_table(flags)
 
     issues, image_cols = _cell_scores(
         component_ids, labels, ratio, minority, big, scored, min_label_agreement

@@ -42,7 +42,7 @@ from .embed import (
     image_inputs,
     plan_workers,
     resolve_backbone,
-    run_model,
+    run_missing,
 )
 from .engine import Engine, load_engine
 from .errors import InvalidInputError
@@ -261,25 +261,20 @@ def embed_views(
         if cache:
             cache.add([keys[i] for i in found], batch.reshape(len(found), -1))
 
-    reasons: dict[int, str] = {}
-    if len(todo):
-        try:
-            local = run_model(
-                model,
-                runner,
-                [paths[r] for r in rows[todo]],
-                store,
-                batch_size=max(1, batch_size // n_views),
-                num_workers=plan_workers(len(todo) * n_views, runner, num_workers=num_workers),
-                tta="none",
-                progress=progress,
-                view_transform=_ViewTransform(model.transform, rows[todo], seed, n_views),
-                desc="Embedding views",
-            )
-        finally:  # keep what was embedded, even on Ctrl-C
-            if cache:
-                cache.flush()
-        reasons = {int(todo[i]): reason for i, reason in local.items()}
+    reasons = run_missing(
+        model,
+        runner,
+        [paths[r] for r in rows[todo]],
+        todo,
+        store,
+        cache=cache,
+        batch_size=max(1, batch_size // n_views),
+        num_workers=plan_workers(len(todo) * n_views, runner, num_workers=num_workers),
+        tta="none",
+        progress=progress,
+        view_transform=_ViewTransform(model.transform, rows[todo], seed, n_views),
+        desc="Embedding views",
+    )
     readable = np.ones(len(rows), dtype=bool)
     readable[list(reasons)] = False
     if not readable.any():

@@ -182,6 +182,13 @@ def bench_backbone(name: str, paths, args, root: Path) -> dict:
     }
 
 
+def write_result(path: Path, result: dict) -> None:
+    """The figures as JSON at ``path`` (written atomically), and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbones", default="efficientnet_lite0,resnet50")
@@ -253,9 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         f"peak RSS: process {result['peak_rss_mib']['process']:.0f} MiB, largest worker "
         f"{result['peak_rss_mib']['largest_worker']:.0f} MiB"
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

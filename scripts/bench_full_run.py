@@ -38,11 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterclean.atomic import atomic_write
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_embed import generate_jpegs  # noqa: E402
+from bench_embed import generate_jpegs, write_result  # noqa: E402
 
 N_ATTRIBUTES = 10
 VARIANTS = ("embed_only", "run_no_head", "run_default")
@@ -195,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         f"run_default / run_no_head = {result['run_default_over_run_no_head']:.2f}; "
         f"stages of run_default (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.json, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

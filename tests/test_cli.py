@@ -291,10 +291,12 @@ def test_end_to_end_on_an_image_folder(tmp_path):
     assert issues[["image_id", "attribute"]].values.tolist() == [["person 0_view 1.png", "hat"]]
 
 
+README_TEXT = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+
+
 def readme_demo_block() -> list[str]:
     """The lines between ``<!-- demo -->`` and ``<!-- /demo -->`` in README.md, fences dropped."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- demo[^>]*-->\n```[a-z]*\n(.*?)```\n<!-- /demo -->", readme, re.S)
+    block = re.search(r"<!-- demo[^>]*-->\n```[a-z]*\n(.*?)```\n<!-- /demo -->", README_TEXT, re.S)
     assert block, "README.md has no <!-- demo --> block"
     return block.group(1).splitlines()
 
@@ -329,9 +331,6 @@ def test_demo_runs_offline_and_prints_what_the_readme_shows(tmp_path):
         assert printed.replace(str(tmp_path), "/tmp/cc") == block["output"], (
             f"README.md's {name!r} recipe output is stale: run python scripts/readme_recipes.py"
         )
-
-
-README_TEXT = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 
 
 def load_recipes():
