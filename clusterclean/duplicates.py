@@ -48,6 +48,7 @@ __all__ = [
     "find_duplicates",
     "find_pairs",
     "hash_images",
+    "pixel_hash_candidates",
 ]
 
 #: The options of the duplicates stage, declared once (:mod:`clusterclean.options`).
@@ -149,8 +150,11 @@ def _differing_labels(dataset: Dataset, src: np.ndarray, dst: np.ndarray):
     return counts, lists
 
 
-def _hash_one(path: str | None) -> tuple[str | None, str | None]:
-    """BLAKE2b-128 of the file bytes and of the decoded RGBA pixels (None when unreadable)."""
+def _hash_one(path: str | None, pixels: bool = True) -> tuple[str | None, str | None]:
+    """BLAKE2b-128 of the file bytes and (with ``pixels``) of the decoded RGBA pixels.
+
+    None where the file cannot be read or decoded, or its pixels were not asked for.
+    """
     if path is None:
         return None, None
     from PIL import Image, UnidentifiedImageError
@@ -162,6 +166,8 @@ def _hash_one(path: str | None) -> tuple[str | None, str | None]:
         logger.warning("duplicates: cannot read %s (%s); left out of exact duplicates", path, error)
         return None, None
     file_hash = hashlib.blake2b(data, digest_size=_HASH_BYTES).hexdigest()
+    if not pixels:
+        return file_hash, None
     try:
         with Image.open(io.BytesIO(data)) as image:
             pixels = image.convert("RGBA")
@@ -176,7 +182,12 @@ def _hash_one(path: str | None) -> tuple[str | None, str | None]:
     return file_hash, digest.hexdigest()
 
 
-def hash_images(paths: Sequence[str | None], *, n_workers: int | None = None) -> pd.DataFrame:
+def hash_images(
+    paths: Sequence[str | None],
+    *,
+    n_workers: int | None = None,
+    pixels: Sequence[bool] | np.ndarray | None = None,
+) -> pd.DataFrame:
     """Content hashes of image files, for exact-duplicate detection.
 
     Parameters
@@ -185,6 +196,10 @@ def hash_images(paths: Sequence[str | None], *, n_workers: int | None = None) ->
         Image files; ``None`` where an image has no file.
     n_workers : int, optional
         Threads reading and decoding files (default: ``min(8, os.cpu_count())``).
+    pixels : sequence of bool, length n_images, optional
+        Which images to decode for their pixel hash (default: all). Decoding is
+        the cost (about 2.5 ms for a 500x375 JPEG, against 0.1 ms for the bytes);
+        :func:`pixel_hash_candidates` says which images can share pixels at all.
 
     Returns
     -------
@@ -192,13 +207,49 @@ def hash_images(paths: Sequence[str | None], *, n_workers: int | None = None) ->
         One row per path, in order: ``file_hash`` (hex BLAKE2b-128 of the file
         bytes) and ``pixel_hash`` (hex BLAKE2b-128 of the image size and its
         pixels decoded to RGBA), ``None`` where the file is missing or cannot
-        be decoded (a warning is logged).
+        be decoded (a warning is logged), and ``pixel_hash`` None where
+        ``pixels`` is False.
     """
     paths = [None if p is None or pd.isna(p) else str(p) for p in paths]
+    decode = [True] * len(paths) if pixels is None else [bool(p) for p in pixels]
+    if len(decode) != len(paths):
+        raise InvalidInputError(
+            f"pixels has {len(decode)} entries but there are {len(paths)} paths; "
+            "give one True/False per path."
+        )
     workers = n_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        hashes = list(pool.map(_hash_one, paths, chunksize=64))
+        hashes = list(pool.map(_hash_one, paths, decode, chunksize=64))
     return pd.DataFrame(hashes, columns=["file_hash", "pixel_hash"], dtype=object)
+
+
+#: Two images with the same pixels reach the backbone as the same tensor (cosine 1), or,
+#: a large JPEG decoded at reduced scale against the PNG of its pixels, nearly the same
+#: one (>= 0.976 measured). Only images with a neighbour at least this close can share
+#: their pixels with another image; 0.9 leaves a wide margin.
+PIXEL_HASH_MIN_COSINE = 0.9
+
+
+def pixel_hash_candidates(nearest_cosine: np.ndarray) -> np.ndarray:
+    """Which images need their pixels hashed: a neighbour at cosine >= 0.9.
+
+    Parameters
+    ----------
+    nearest_cosine : ndarray of shape (n_images,)
+        Each image's highest backbone cosine to a neighbour, the vectors computed
+        from these very files (NaN: no neighbour). Measured on JPEGs against the PNG
+        of their own pixels, the hardest twins (the JPEG decoded at reduced scale):
+        0.976 at the lowest (``scripts/check_pixel_twins.py``).
+
+    Returns
+    -------
+    ndarray of bool, shape (n_images,)
+        ``nearest_cosine >= PIXEL_HASH_MIN_COSINE``. An image with no neighbour
+        that close has no pixel twin among the images searched, so decoding it
+        again for :func:`hash_images` cannot find a group.
+    """
+    cosine = np.asarray(nearest_cosine, dtype=np.float32)  # the tables' precision
+    return np.nan_to_num(cosine, nan=-1.0) >= np.float32(PIXEL_HASH_MIN_COSINE)
 
 
 def _check_split_priority(split_priority, func: str) -> tuple[str, ...]:

@@ -172,6 +172,15 @@ class SkippedImage:
 # --------------------------------------------------------------------------- reading images
 
 
+def decode_side(input_size: tuple[int, int]) -> int:
+    """The shorter side an image needs before the transform: ``ceil(8/7 * max(input_size))``.
+
+    Every backbone transform shrinks the shorter side to at most 8/7 of its largest
+    input side (256 for 224, the ImageNet recipe), so pixels beyond it are never seen.
+    """
+    return math.ceil(max(input_size) * 8 / 7)
+
+
 def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Image:
     """Open an image file as an 8-bit RGB PIL image, the way every backbone sees it.
 
@@ -459,6 +468,24 @@ def run_missing(
     return {int(todo[i]): reason for i, reason in local.items()}
 
 
+def balanced_batches(n_items: int, batch_size: int, n_workers: int) -> list[list[int]]:
+    """Consecutive batches of at most ``batch_size`` items, as many per worker.
+
+    ``ceil(n / batch_size)`` batches, rounded up to a multiple of the worker count
+    (when there are that many items), with sizes that differ by at most one: the
+    DataLoader deals batches to its workers in turn, so every worker gets the same
+    work and none idles while another decodes a last full batch (with plain
+    batching, 63 batches for 2 workers leave one idle for a whole batch).
+    """
+    if n_items == 0:
+        return []
+    n_batches = -(-n_items // batch_size)
+    workers = max(1, n_workers)
+    n_batches = min(n_items, -(-n_batches // workers) * workers)
+    bounds = np.linspace(0, n_items, n_batches + 1).round().astype(np.int64)
+    return [list(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def run_model(
     backbone: Backbone,
     engine: Engine,
@@ -513,8 +540,7 @@ def run_model(
             num_workers = 0
     on_gpu = engine.on_gpu
     in_workers = num_workers > 0 and engine.runs_in_workers
-    # every transform shrinks the shorter side to at most 8/7 of the largest input side
-    min_size = math.ceil(max(backbone.input_size) * 8 / 7)
+    min_size = decode_side(backbone.input_size)
     loader = torch.utils.data.DataLoader(
         _ImageFiles(
             paths,
@@ -522,8 +548,7 @@ def run_model(
             min_size,
             indexed=view_transform is not None,
         ),
-        batch_size=batch_size,
-        shuffle=False,
+        batch_sampler=balanced_batches(len(paths), batch_size, num_workers),
         num_workers=num_workers,
         collate_fn=_Forward(engine.for_workers(num_workers), tta) if in_workers else _collate,
         pin_memory=on_gpu,

@@ -32,7 +32,13 @@ from . import scoring as score_stage
 from . import trust as trust_stage
 from ._contracts import Dataset, Embeddings, Neighbors, as_embeddings
 from .components import component_edge_stats
-from .duplicates import duplicate_counts, find_duplicates, find_pairs
+from .duplicates import (
+    duplicate_counts,
+    find_duplicates,
+    find_pairs,
+    hash_images,
+    pixel_hash_candidates,
+)
 from .embed import backbone_name
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, search_neighbors
@@ -408,6 +414,24 @@ def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress:
     )
 
 
+def _content_hashes(dataset: Dataset, neighbors: Neighbors, prepared: Prepared):
+    """File hashes of every image; pixel hashes only where a pixel twin is possible.
+
+    When the run computed the vectors from these files, an image none of whose listed
+    neighbours is at backbone cosine 0.9 has no twin (:func:`pixel_hash_candidates`),
+    so it is not decoded a second time. With vectors given by the user, nothing ties
+    them to the pixels: every image is decoded.
+    """
+    if "path" not in dataset.table.columns:
+        return None
+    pixels = None
+    if prepared.engine is not None and prepared.vectors.backbone != "user":
+        listed = np.where(neighbors.indices >= 0, neighbors.similarities, -1.0)
+        closest = listed.max(axis=1) if listed.shape[1] else np.full(len(listed), -1.0)
+        pixels = pixel_hash_candidates(closest)
+    return hash_images(dataset.table["path"].tolist(), pixels=pixels)
+
+
 def finish_run(
     prepared: Prepared,
     neighbors: Neighbors,
@@ -492,7 +516,12 @@ def finish_run(
         )
         components["n_label_issues"] = trust.n_label_issues(len(components))
     with _timed(timings, "duplicates"):
-        duplicates = find_duplicates(dataset, pairs, min_similarity=config.min_duplicate_similarity)
+        duplicates = find_duplicates(
+            dataset,
+            pairs,
+            min_similarity=config.min_duplicate_similarity,
+            hashes=_content_hashes(dataset, neighbors, prepared),
+        )
 
     sizes = components["component_size"].to_numpy()
     run_info = RunRecord(

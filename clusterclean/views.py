@@ -9,12 +9,16 @@ The augmentations are generic, not a model of any benchmark: for each view,
 drawn independently with a generator seeded by ``(seed, row, view)``
 
 - a random resized crop keeping 60-100% of the area, aspect ratio changed by a
-  factor in [3/4, 4/3], resized back to the image's own size;
+  factor in [3/4, 4/3], resized back to the image's own size, or, for a larger
+  image, straight to the size the backbone's transform would shrink it to
+  (shorter side ``decode_side``: 256 for a 224 input), so that every later step
+  runs on the pixels the backbone sees (about 2x fewer on a 500x375 photo);
 - a left-right mirror with probability 1/2;
 - colour jitter: brightness, contrast and saturation factors in [0.7, 1.3],
   hue shifted by up to 0.03 of the colour circle;
-- a degradation: Gaussian blur (sigma in [0.2, 1.2] pixels) or JPEG
-  re-compression (quality 40-90), one of the two with probability 1/2 each;
+- a degradation: Gaussian blur (sigma in [0.2, 1.2] pixels of the image's own
+  size, scaled with it) or JPEG re-compression (quality 40-90), one of the two
+  with probability 1/2 each;
 
 then the backbone's own transform (resize, crop, normalise). The result does
 not depend on the batch size, the number of worker processes or the order of
@@ -38,6 +42,7 @@ from ._contracts import Dataset
 from ._validation import check_int, check_type
 from .embed import (
     EmbeddingCache,
+    decode_side,
     file_key,
     image_inputs,
     plan_workers,
@@ -92,10 +97,15 @@ class AugmentedViews:
         return int(self.vectors.shape[1])
 
 
-def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image.Image:
-    """One random camera-like view of an RGB image (same size), drawn from ``rng``.
+def augment_image(
+    image: PIL.Image.Image, rng: np.random.Generator, *, max_short_side: int | None = None
+) -> PIL.Image.Image:
+    """One random camera-like view of an RGB image, drawn from ``rng``.
 
-    See the module docstring for the distribution of every change.
+    The view has the image's size, or with ``max_short_side`` smaller than the
+    image's shorter side, that size scaled so its shorter side is
+    ``max_short_side`` (the draws do not depend on it). See the module docstring
+    for the distribution of every change.
     """
     import torchvision.transforms.functional as TF
     from PIL import Image, ImageFilter
@@ -108,8 +118,12 @@ def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image
     crop_w, crop_h = max(crop_w, 1), max(crop_h, 1)
     left = int(rng.integers(0, width - crop_w + 1))
     top = int(rng.integers(0, height - crop_h + 1))
+    scale = 1.0
+    if max_short_side is not None and min(width, height) > max_short_side:
+        scale = max_short_side / min(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
     image = image.resize(
-        (width, height), Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h)
+        size, Image.Resampling.BILINEAR, box=(left, top, left + crop_w, top + crop_h)
     )
     if rng.random() < 0.5:
         image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -118,7 +132,7 @@ def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image
     image = TF.adjust_saturation(image, rng.uniform(*JITTER))
     image = TF.adjust_hue(image, rng.uniform(-MAX_HUE, MAX_HUE))
     if rng.random() < 0.5:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_SIGMA)))
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*BLUR_SIGMA) * scale))
     else:
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=int(rng.integers(*JPEG_QUALITY, endpoint=True)))
@@ -129,7 +143,7 @@ def augment_image(image: PIL.Image.Image, rng: np.random.Generator) -> PIL.Image
 
 
 #: Bump when augment_image changes in a way that changes the views (the view cache key).
-_AUGMENT_VERSION = 1
+_AUGMENT_VERSION = 2
 
 
 class _ViewTransform:
@@ -139,11 +153,14 @@ class _ViewTransform:
     the generator of view ``v`` is seeded by ``(seed, row, v)`` alone.
     """
 
-    def __init__(self, transform, rows: np.ndarray, seed: int, n_views: int) -> None:
+    def __init__(
+        self, transform, rows: np.ndarray, seed: int, n_views: int, max_short_side: int
+    ) -> None:
         self.transform = transform
         self.rows = rows
         self.seed = seed
         self.n_views = n_views
+        self.max_short_side = max_short_side
 
     def __call__(self, image, index: int):
         import torch
@@ -151,7 +168,13 @@ class _ViewTransform:
         row = int(self.rows[index])
         return torch.stack(
             [
-                self.transform(augment_image(image, np.random.default_rng([self.seed, row, view])))
+                self.transform(
+                    augment_image(
+                        image,
+                        np.random.default_rng([self.seed, row, view]),
+                        max_short_side=self.max_short_side,
+                    )
+                )
                 for view in range(self.n_views)
             ]
         )
@@ -272,7 +295,9 @@ def embed_views(
         num_workers=plan_workers(len(todo) * n_views, runner, num_workers=num_workers),
         tta="none",
         progress=progress,
-        view_transform=_ViewTransform(model.transform, rows[todo], seed, n_views),
+        view_transform=_ViewTransform(
+            model.transform, rows[todo], seed, n_views, decode_side(model.input_size)
+        ),
         desc="Embedding views",
     )
     readable = np.ones(len(rows), dtype=bool)

@@ -60,9 +60,10 @@ def candidates(report_dir: Path, planted: pd.DataFrame, g: int) -> pd.DataFrame:
     kept, _ = find_grouping_issues(label_issues, min_grouping_attributes=g)
     features = cell_features(kept, report.images, report.components, report.component_attributes)
     truth = set(zip(planted["image_id"], planted["attribute"], strict=True))
-    features["wrong"] = [
-        (i, a) in truth for i, a in zip(kept["image_id"], kept["attribute"], strict=True)
-    ]
+    features["wrong"] = np.array(  # bool even when no cell is kept
+        [(i, a) in truth for i, a in zip(kept["image_id"], kept["attribute"], strict=True)],
+        dtype=bool,
+    )
     features["n_planted"] = len(truth)
     return features
 

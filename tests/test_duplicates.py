@@ -18,6 +18,7 @@ from clusterclean.duplicates import (
     find_duplicates,
     find_pairs,
     hash_images,
+    pixel_hash_candidates,
 )
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 from clusterclean.pipeline import run
@@ -88,6 +89,46 @@ def test_hash_images_bytes_and_pixels(files, tmp_path, caplog):
     assert file_hash[4] is None and pixel_hash[4] is None
     assert file_hash[5] is not None and pixel_hash[5] is None
     assert "gone.png" in caplog.text and "broken.png" in caplog.text
+
+
+def test_hash_images_decodes_only_the_images_asked_for(files):
+    paths = [files["a.png"], files["b.png"], files["c.bmp"], files["d.png"]]
+    hashes = hash_images(paths, pixels=[True, False, True, False])
+    everything = hash_images(paths)
+    assert hashes["file_hash"].tolist() == everything["file_hash"].tolist()
+    pixel = hashes["pixel_hash"].tolist()
+    assert pixel[0] == pixel[2] == everything["pixel_hash"][0]
+    assert pixel[1] is None and pixel[3] is None
+    with pytest.raises(InvalidInputError, match="pixels has 2 entries but there are 4 paths"):
+        hash_images(paths, pixels=[True, False])
+
+
+def test_pixel_hash_candidates_are_the_images_with_a_neighbour_at_0_9():
+    cosine = np.array([1.0, 0.9, 0.8999, np.nan, -0.2, 0.95], dtype=np.float32)
+    assert pixel_hash_candidates(cosine).tolist() == [True, True, False, False, False, True]
+
+
+def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(tmp_path):
+    """The run decodes again only images with a close neighbour; pixel twins are still
+    found: a PNG and a BMP of one photo, and the hardest pair, a large JPEG (decoded at
+    half scale for the backbone) and the PNG of its pixels (decoded whole)."""
+    import skimage.data
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photo = Image.fromarray(skimage.data.astronaut()).resize((320, 300))
+    photo.save(folder / "twin.png")
+    photo.save(folder / "twin.bmp")
+    Image.fromarray(skimage.data.rocket()).resize((720, 540)).save(folder / "big.jpg")
+    with Image.open(folder / "big.jpg") as decoded:
+        decoded.convert("RGB").save(folder / "big.png")
+    for name in ("coffee", "chelsea", "immunohistochemistry"):
+        Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.jpg")
+    report = run(images=folder, adapt="none", progress=False)
+    pixels = report.duplicates.query("kind == 'exact_pixels'")
+    groups = sorted(sorted(g) for g in pixels.groupby("duplicate_group_id")["image_id"].agg(list))
+    assert groups == [["big.jpg", "big.png"], ["twin.bmp", "twin.png"]]
+    assert report.duplicates.query("kind == 'exact_file'").empty
 
 
 def test_grayscale_and_rgb_copies_share_pixels_but_lossy_jpeg_does_not(tmp_path):

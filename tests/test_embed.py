@@ -25,7 +25,7 @@ from tiny_model import save_tiny_torchscript
 
 from clusterclean._contracts import Dataset
 from clusterclean.backbones import Backbone, load_backbone
-from clusterclean.embed import embed_images, load_embeddings, read_image
+from clusterclean.embed import balanced_batches, embed_images, load_embeddings, read_image
 from clusterclean.errors import InvalidInputError, InvalidTypeError
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
@@ -555,3 +555,34 @@ def test_parquet_round_trip_keeps_directions(tmp_path_factory, vectors):
     assert embeddings.ids.tolist() == ids
     expected = vectors / np.linalg.norm(vectors.astype(np.float64), axis=1, keepdims=True)
     np.testing.assert_allclose(embeddings.vectors, expected, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- balanced batches
+
+
+def test_balanced_batches_hand_computed():
+    # 2,000 images of batch 32 are 63 batches: rounded up to 64 for 2 workers, 31 or 32 each
+    batches = balanced_batches(2000, 32, 2)
+    assert len(batches) == 64
+    assert [len(b) for b in batches].count(32) == 16 and [len(b) for b in batches].count(31) == 48
+    # 10 images, 2 workers: two batches of 5, not one of 10 and an idle worker
+    assert balanced_batches(10, 32, 2) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    # fewer images than workers: one image per batch; no worker process: plain batches
+    assert balanced_batches(3, 1, 4) == [[0], [1], [2]]
+    assert balanced_batches(7, 32, 0) == [list(range(7))]
+    assert balanced_batches(0, 32, 2) == []
+
+
+@given(n_items=st.integers(0, 500), batch_size=st.integers(1, 64), n_workers=st.integers(0, 8))
+def test_balanced_batches_cover_every_item_in_order_and_share_the_work(
+    n_items, batch_size, n_workers
+):
+    batches = balanced_batches(n_items, batch_size, n_workers)
+    assert [i for b in batches for i in b] == list(range(n_items))
+    sizes = [len(b) for b in batches]
+    assert all(1 <= s <= batch_size for s in sizes)
+    assert not sizes or max(sizes) - min(sizes) <= 1
+    plain = -(-n_items // batch_size)
+    assert len(batches) >= plain  # never larger batches than asked
+    if n_items >= max(1, n_workers) * plain:
+        assert len(batches) % max(1, n_workers) == 0

@@ -66,6 +66,23 @@ def test_augment_image_is_seeded_and_keeps_the_size():
     assert not np.array_equal(np.asarray(first), np.asarray(image))
 
 
+def test_augment_image_works_at_the_backbone_size_with_the_same_draws():
+    image = Image.fromarray(skimage.data.astronaut()).resize((500, 375))
+    small = augment_image(image, np.random.default_rng(7), max_short_side=256)
+    assert small.size == (341, 256)  # shorter side 256, aspect kept: round(500 * 256 / 375)
+    again = augment_image(image, np.random.default_rng(7), max_short_side=256)
+    assert np.array_equal(np.asarray(small), np.asarray(again))
+    # the same draws as at full size: the full-size view shrunk to 341x256 is close
+    full = augment_image(image, np.random.default_rng(7)).resize((341, 256))
+    difference = np.abs(np.asarray(small, dtype=float) - np.asarray(full, dtype=float))
+    assert difference.mean() < 8.0
+    # a side already at or below the limit is left as it is: the image's own size
+    assert augment_image(_photo("coffee"), np.random.default_rng(7), max_short_side=256).size == (
+        96,
+        80,
+    )
+
+
 def test_augment_image_keeps_a_flat_grey_image_grey():
     # crop, mirror, contrast (around the mean), saturation, hue and blur leave a flat grey
     # image flat grey; only brightness (x 0.7 .. 1.3) and JPEG rounding change its value
@@ -91,7 +108,9 @@ def test_views_are_the_backbone_features_of_the_seeded_augmentations(dataset, li
         for row in (0, 3):
             for view in (0, 1):
                 image = read_image(dataset.table["path"][row], min_size=min_size)
-                augmented = augment_image(image, np.random.default_rng([5, row, view]))
+                augmented = augment_image(
+                    image, np.random.default_rng([5, row, view]), max_short_side=min_size
+                )
                 out = lite0.model(lite0.transform(augmented)[None])[0].numpy()
                 np.testing.assert_allclose(
                     views.vectors[row, view], out / np.linalg.norm(out), atol=1e-5
