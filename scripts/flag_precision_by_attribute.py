@@ -1,0 +1,93 @@
+"""Where the wrong flags are: flagged-cell precision per attribute, and by component purity.
+
+For each ``*-report`` folder that ``scripts/suite.py run --work`` wrote for one seed, reads
+``label_issues.parquet`` (the flagged cells, ``is_flagged``), the dataset's ``planted.csv``
+(the wrong cells) and ``truth.csv`` (each image's identity), and prints
+
+- per attribute: flagged cells, their precision, and the attribute's share of the
+  dataset's images labelled 1 (a near-constant attribute has a rare value to flag);
+- by the number of identities in the flagged cell's component (1 = the component is
+  one person), and by whether the flagged image belongs to its component's majority
+  identity.
+
+    python scripts/flag_precision_by_attribute.py --work /tmp/exp/s1final-work/s1 \\
+        --root /tmp/suite/s1 --json docs/suite/flags_by_attribute_s1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_embed import write_result  # noqa: E402
+
+
+def flagged_cells(report: Path, data: Path) -> pd.DataFrame:
+    """The flagged cells of one report with their truth and their component's purity."""
+    issues = pd.read_parquet(report / "label_issues.parquet")
+    images = pd.read_parquet(report / "images.parquet", columns=["image_id", "component_id"])
+    planted = pd.read_csv(data / "planted.csv")
+    person = pd.read_csv(data / "truth.csv").set_index("image")["group"]
+    wrong = set(zip(planted["image_id"], planted["attribute"], strict=True))
+    images["person"] = person.reindex(images["image_id"]).to_numpy()
+    n_people = images.groupby("component_id")["person"].nunique()
+    majority = images.groupby("component_id")["person"].agg(lambda p: p.value_counts().index[0])
+    flagged = issues[issues["is_flagged"]].copy()
+    flagged["wrong"] = [
+        (i, a) in wrong for i, a in zip(flagged["image_id"], flagged["attribute"], strict=True)
+    ]
+    flagged["n_people"] = flagged["component_id"].map(n_people).to_numpy()
+    flagged["majority_person"] = (
+        person.reindex(flagged["image_id"]).to_numpy()
+        == flagged["component_id"].map(majority).to_numpy()
+    )
+    return flagged
+
+
+def summary(flagged: pd.DataFrame, labels: pd.DataFrame, by: str) -> list[dict]:
+    rows = []
+    for key, part in flagged.groupby(by):
+        row = {by: key if isinstance(key, str) else int(key), "flagged": len(part)}
+        row["precision"] = float(part["wrong"].mean())
+        if by == "attribute" and key in labels.columns:
+            row["share_of_ones"] = float(np.nanmean(labels[key].to_numpy(dtype=float)))
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder of *-report folders")
+    parser.add_argument("--root", type=Path, required=True, help="the suite datasets, same seed")
+    parser.add_argument("--json", type=Path, default=Path("flags_by_attribute.json"))
+    args = parser.parse_args(argv)
+    result = {"command": " ".join(["scripts/flag_precision_by_attribute.py", *sys.argv[1:]])}
+    for report in sorted(args.work.glob("*-report")):
+        name = report.name.removesuffix("-report")
+        flagged = flagged_cells(report, args.root / name)
+        labels = pd.read_csv(args.root / name / "labels.csv")
+        result[name] = {
+            by: summary(flagged, labels, by) for by in ("attribute", "n_people", "majority_person")
+        }
+        print(f"== {name}: {len(flagged)} flagged, precision {flagged['wrong'].mean():.3f}")
+        for by, rows in result[name].items():
+            for row in rows:
+                extra = (
+                    f", share of 1s {row['share_of_ones']:.2f}" if "share_of_ones" in row else ""
+                )
+                print(
+                    f"  {by}={row[by]}: {row['flagged']} flagged, "
+                    f"precision {row['precision']:.3f}{extra}"
+                )
+    write_result(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
