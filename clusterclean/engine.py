@@ -361,6 +361,37 @@ def _check_export(model: torch.nn.Module, data: bytes, input_size: tuple[int, in
     return float(cosine.min())
 
 
+def _cached_model_intact(path: Path) -> bool:
+    """Whether a cached ``.onnx`` file still has the bytes its export wrote.
+
+    The ``.json`` beside it records their SHA-256 (``onnx_sha256``; a cache written
+    before that has none and is trusted). A file damaged on disk (cut short by a full
+    disk, overwritten, edited) is removed with a warning, so it is exported again
+    instead of failing in every worker on first use.
+    """
+    try:
+        expected = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        expected = expected.get("onnx_sha256")
+    except (OSError, ValueError, AttributeError):
+        expected = None
+    if expected is None:
+        return True
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() == expected:
+        return True
+    logger.warning(
+        "The cached ONNX model %s is damaged (its SHA-256 is not the one its export "
+        "recorded); removing it and exporting again.",
+        path,
+    )
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return False
+
+
 def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> Path | bytes:
     """The backbone exported to ONNX, from the cache or exported (and cached) now.
 
@@ -373,6 +404,8 @@ def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> P
         When it cannot be written, the export is kept in memory for this run
         (and a warning says so). A model that failed to export leaves a
         ``.failed`` file with the reason, so that the next run does not try again.
+        The ``.json`` beside a cached model records its key and the SHA-256 of its
+        bytes; a cached file that no longer has them is exported again.
 
     Returns
     -------
@@ -399,7 +432,7 @@ def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> P
     folder = Path(cache_dir) if cache_dir is not None else default_engine_cache()
     path = folder / f"{file_stem(backbone.name)}-{digest}.onnx"  # open_clip:M/TAG has a /
     failed = path.with_suffix(".failed")
-    if path.is_file():
+    if path.is_file() and _cached_model_intact(path):
         logger.info("ONNX model of %s from the cache: %s", backbone.name, path)
         return path
     if failed.is_file():  # this very model failed to export before: do not spend the time again
@@ -428,7 +461,9 @@ def export_onnx(backbone: Backbone, *, cache_dir: str | Path | None = None) -> P
     seconds = time.perf_counter() - started
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_bytes(folder / f"{path.stem}.json", (text + "\n").encode())
+        record = {**key, "onnx_sha256": hashlib.sha256(data).hexdigest()}
+        record_text = json.dumps(record, sort_keys=True, indent=1)
+        write_bytes(path.with_suffix(".json"), (record_text + "\n").encode())
         write_bytes(path, data)
     except OSError as exc:
         logger.warning(

@@ -161,6 +161,24 @@ def test_export_is_cached_keyed_by_weights_and_written_atomically(tmp_path, engi
     assert len(list(engine_cache.glob("*.onnx"))) == 2
 
 
+def test_a_damaged_cached_export_is_exported_again_not_a_failure(tmp_path, engine_cache, caplog):
+    weights = save_random_weights("resnet18", tmp_path / "a.pth")
+    backbone = load_backbone("resnet18", weights=weights, device="cpu")
+    path = export_onnx(backbone)
+    assert len(json.loads(path.with_suffix(".json").read_text())["onnx_sha256"]) == 64
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])  # cut short, as by a full disk
+    with caplog.at_level(logging.WARNING, logger="clusterclean.engine"):
+        engine = load_engine(backbone, engine="auto")
+    assert isinstance(engine, OnnxRuntimeEngine)
+    assert any("is damaged" in r.getMessage() for r in caplog.records)
+    assert path.read_bytes() == good  # the same export, written again
+    batch = np.random.default_rng(0).random((2, 3, 224, 224), dtype=np.float32)
+    with torch.no_grad():
+        expected = backbone.model(torch.from_numpy(batch)).numpy()
+    assert cosines(engine(batch), expected).min() >= 0.9999
+
+
 class _Unexportable(torch.nn.Module):
     """A forward pass that leaves torch for numpy: an ONNX graph records its result as a
     constant, so the exported model is wrong (or the export fails) and the check must see it."""
