@@ -103,7 +103,14 @@ def test_resnet_loads_a_local_state_dict(tmp_path, name):
     with torch.inference_mode():
         out = backbone.model(x)
     assert out.shape == (2, RESNET_DIMS[name])
-    torch.testing.assert_close(out, penultimate(reference, x), **CLOSE)
+    expected = penultimate(reference, x)
+    # random deep nets (resnet101) reach large activations, where oneDNN's choice of
+    # algorithm moves the last digits: the tolerance is relative to the output's scale.
+    # Weights loaded wrongly give unrelated features (cosine far below 1).
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(out, expected, rtol=1e-3, atol=CLOSE["atol"] * max(scale, 1.0))
+    cosine = torch.nn.functional.cosine_similarity(out, expected, dim=1)
+    assert cosine.min().item() >= 0.99999
 
 
 def test_checkpoint_wrapped_in_state_dict_with_module_prefix(tmp_path):
