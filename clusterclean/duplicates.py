@@ -214,8 +214,8 @@ def hash_images(
     decode = [True] * len(paths) if pixels is None else [bool(p) for p in pixels]
     if len(decode) != len(paths):
         raise InvalidInputError(
-            f"pixels has {len(decode)} entries but there are {len(paths)} paths; "
-            "give one True/False per path."
+            f"The 'pixels' parameter of hash_images has {len(decode)} entries but there are "
+            f"{len(paths)} paths; give one True/False per path."
         )
     workers = n_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -29,6 +29,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_embed import generate_jpegs, write_result  # noqa: E402
 
 
+def unit_vector(backbone, image) -> np.ndarray:
+    """The backbone's L2-normalised feature vector of one PIL image (torch, this process)."""
+    import torch
+
+    with torch.inference_mode():
+        out = backbone.model(backbone.transform(image)[None])[0].numpy()
+    return out / np.linalg.norm(out)
+
+
 def view_ms(images, max_short_side: int | None, repeats: int) -> list[float]:
     """Milliseconds per view, one figure per pass over the images."""
     from clusterclean.views import augment_image
@@ -68,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     working = view_ms(images, side, args.repeats)
 
     def vector(image) -> np.ndarray:
-        with torch.inference_mode():
-            out = backbone.model(backbone.transform(image)[None])[0].numpy()
-        return out / np.linalg.norm(out)
+        return unit_vector(backbone, image)
 
     same_draws, other_view = [], []
     for i, image in enumerate(images):

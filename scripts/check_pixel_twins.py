@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embed import write_result  # noqa: E402
+from bench_views import unit_vector  # noqa: E402
 
 PHOTOS = ("retina", "hubble_deep_field", "astronaut", "coffee", "rocket", "chelsea")
 
@@ -40,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
     import skimage.data
-    import torch
     from PIL import Image
 
     from clusterclean.backbones import load_backbone
@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     side = decode_side(backbone.input_size)
 
     def vector(path: Path) -> np.ndarray:
-        with torch.inference_mode():
-            out = backbone.model(backbone.transform(read_image(path, min_size=side))[None])[0]
-        return out.numpy() / np.linalg.norm(out.numpy())
+        return unit_vector(backbone, read_image(path, min_size=side))
 
     twins = []
     with tempfile.TemporaryDirectory() as scratch:

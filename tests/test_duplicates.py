@@ -99,7 +99,7 @@ def test_hash_images_decodes_only_the_images_asked_for(files):
     pixel = hashes["pixel_hash"].tolist()
     assert pixel[0] == pixel[2] == everything["pixel_hash"][0]
     assert pixel[1] is None and pixel[3] is None
-    with pytest.raises(InvalidInputError, match="pixels has 2 entries but there are 4 paths"):
+    with pytest.raises(InvalidInputError, match="'pixels' parameter of hash_images has 2 entries"):
         hash_images(paths, pixels=[True, False])
 
 
