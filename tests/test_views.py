@@ -15,7 +15,7 @@ from clusterclean._contracts import Dataset
 from clusterclean.backbones import load_backbone
 from clusterclean.embed import read_image
 from clusterclean.errors import InvalidInputError, InvalidTypeError
-from clusterclean.views import AugmentedViews, augment_image, embed_views
+from clusterclean.views import AugmentedViews, augment_image, colour_jitter, embed_views
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 
@@ -81,6 +81,53 @@ def test_augment_image_works_at_the_backbone_size_with_the_same_draws():
         96,
         80,
     )
+
+
+def _pixel(rgb: tuple[int, int, int], *args: float) -> np.ndarray:
+    """colour_jitter of a one-pixel image, as floats."""
+    image = Image.new("RGB", (1, 1), rgb)
+    return np.asarray(colour_jitter(image, *args), dtype=float)[0, 0]
+
+
+def test_colour_jitter_hand_computed_pixels():
+    # x = (100, 150, 200); its luma 0.299*100 + 0.587*150 + 0.114*200 = 140.75 -> 141
+    x = (100, 150, 200)
+    assert np.allclose(_pixel(x, 1, 1, 1, 0), x, atol=1)  # identity
+    assert np.allclose(_pixel(x, 1.2, 1, 1, 0), (120, 180, 240), atol=1)  # b x
+    assert np.allclose(_pixel(x, 1.5, 1, 1, 0), (150, 225, 255), atol=1)  # clipped at 255
+    # contrast 0.5 about the mean luma (the pixel's own, 141): 0.5 x + 0.5 * 141
+    assert np.allclose(_pixel(x, 1, 0.5, 1, 0), (120.5, 145.5, 170.5), atol=1)
+    # saturation 0: the pixel's grey; saturation 2: 2 x - grey
+    assert np.allclose(_pixel(x, 1, 1, 0, 0), (140.75,) * 3, atol=1)
+    assert np.allclose(_pixel(x, 1, 1, 2, 0), (59.25, 159.25, 255), atol=1)
+    # a hue shift turns the colour about the grey axis: the channel mean (150) and the
+    # distance from grey stay, grey stays grey; a full turn is the identity
+    turned = _pixel(x, 1, 1, 1, 0.25)
+    assert abs(turned.mean() - 150) <= 1
+    assert abs(np.linalg.norm(turned - turned.mean()) - np.linalg.norm(np.subtract(x, 150))) <= 2
+    assert not np.allclose(turned, x, atol=5)
+    assert np.allclose(_pixel(x, 1, 1, 1, 1.0), x, atol=1)
+    assert np.allclose(_pixel((90, 90, 90), 1, 1, 1, 0.25), (90, 90, 90), atol=1)
+
+
+def test_colour_jitter_matches_torchvisions_adjustments():
+    import torchvision.transforms.functional as TF
+
+    image = _photo("astronaut")
+    # brightness, contrast and saturation alone: the same blends, within rounding (theirs
+    # rounds after each step, ours once)
+    for b, c, s in [(1.2, 1, 1), (1, 0.8, 1), (1, 1, 1.3), (0.8, 1.2, 0.7)]:
+        steps = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, b), c), s)
+        difference = np.asarray(colour_jitter(image, b, c, s, 0), float) - np.asarray(steps)
+        assert np.abs(difference).mean() < 1.5, (b, c, s)
+    # the hue: HSV hue of the coloured pixels moves by about h, in the same direction
+    hsv = np.asarray(image.convert("HSV"), dtype=float)
+    coloured = (hsv[..., 1] > 80) & (hsv[..., 2] > 60)
+    for h in (0.03, -0.03, 0.1):
+        for turned in (colour_jitter(image, 1, 1, 1, h), TF.adjust_hue(image, h)):
+            moved = np.asarray(turned.convert("HSV"), dtype=float)[..., 0] - hsv[..., 0]
+            moved = ((moved + 128) % 256 - 128) / 256  # Pillow's hue: 0..255 for the circle
+            assert abs(np.median(moved[coloured]) - h) < 0.01, h
 
 
 def test_augment_image_keeps_a_flat_grey_image_grey():
