@@ -13,6 +13,7 @@ each click.
 from __future__ import annotations
 
 import importlib.util
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -142,10 +143,24 @@ def explorer(rendered):
 
 
 def _shown(session: Browser) -> list[int]:
-    return [
-        int(session.attribute(e, "data-component-id"))
-        for e in session.find_all("#cc-list section.component")
-    ]
+    """The listed components' ids, once two reads 50 ms apart agree.
+
+    The page renders the list again on ``hashchange``, a task after a click, so ids
+    are read in one script (no element can go stale between finding and reading it)
+    and read until the list has settled.
+    """
+    source = (
+        "return Array.from(document.querySelectorAll('#cc-list section.component'), "
+        "e => Number(e.getAttribute('data-component-id')));"
+    )
+    last = session.script(source)
+    for _ in range(40):
+        time.sleep(0.05)
+        now = session.script(source)
+        if now == last:
+            return now
+        last = now
+    return last
 
 
 def _open(explorer, fragment: str = "") -> Browser:

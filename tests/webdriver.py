@@ -127,6 +127,10 @@ class Browser:
         """The DOM property (an href resolved against the page's URL)."""
         return self._session("GET", f"/element/{element}/property/{name}")
 
+    def script(self, source: str):
+        """Run ``source`` (a function body; ``return`` gives its result) in the page at once."""
+        return self._session("POST", "/execute/sync", {"script": source, "args": []})
+
     def displayed(self, selector: str) -> bool:
         return self._session("GET", f"/element/{self.find(selector)}/displayed")
 
