@@ -97,6 +97,16 @@ OPTIONS = declare(
         low=1,
     ),
     Option(
+        "adapt_view_size",
+        None,
+        "embed the head's views at this longer input side, when smaller than the "
+        "backbone's (e.g. 160: about half the views' embedding time; built-in CNN "
+        "backbones only; none: the backbone's size)",
+        "int",
+        low=32,
+        nullable=True,
+    ),
+    Option(
         "adapt_max_images",
         2000,
         "embed the views of a random sample of this many images (none: all)",

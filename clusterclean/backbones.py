@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 __all__ = [
+    "ANY_SIZE_BACKBONES",
     "Backbone",
     "BACKBONES",
     "ResizeCrop",
@@ -48,6 +49,7 @@ __all__ = [
     "load_onnx_backbone",
     "register_backbone",
     "save_random_weights",
+    "smaller_input",
     "BACKBONE_FAMILIES",
     "backbone_families",
     "check_backbone",
@@ -997,6 +999,33 @@ def _timm_family(model_name: str, weights, input_size) -> Backbone:
 def _open_clip_family(model_name: str, weights, input_size) -> Backbone:
     """``open_clip:ViT-B-32/laion2b_s34b_b79k`` (model/pretrained tag): an OpenCLIP image tower."""
     return _hub_backbone("open_clip", model_name, weights, input_size)
+
+
+#: Built-in backbones whose network takes any input size (convolutions, then a global
+#: pooling), so :func:`smaller_input` may shrink their input (the head's views).
+ANY_SIZE_BACKBONES = frozenset(
+    {
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "efficientnet_lite0",
+        "osnet_x1_0",
+        "osnet_x0_25",
+        "resnet50_bnneck",
+    }
+)
+
+
+def smaller_input(input_size: tuple[int, int], longer_side: int) -> tuple[int, int] | None:
+    """``input_size`` scaled so its longer side is ``longer_side``; None when that is not smaller.
+
+    ``(224, 224)`` at 160 is ``(160, 160)``; a 256x128 person crop is ``(160, 80)``.
+    """
+    if longer_side >= max(input_size):
+        return None
+    scale = longer_side / max(input_size)
+    return tuple(max(16, round(side * scale)) for side in input_size)
 
 
 def available_backbones() -> list[str]:

@@ -387,6 +387,7 @@ class LoadedModel:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
         self._loaded: tuple[Backbone, Engine] | None = None
+        self._smaller: tuple[Backbone, Engine] | None = None
 
     def load(self) -> tuple[Backbone, Engine]:
         """``(backbone, engine)`` of the config's backbone, weights, device and engine."""
@@ -399,6 +400,38 @@ class LoadedModel:
             backbone = resolve_backbone(config.backbone, config.weights, config.device, "run")
             self._loaded = backbone, load_engine(backbone, engine=config.engine)
         return self._loaded
+
+    def load_smaller(self, longer_side: int | None) -> tuple[Backbone, Engine]:
+        """The backbone with an input whose longer side is ``longer_side``, and its engine.
+
+        The head's views need not be embedded at the images' size: the head learns
+        what stays the same across views, and a view at 160x160 costs about half the
+        forward pass (and half the augmentation) of one at 224x224. Only a built-in
+        backbone whose network takes any size (``ANY_SIZE_BACKBONES``) is shrunk; with
+        ``longer_side`` None or not smaller, or any other backbone, :meth:`load`'s.
+        """
+        from .backbones import ANY_SIZE_BACKBONES, load_backbone, smaller_input
+        from .engine import load_engine
+
+        backbone, engine = self.load()
+        name = self.config.backbone
+        size = None if longer_side is None else smaller_input(backbone.input_size, longer_side)
+        if size is None:
+            return backbone, engine
+        if not (isinstance(name, str) and name in ANY_SIZE_BACKBONES):
+            logger.info(
+                "views: embedded at the backbone's own size %dx%d (adapt_view_size applies "
+                "to the built-in CNN backbones only)",
+                *backbone.input_size,
+            )
+            return backbone, engine
+        if self._smaller is None or self._smaller[0].input_size != size:
+            config = self.config
+            smaller = load_backbone(
+                name, weights=config.weights, device=config.device, input_size=size
+            )
+            self._smaller = smaller, load_engine(smaller, engine=config.engine)
+        return self._smaller
 
 
 def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress: bool) -> Neighbors:
@@ -763,7 +796,13 @@ def adapt_vectors(
             )
         groups = dataset.table["group"].to_numpy(dtype=object)
     views = _embed_views(
-        dataset, config, config.adapt_views, config.adapt_max_images, progress, model
+        dataset,
+        config,
+        config.adapt_views,
+        config.adapt_max_images,
+        progress,
+        model,
+        view_size=config.adapt_view_size,
     )
     adaptation = fit_adaptation(
         vectors,
@@ -784,12 +823,15 @@ def _embed_views(
     max_images,
     progress: bool,
     model: LoadedModel | None,
+    *,
+    view_size: int | None = None,
 ):
     """Augmented views of the images through the run's loaded backbone and engine, with its
-    embedding options (and its embedding cache)."""
+    embedding options (and its embedding cache); with ``view_size``, the backbone at that
+    smaller input (:meth:`LoadedModel.load_smaller`)."""
     from .views import embed_views
 
-    backbone, engine = (model or LoadedModel(config)).load()
+    backbone, engine = (model or LoadedModel(config)).load_smaller(view_size)
     return embed_views(
         dataset,
         backbone=backbone,

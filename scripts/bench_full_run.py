@@ -11,7 +11,9 @@ time, its workers' included, and its peak memory are its own):
 - ``run_default``: ``clusterclean.run`` with the defaults: the same plus the projection
   head (``adapt="auto"``: 2 augmented views of up to 2,000 images, embedded and trained on);
 - with ``--cache``, ``run_default_rerun``: the default run again with ``cache_dir`` filled
-  by a first (unmeasured) run with the same files: what a user's second run costs.
+  by a first (unmeasured) run with the same files: what a user's second run costs;
+- with ``--view-size N`` (or ``none``), ``run_view_size``: the default run with
+  ``adapt_view_size=N``, the head's views at another input size.
 
 Prints each run, the medians (seconds, images/s, user and system CPU seconds), the ratios
 ``run_default / embed_only`` and ``run_default / run_no_head``, and the default run's
@@ -61,7 +63,7 @@ def write_labels(paths: list[str], folder: Path, seed: int = 0) -> Path:
     return path
 
 
-def _child(variant: str, folder: Path, scratch: Path) -> None:
+def _child(variant: str, folder: Path, scratch: Path, view_size: int | None) -> None:
     import clusterclean as cc
 
     images, labels = folder / "jpegs", folder / "labels.csv"
@@ -75,6 +77,8 @@ def _child(variant: str, folder: Path, scratch: Path) -> None:
         options = {"adapt": "none"} if variant == "run_no_head" else {}
         if variant == "run_default_rerun":
             options["cache_dir"] = folder / "cache"
+        if variant == "run_view_size":
+            options["adapt_view_size"] = view_size
         report = cc.run(images, labels, out=out, progress=False, **options)
         timings = report.run_info.timings
         adaptation = report.run_info.adaptation
@@ -94,9 +98,15 @@ def _child(variant: str, folder: Path, scratch: Path) -> None:
     print(json.dumps(result))
 
 
-def _measure(variant: str, folder: Path) -> dict:
+def _view_size(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _measure(variant: str, folder: Path, view_size: str | None = None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         command = [sys.executable, __file__, "--child", variant, "--folder", str(folder)]
+        if view_size is not None:
+            command += ["--view-size", view_size]
         done = subprocess.run(
             [*command, "--scratch", scratch], check=True, capture_output=True, text=True
         )
@@ -111,11 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", action="store_true", help="also measure a cached rerun")
     parser.add_argument("--folder", type=Path, default=None, help="keep/reuse the JPEGs here")
     parser.add_argument("--json", type=Path, default=Path("bench_full_run.json"))
-    parser.add_argument("--child", choices=[*VARIANTS, "run_default_rerun"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--view-size", help="also the default run with adapt_view_size=VALUE (an int or none)"
+    )
+    parser.add_argument(
+        "--child",
+        choices=[*VARIANTS, "run_default_rerun", "run_view_size"],
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--scratch", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.child, args.folder, args.scratch)
+        view_size = None if args.view_size is None else _view_size(args.view_size)
+        _child(args.child, args.folder, args.scratch, view_size)
         return 0
 
     import clusterclean
@@ -129,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
             extra.unlink()  # a kept folder of more images: the run reads the whole folder
         write_labels(paths, folder)
         variants = [*VARIANTS, "run_default_rerun"] if args.cache else list(VARIANTS)
+        if args.view_size is not None:
+            _view_size(args.view_size)  # a bad value fails here, not in a child
+            variants.append("run_view_size")
         if args.cache:  # fill the cache once, with the images' and the views' vectors
             shutil.rmtree(folder / "cache", ignore_errors=True)
             _measure("run_default_rerun", folder)
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, list[dict]] = {v: [] for v in variants}
         for repeat in range(args.repeats):
             for variant in variants:
-                result = _measure(variant, folder)
+                result = _measure(variant, folder, args.view_size)
                 runs[variant].append(result)
                 print(
                     f"run {repeat + 1}/{args.repeats} {variant}: {result['seconds']:.1f} s "
@@ -179,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
             ["scripts/bench_full_run.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     }
+    if args.view_size is not None:
+        result["view_size"] = args.view_size
+        result["run_view_size_over_embed_only"] = (
+            medians["run_view_size"]["seconds"] / medians["embed_only"]["seconds"]
+        )
     if args.cache:
         result["run_default_rerun_over_embed_only"] = (
             medians["run_default_rerun"]["seconds"] / medians["embed_only"]["seconds"]
@@ -193,6 +219,17 @@ def main(argv: list[str] | None = None) -> int:
         f"run_default / run_no_head = {result['run_default_over_run_no_head']:.2f}; "
         f"stages of run_default (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
     )
+    if args.view_size is not None:
+        view_stages = {
+            stage: statistics.median(r["timings"][stage] for r in runs["run_view_size"])
+            for stage in runs["run_view_size"][0]["timings"]
+        }
+        result["median_stage_seconds_run_view_size"] = view_stages
+        print(
+            f"run_view_size (adapt_view_size={args.view_size}) / embed_only = "
+            f"{result['run_view_size_over_embed_only']:.2f}; its stages (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in view_stages.items())
+        )
     write_result(args.json, result)
     return 0
 

@@ -381,3 +381,52 @@ def test_related_groups_only_the_images_with_views():
     related = _related(embeddings, np.array([0, 1, 2]), config)
     assert related[3] is None and related[4] is None  # not trained on: not grouped
     assert related[0] == related[1] != related[2]
+
+
+def test_the_heads_views_use_a_smaller_input_of_an_any_size_backbone(caplog):
+    import torch
+    from tiny_model import PooledConv
+    from torchvision import transforms as T
+
+    from clusterclean.pipeline import LoadedModel
+
+    model = LoadedModel(cc.RunConfig(backbone="efficientnet_lite0"))
+    full, full_engine = model.load()
+    assert model.load_smaller(None) == (full, full_engine)
+    assert model.load_smaller(224) == (full, full_engine)  # not smaller
+    small, small_engine = model.load_smaller(160)
+    assert small.input_size == (160, 160) and small.dim == full.dim
+    assert small.weights_id == full.weights_id
+    assert model.load_smaller(160)[0] is small  # loaded once
+    vectors = small_engine(torch.rand(2, 3, 160, 160))
+    assert vectors.shape == (2, full.dim)
+    from PIL import Image
+
+    assert tuple(small.transform(Image.new("RGB", (64, 48))).shape) == (3, 160, 160)
+
+    # a backbone that is not a built-in CNN keeps its size, and the log says so
+    module = cc.Backbone.from_module(PooledConv(), T.Compose([T.CenterCrop(32), T.ToTensor()]))
+    own = LoadedModel(cc.RunConfig(backbone=module))
+    with caplog.at_level("INFO", logger="clusterclean.pipeline"):
+        assert own.load_smaller(16) == own.load()
+    assert "backbone's own size 32x32" in caplog.text
+
+
+def test_run_embeds_the_heads_views_at_adapt_view_size(tmp_path, caplog):
+    labels = _write_views(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    heads = {}
+    for size in (None, 160):
+        with caplog.at_level("INFO", logger="clusterclean.views"):
+            caplog.clear()
+            report = cc.run(
+                tmp_path / "images", tmp_path / "labels.csv", adapt_view_size=size, **ADAPT
+            )
+        assert report.run_info["parameters"]["adapt_view_size"] == size
+        heads[size] = report.adaptation
+        # the images keep the backbone's 224x224 input either way
+        assert report.embeddings.backbone == "efficientnet_lite0"
+        assert "views: embedded 2 views of 12 images" in caplog.text
+    # other views (160x160 inputs), so another head; same shapes and training
+    assert heads[160].summary()["n_view_images"] == heads[None].summary()["n_view_images"]
+    assert not np.allclose(heads[160].weights[0], heads[None].weights[0])

@@ -17,11 +17,13 @@ import torchvision
 from PIL import Image
 
 from clusterclean.backbones import (
+    ANY_SIZE_BACKBONES,
     BACKBONES,
     Backbone,
     _reid_networks,
     available_backbones,
     load_backbone,
+    smaller_input,
 )
 from clusterclean.errors import InvalidInputError, WeightsUnavailableError
 
@@ -360,3 +362,22 @@ def test_reid_checkpoint_for_another_architecture(tmp_path):
         load_backbone("osnet_x1_0", weights=path)
     assert "does not fit backbone 'osnet_x1_0': keys" in str(err.value)
     assert "wrong shape (first: conv1.conv.weight" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("size", "longer_side", "expected"),
+    [
+        ((224, 224), 160, (160, 160)),
+        ((256, 128), 160, (160, 80)),  # a person crop keeps its 2:1 shape
+        ((224, 224), 128, (128, 128)),
+        ((240, 200), 180, (180, 150)),
+        ((224, 224), 224, None),  # not smaller: the backbone's own size
+        ((224, 224), 300, None),
+    ],
+)
+def test_smaller_input_scales_the_longer_side(size, longer_side, expected):
+    assert smaller_input(size, longer_side) == expected
+
+
+def test_any_size_backbones_are_registered_names():
+    assert ANY_SIZE_BACKBONES <= set(BACKBONES)
