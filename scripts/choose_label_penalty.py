@@ -1,20 +1,26 @@
-"""Choose label_penalty / label_tolerance by leave-one-dataset-out on the suite's reports.
+"""Choose label_penalty / label_tolerance (or any grouping option) leave-one-dataset-out.
 
 Re-groups saved suite reports (``scripts/suite.py run`` writes them) with every
-(label_penalty, label_tolerance) of a grid, reusing each report's backbone
-vectors, projection head and refinement, so nothing is embedded or trained
-again. For each dataset left out, the setting with the best mean suspected-cell
-F1 on the others is chosen and its figures on the one left out are reported.
+(label_penalty, label_tolerance) of a grid, or with ``--grid NAME=V1,V2`` (repeatable:
+every combination) any other option that acts after the head, reusing each report's
+backbone vectors, projection head and refinement, so nothing is embedded or trained
+again (the head stays the one trained at the report's settings: an approximation for
+options that also shape its training pairs). For each dataset left out, the setting
+with the best mean suspected-cell F1 on the others is chosen and its figures on the
+one left out are reported, beside ``--reference`` (the default).
 
 python scripts/choose_label_penalty.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
     --out docs/suite/label_penalty_s0.json
 python scripts/choose_label_penalty.py --reports /tmp/suite-work/s1 --data /tmp/suite/s1 \\
     --only 0.15,2 --out docs/suite/label_penalty_s1.json   # held-out seed: the chosen one
+python scripts/choose_label_penalty.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
+    --grid min_cosine=0.4,0.5,0.6 --reference min_cosine=0.5 --out /tmp/min_cosine_s0.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -34,8 +40,28 @@ from clusterclean.refine import load_refinement  # noqa: E402
 GRID = ((0.0, 1), (0.08, 0), (0.08, 1), (0.15, 1), (0.15, 2), (0.3, 1), (0.3, 2))
 
 
-def regroup(folder: Path, data: Path, grid) -> dict[str, dict]:
-    """Figures of one saved report re-grouped at every setting of ``grid``."""
+def penalty_settings(grid) -> dict[str, dict]:
+    """``{"PENALTY,TOLERANCE": options}`` of label-penalty pairs."""
+    return {
+        f"{penalty:g},{tolerance}": {"label_penalty": penalty, "label_tolerance": tolerance}
+        for penalty, tolerance in grid
+    }
+
+
+def grid_settings(items: list[str]) -> dict[str, dict]:
+    """``NAME=V1,V2`` items -> every combination, labelled ``NAME=V;NAME2=W``."""
+    axes = []
+    for item in items:
+        name, _, values = item.partition("=")
+        axes.append([(name, text, json.loads(text)) for text in values.split(",")])
+    return {
+        ";".join(f"{n}={text}" for n, text, _ in combo): {n: v for n, _, v in combo}
+        for combo in itertools.product(*axes)
+    }
+
+
+def regroup(folder: Path, data: Path, settings: dict[str, dict]) -> dict[str, dict]:
+    """Figures of one saved report re-grouped at every setting (label -> run options)."""
     report = cc.read_report(folder)
     name = folder.name.removesuffix("-report")
     truth = pd.read_csv(data / name / "truth.csv")
@@ -44,7 +70,7 @@ def regroup(folder: Path, data: Path, grid) -> dict[str, dict]:
     adaptation = load_adaptation(head) if head.exists() else None
     refinement = load_refinement(folder / "refinement.npz")
     rows = {}
-    for penalty, tolerance in grid:
+    for label, options in settings.items():
         started = time.perf_counter()
         again = cc.run(
             labels=report.dataset,
@@ -53,13 +79,12 @@ def regroup(folder: Path, data: Path, grid) -> dict[str, dict]:
             refinement=refinement,
             adapt="views" if adaptation is not None else "none",
             progress=False,
-            label_penalty=penalty,
-            label_tolerance=tolerance,
+            **options,
         )
         row = dict(measure(again, truth, planted), seconds=round(time.perf_counter() - started, 2))
-        rows[f"{penalty:g},{tolerance}"] = row
+        rows[label] = row
         print(
-            f"{name:13s} penalty {penalty:<5g} tolerance {tolerance}  pair F1 "
+            f"{name:13s} {label:24s}  pair F1 "
             f"{row['pair_f1']:.3f}  cell P {row['cell_precision']:.3f} R "
             f"{row['cell_recall']:.3f} F1 {row['cell_f1']:.3f}  P@100 "
             f"{row['precision_at_100']:.2f}",
@@ -68,23 +93,31 @@ def regroup(folder: Path, data: Path, grid) -> dict[str, dict]:
     return name, rows
 
 
-def best_setting(results: dict[str, dict[str, dict]], datasets: list[str]) -> str:
-    """The setting with the best mean suspected-cell F1 over ``datasets``."""
-    settings = results[datasets[0]].keys()
-    return max(settings, key=lambda s: sum(results[d][s]["cell_f1"] for d in datasets))
+def best_setting(
+    results: dict[str, dict[str, dict]], datasets: list[str], prefer: str | None = None
+) -> str:
+    """The setting with the best mean suspected-cell F1 over ``datasets``; on a tie (within
+    1e-9), ``prefer`` (the default: a tie is no reason to move it), else the first listed."""
+    settings = list(results[datasets[0]])
+    if prefer in settings:
+        settings.insert(0, settings.pop(settings.index(prefer)))
+    score = {s: sum(results[d][s]["cell_f1"] for d in datasets) for s in settings}
+    top = max(score.values())
+    return next(s for s in settings if score[s] >= top - 1e-9)
 
 
-def leave_one_out(results: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """For each dataset: the setting the others choose (best mean cell F1) and its figures."""
+def leave_one_out(results: dict[str, dict[str, dict]], reference: str = "0,1") -> dict[str, dict]:
+    """For each dataset: the setting the others choose (best mean cell F1) and its figures,
+    beside those of ``reference`` (``off``; for the label penalty, no penalty)."""
     chosen = {}
     for held in results:
         others = [d for d in results if d != held]
-        best = best_setting(results, others)
+        best = best_setting(results, others, prefer=reference)
         chosen[held] = {
             "chosen_on": others,
             "setting": best,
             "held_out": results[held][best],
-            "off": results[held]["0,1"],
+            "off": results[held][reference],
         }
     return chosen
 
@@ -95,22 +128,35 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", help="PENALTY,TOLERANCE: that one (and off), not the grid")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="another option's values instead of the label-penalty grid (repeatable)",
+    )
+    parser.add_argument("--reference", help="with --grid: the default's label, e.g. NAME=V")
     args = parser.parse_args(argv)
     logging.getLogger("clusterclean").setLevel(logging.ERROR)
-    grid = GRID
+    grid, reference = GRID, "0,1"
     if args.only:
         penalty, tolerance = args.only.split(",")
         grid = ((0.0, 1), (float(penalty), int(tolerance)))
-    results = dict(regroup(f, args.data, grid) for f in sorted(args.reports.glob("*-report")))
-    summary = {"grid": [list(g) for g in grid], "results": results}
+    settings = penalty_settings(grid)
+    if args.grid:
+        settings, reference = grid_settings(args.grid), args.reference
+        if reference not in settings:
+            parser.error(f"--reference must be one of {sorted(settings)}")
+    results = dict(regroup(f, args.data, settings) for f in sorted(args.reports.glob("*-report")))
+    summary = {"grid": settings if args.grid else [list(g) for g in grid], "results": results}
     if not args.only and len(results) > 1:
-        summary["leave_one_dataset_out"] = leave_one_out(results)
-        overall = best_setting(results, list(results))
+        summary["leave_one_dataset_out"] = leave_one_out(results, reference)
+        overall = best_setting(results, list(results), prefer=reference)
         summary["best_on_all"] = overall
         for held, row in summary["leave_one_dataset_out"].items():
             print(
                 f"left out {held}: chosen {row['setting']} -> cell F1 "
-                f"{row['held_out']['cell_f1']:.3f} (off: {row['off']['cell_f1']:.3f})"
+                f"{row['held_out']['cell_f1']:.3f} ({reference}: {row['off']['cell_f1']:.3f})"
             )
         print(f"best mean cell F1 over all: {overall}")
     args.out.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")

@@ -16,8 +16,11 @@ no identity column), ``truth.csv`` (``image``, ``group`` = the identity, true
 labels) and ``planted.csv`` (the wrong cells: ``image_id``, ``attribute``,
 ``true_label``, ``given_label``), plus ``dataset.json``.
 
-Seeds: seed 0 is the development seed (defaults are chosen on it); the figures
-reported in the README come from other seeds (``run --seeds 1``).
+Seeds: seed 0 and seeds 100 and up are development seeds (defaults are chosen on
+them); the figures reported in the README come from seeds 1 and 2. One command makes
+any missing dataset, runs them and fills the README's tables::
+
+    .venv/bin/python scripts/suite.py run --seeds 1,2 --out docs/suite --readme
 
 ``run`` runs ``clusterclean.run`` on each dataset as a user would (image files,
 every option at its default, an embedding cache so that reruns do not re-embed),
@@ -25,7 +28,8 @@ then the baseline in the same run: plain FAISS kNN on the same backbone vectors,
 the best cut of a grid chosen with the truth (an oracle), and the minority rule.
 It prints one table per dataset -- pair P/R/F1, P/R/F1 of the flagged cells
 (``is_flagged``), precision@100, seconds -- then precision@k and the precision /
-recall curve over ``confidence`` cuts, and writes ``suite.json`` and ``suite.md``.
+recall curve over ``confidence`` cuts, and writes ``suite_s<seed>.json`` and
+``suite_s<seed>.md`` for each seed (``--readme``: then fills the README's tables).
 ``--config NAME=VALUE`` (repeatable) sets a run option, e.g. ``min_confidence=0.5``.
 
 ``measure`` reads reports a ``run`` already wrote (``--work``) and measures them again,
@@ -507,6 +511,11 @@ def main(argv=None) -> int:
     run.add_argument("--datasets", default=",".join(DATASETS))
     run.add_argument("--out", type=Path, default=Path("docs/suite"))
     run.add_argument("--work", type=Path, default=Path("benchmarks/suite-work"))
+    run.add_argument(
+        "--readme",
+        action="store_true",
+        help="then fill the README's suite tables (needs --out docs/suite)",
+    )
     sub.add_parser("readme", help="fill the README's suite tables from their JSON files")
     again = sub.add_parser("measure", help="measure the reports a run already wrote")
     again.add_argument("--root", type=Path, default=Path("benchmarks/suite"))
@@ -523,8 +532,10 @@ def main(argv=None) -> int:
             help="a run option, e.g. min_confidence=0.5 (repeatable)",
         )
     args = parser.parse_args(argv)
+    readme = ROOT / "README.md"
+    if args.command == "run" and args.readme and args.out.resolve() != ROOT / "docs" / "suite":
+        parser.error("--readme fills the README from docs/suite; give --out docs/suite")
     if args.command == "readme":
-        readme = ROOT / "README.md"
         readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
         print(f"filled the suite tables of {readme}")
         return 0
@@ -548,12 +559,18 @@ def main(argv=None) -> int:
                     make_dataset(name, seed, folder)
                 results[key] = run_dataset(folder, args.work / f"s{seed}", config)
             print(markdown({key: results[key]}), flush=True)
-    text = markdown(results) + "\n" + curve_markdown(results)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "suite.json").write_text(json.dumps(results, indent=2, default=float) + "\n")
-        (args.out / "suite.md").write_text(text)
-    print(text)
+        for seed in sorted({int(key.rpartition("@")[2]) for key in results}):
+            part = {k: v for k, v in results.items() if k.endswith(f"@{seed}")}
+            text = json.dumps(part, indent=2, default=float) + "\n"
+            (args.out / f"suite_s{seed}.json").write_text(text)
+            tables = markdown(part) + "\n" + curve_markdown(part)
+            (args.out / f"suite_s{seed}.md").write_text(tables)
+    print(markdown(results) + "\n" + curve_markdown(results))
+    if args.command == "run" and args.readme:
+        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+        print(f"filled the suite tables of {readme}")
     return 0
 
 
