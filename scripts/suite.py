@@ -29,7 +29,8 @@ the best cut of a grid chosen with the truth (an oracle), and the minority rule.
 It prints one table per dataset -- pair P/R/F1, P/R/F1 of the flagged cells
 (``is_flagged``), precision@100, seconds -- then precision@k and the precision /
 recall curve over ``confidence`` cuts, and writes ``suite_s<seed>.json`` and
-``suite_s<seed>.md`` for each seed (``--readme``: then fills the README's tables).
+``suite_s<seed>.md`` for each seed (a run of some datasets replaces their rows and keeps
+the others'; ``--readme``: then fills the README's tables).
 ``--config NAME=VALUE`` (repeatable) sets a run option, e.g. ``min_confidence=0.5``.
 
 ``measure`` reads reports a ``run`` already wrote (``--work``) and measures them again,
@@ -562,9 +563,14 @@ def main(argv=None) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         for seed in sorted({int(key.rpartition("@")[2]) for key in results}):
-            part = {k: v for k, v in results.items() if k.endswith(f"@{seed}")}
+            # a run of some datasets replaces their rows and keeps the others'
+            file = args.out / f"suite_s{seed}.json"
+            part = json.loads(file.read_text()) if file.exists() else {}
+            part.update({k: v for k, v in results.items() if k.endswith(f"@{seed}")})
+            order = {name: i for i, name in enumerate(DATASETS)}
+            part = dict(sorted(part.items(), key=lambda kv: order.get(kv[0].partition("@")[0], 99)))
             text = json.dumps(part, indent=2, default=float) + "\n"
-            (args.out / f"suite_s{seed}.json").write_text(text)
+            file.write_text(text)
             tables = markdown(part) + "\n" + curve_markdown(part)
             (args.out / f"suite_s{seed}.md").write_text(tables)
     print(markdown(results) + "\n" + curve_markdown(results))
