@@ -179,11 +179,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         for v in variants
     }
+
+    def median_stages(variant: str) -> dict[str, float]:
+        """Each stage's median seconds over the variant's runs (run.json timings)."""
+        return {
+            stage: statistics.median(r["timings"][stage] for r in runs[variant])
+            for stage in runs[variant][0]["timings"]
+        }
+
     default = medians["run_default"]["seconds"]
-    stages = {
-        stage: statistics.median(r["timings"][stage] for r in runs["run_default"])
-        for stage in runs["run_default"][0]["timings"]
-    }
+    stages = median_stages("run_default")
     result = {
         "n_images": args.n_images,
         "image_size": [width, height],
@@ -220,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         f"stages of run_default (s): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())
     )
     if args.view_size is not None:
-        view_stages = {
-            stage: statistics.median(r["timings"][stage] for r in runs["run_view_size"])
-            for stage in runs["run_view_size"][0]["timings"]
-        }
+        view_stages = median_stages("run_view_size")
         result["median_stage_seconds_run_view_size"] = view_stages
         print(
             f"run_view_size (adapt_view_size={args.view_size}) / embed_only = "

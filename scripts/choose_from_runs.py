@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from choose_label_penalty import best_setting, leave_one_out  # noqa: E402
+from choose_label_penalty import best_setting, leave_one_out, print_choice  # noqa: E402
 
 FIGURES = ("pair_f1", "cell_precision", "cell_recall", "cell_f1", "precision_at_100")
 
@@ -66,13 +66,8 @@ def main(argv=None) -> int:
                 f"{row['cell_precision']:.3f} R {row['cell_recall']:.3f} F1 {row['cell_f1']:.3f}"
             )
     chosen = leave_one_out(results, reference=args.reference)
-    for held, row in chosen.items():
-        print(
-            f"left out {held}: chosen {row['setting']} -> cell F1 {row['held_out']['cell_f1']:.3f}"
-            f" ({args.reference}: {row['off']['cell_f1']:.3f})"
-        )
     overall = best_setting(results, datasets, prefer=args.reference)
-    print(f"best mean cell F1 over all: {overall}")
+    print_choice(chosen, args.reference, overall)
     summary = {
         "reference": args.reference,
         "files": {item.partition("=")[0]: item.partition("=")[2].split(",") for item in args.value},

@@ -122,6 +122,16 @@ def leave_one_out(results: dict[str, dict[str, dict]], reference: str = "0,1") -
     return chosen
 
 
+def print_choice(chosen: dict[str, dict], reference: str, overall: str) -> None:
+    """Print each fold's choice and its held-out cell F1 beside the reference's."""
+    for held, row in chosen.items():
+        print(
+            f"left out {held}: chosen {row['setting']} -> cell F1 "
+            f"{row['held_out']['cell_f1']:.3f} ({reference}: {row['off']['cell_f1']:.3f})"
+        )
+    print(f"best mean cell F1 over all: {overall}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=Path, required=True)
@@ -153,12 +163,7 @@ def main(argv=None) -> int:
         summary["leave_one_dataset_out"] = leave_one_out(results, reference)
         overall = best_setting(results, list(results), prefer=reference)
         summary["best_on_all"] = overall
-        for held, row in summary["leave_one_dataset_out"].items():
-            print(
-                f"left out {held}: chosen {row['setting']} -> cell F1 "
-                f"{row['held_out']['cell_f1']:.3f} ({reference}: {row['off']['cell_f1']:.3f})"
-            )
-        print(f"best mean cell F1 over all: {overall}")
+        print_choice(summary["leave_one_dataset_out"], reference, overall)
     args.out.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0

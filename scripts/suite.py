@@ -499,6 +499,18 @@ def fill_readme(text: str, root: Path) -> str:
     return fill_blocks(text, "suite", table)
 
 
+def tables(results: dict) -> str:
+    """The per-dataset table, then precision@k and the confidence curves."""
+    return markdown(results) + "\n" + curve_markdown(results)
+
+
+def write_readme() -> None:
+    """Fill the README's suite tables from docs/suite's JSON files."""
+    readme = ROOT / "README.md"
+    readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
+    print(f"filled the suite tables of {readme}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -533,12 +545,10 @@ def main(argv=None) -> int:
             help="a run option, e.g. min_confidence=0.5 (repeatable)",
         )
     args = parser.parse_args(argv)
-    readme = ROOT / "README.md"
     if args.command == "run" and args.readme and args.out.resolve() != ROOT / "docs" / "suite":
         parser.error("--readme fills the README from docs/suite; give --out docs/suite")
     if args.command == "readme":
-        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
-        print(f"filled the suite tables of {readme}")
+        write_readme()
         return 0
     config = _config(args.config) if args.command in ("run", "measure") else {}
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -562,21 +572,18 @@ def main(argv=None) -> int:
             print(markdown({key: results[key]}), flush=True)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
+        order = {name: i for i, name in enumerate(DATASETS)}
         for seed in sorted({int(key.rpartition("@")[2]) for key in results}):
             # a run of some datasets replaces their rows and keeps the others'
             file = args.out / f"suite_s{seed}.json"
             part = json.loads(file.read_text()) if file.exists() else {}
             part.update({k: v for k, v in results.items() if k.endswith(f"@{seed}")})
-            order = {name: i for i, name in enumerate(DATASETS)}
             part = dict(sorted(part.items(), key=lambda kv: order.get(kv[0].partition("@")[0], 99)))
-            text = json.dumps(part, indent=2, default=float) + "\n"
-            file.write_text(text)
-            tables = markdown(part) + "\n" + curve_markdown(part)
-            (args.out / f"suite_s{seed}.md").write_text(tables)
-    print(markdown(results) + "\n" + curve_markdown(results))
+            file.write_text(json.dumps(part, indent=2, default=float) + "\n")
+            (args.out / f"suite_s{seed}.md").write_text(tables(part))
+    print(tables(results))
     if args.command == "run" and args.readme:
-        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), ROOT), encoding="utf-8")
-        print(f"filled the suite tables of {readme}")
+        write_readme()
     return 0
 
 

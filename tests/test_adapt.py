@@ -385,6 +385,7 @@ def test_related_groups_only_the_images_with_views():
 
 def test_the_heads_views_use_a_smaller_input_of_an_any_size_backbone(caplog):
     import torch
+    from PIL import Image
     from tiny_model import PooledConv
     from torchvision import transforms as T
 
@@ -400,8 +401,6 @@ def test_the_heads_views_use_a_smaller_input_of_an_any_size_backbone(caplog):
     assert model.load_smaller(160)[0] is small  # loaded once
     vectors = small_engine(torch.rand(2, 3, 160, 160))
     assert vectors.shape == (2, full.dim)
-    from PIL import Image
-
     assert tuple(small.transform(Image.new("RGB", (64, 48))).shape) == (3, 160, 160)
 
     # a backbone that is not a built-in CNN keeps its size, and the log says so
