@@ -97,6 +97,15 @@ OPTIONS = declare(
         low=1,
     ),
     Option(
+        "adapt_temperature",
+        0.2,
+        "temperature T of the head's contrastive loss (lower: sharper, pushes look-alikes "
+        "further apart)",
+        "float",
+        low=0.001,
+        high=1.0,
+    ),
+    Option(
         "adapt_view_size",
         None,
         "embed the head's views at this longer input side, when smaller than the "

@@ -811,6 +811,7 @@ def adapt_vectors(
         related=_related(vectors, views.rows, config),
         dim=config.adapt_dim,
         epochs=config.adapt_epochs,
+        temperature=config.adapt_temperature,
         seed=config.seed,
     )
     return adaptation.apply(vectors), adaptation

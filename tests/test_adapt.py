@@ -287,7 +287,16 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        ([], {"adapt": "auto", "adapt_views": 2, "adapt_epochs": 30, "adapt_dim": 128}),
+        (
+            [],
+            {
+                "adapt": "auto",
+                "adapt_views": 2,
+                "adapt_epochs": 30,
+                "adapt_dim": 128,
+                "adapt_temperature": 0.2,
+            },
+        ),
         (["--adapt"], {"adapt": "views"}),
         (["--adapt", "none"], {"adapt": "none"}),
         (
@@ -298,6 +307,7 @@ def test_adapt_needs_images_and_the_right_backbone(tmp_path):
             ["--adapt-epochs", "7", "--adapt-max-images", "500"],
             {"adapt_epochs": 7, "adapt_max_images": 500},
         ),
+        (["--adapt-temperature", "0.1"], {"adapt_temperature": 0.1}),
     ],
 )
 def test_cli_flags_reach_the_config(tmp_path, flags, expected):
@@ -429,3 +439,23 @@ def test_run_embeds_the_heads_views_at_adapt_view_size(tmp_path, caplog):
     # other views (160x160 inputs), so another head; same shapes and training
     assert heads[160].summary()["n_view_images"] == heads[None].summary()["n_view_images"]
     assert not np.allclose(heads[160].weights[0], heads[None].weights[0])
+
+
+def test_run_trains_the_head_at_adapt_temperature(tmp_path):
+    labels = _write_views(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(InvalidInputError, match="'adapt_temperature' parameter of run"):
+        cc.RunConfig(adapt_temperature=0.0)
+    heads = {}
+    for temperature in (0.2, 0.05):
+        report = cc.run(
+            tmp_path / "images",
+            tmp_path / "labels.csv",
+            adapt_temperature=temperature,
+            **ADAPT,
+        )
+        assert report.run_info["parameters"]["adapt_temperature"] == temperature
+        assert report.adaptation.summary()["temperature"] == temperature
+        heads[temperature] = report.adaptation
+    # the same views and batches, another loss: another head
+    assert not np.allclose(heads[0.05].weights[0], heads[0.2].weights[0])
