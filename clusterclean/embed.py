@@ -156,8 +156,10 @@ OPTIONS = declare(
 
 logger = logging.getLogger(__name__)
 
-#: Images at most this many: no worker processes (starting them costs more than they save).
-_TINY_INPUT = 64
+#: Inputs at most this many: no worker processes. Starting them costs about as much as they
+#: save: at 256 images, 198 img/s without workers against 188 with two; at 512 the workers
+#: win by 5-10 % (docs/perf/workers_s25); without them the demo's system time halves.
+_TINY_INPUT = 256
 
 
 @dataclass(frozen=True)
@@ -393,8 +395,8 @@ def backbone_name(backbone: str | Backbone) -> str:
 def plan_workers(n_images: int, engine: Engine, *, num_workers: int | None = None) -> int:
     """Decoding worker processes for ``n_images`` images run by ``engine``.
 
-    ``num_workers`` when given; else none for at most 64 images (starting a worker
-    costs more than it saves), else:
+    ``num_workers`` when given; else none for at most 256 inputs (starting a worker
+    costs about what it saves), else:
 
     - an engine that workers may run themselves (ONNX Runtime): one worker per engine
       thread (by default one per core). Each worker decodes its batch, transforms it and
@@ -757,7 +759,7 @@ def embed_images(
     num_workers : int, optional
         Worker processes that decode images (and, with ONNX Runtime, run the
         model on them). Default (:func:`plan_workers`): one per core with ONNX
-        Runtime, ``min(4, cores - 1)`` with torch, and 0 for at most 64 images.
+        Runtime, ``min(4, cores - 1)`` with torch, and 0 for at most 256 images.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ...; default the GPU when there is one. On a GPU
         the forward pass runs under float16 autocast.

@@ -91,6 +91,23 @@ def test_hash_images_bytes_and_pixels(files, tmp_path, caplog):
     assert "gone.png" in caplog.text and "broken.png" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("size", "mode"), [((5, 3), "RGB"), ((64, 48), "L"), ((4000, 3000), "RGB")]
+)
+def test_pixel_hash_is_blake2b_of_the_size_and_rgba_bytes(tmp_path, size, mode):
+    import hashlib
+
+    rng = np.random.default_rng(1)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+    image.save(tmp_path / "x.png")
+    expected = hashlib.blake2b(digest_size=16)
+    expected.update(f"{size[0]}x{size[1]}:".encode())
+    expected.update(image.convert("RGBA").tobytes())  # the bytes, copied: the slow way
+    hashes = hash_images([str(tmp_path / "x.png")])
+    assert hashes["pixel_hash"][0] == expected.hexdigest()
+
+
 def test_hash_images_decodes_only_the_images_asked_for(files):
     paths = [files["a.png"], files["b.png"], files["c.bmp"], files["d.png"]]
     hashes = hash_images(paths, pixels=[True, False, True, False])

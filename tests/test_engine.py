@@ -236,7 +236,9 @@ def test_bad_engine_values_are_refused_with_the_valid_ones():
 def test_plan_workers_one_per_core_for_onnxruntime():
     backbone = load_backbone("efficientnet_lite0", device="cpu")
     engine = load_engine(backbone, engine="onnxruntime", threads=4)
-    assert plan_workers(10, engine) == 0  # tiny input: no worker
+    assert plan_workers(10, engine) == 0  # small input: no worker
+    assert plan_workers(256, engine) == 0
+    assert plan_workers(257, engine) >= 1
     assert plan_workers(1000, engine, num_workers=3) == 3
     assert engine.for_workers(2).threads == 2 and engine.for_workers(8).threads == 1
     assert engine.for_workers(2).model == engine.model
