@@ -114,6 +114,24 @@ def _calibration_lines(calibration: dict | None) -> list[str]:
     ]
 
 
+def _grouping_check_lines(check: dict | None) -> list[str]:
+    if not check:
+        return []
+    line = (
+        f"grouping check: labels agree {check['agreement']:.2f} that components are single "
+        f"identities (linked images differ on {check['within_disagreement']:.2f} attributes, "
+        f"nearest images across components on {check['outside_disagreement']:.2f})"
+    )
+    if check["reliable"]:
+        return [line]
+    return [
+        line,
+        f"WARNING: agreement below {check['min_agreement']:g}: many components likely join "
+        "different identities, so many flags are not label errors; improve the grouping first "
+        "(see the README, 'When the grouping check warns')",
+    ]
+
+
 def _say(args: argparse.Namespace, lines: Sequence[str]) -> None:
     """The command's result on stdout, unless -q (only errors)."""
     if not args.quiet:
@@ -171,6 +189,7 @@ def _summary_lines(report, extra_lines: Sequence[str] = ()) -> list[str]:
         )
     lines += [
         *_calibration_lines(s["calibration"]),
+        *_grouping_check_lines(s["grouping_check"]),
         *extra_lines,
     ]
     if s["folder"]:

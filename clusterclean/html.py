@@ -352,6 +352,9 @@ def _summary(report: Report) -> str:
             )
         if report.grouping_issues is not None:
             rows.append(("images grouped with another identity", _num(len(report.grouping_issues))))
+        check = report.run_info.grouping_check
+        if check:
+            rows.append(("grouping check: label agreement", _num(check["agreement"], 2)))
     near = _near_pairs(report)
     dup_rows = []
     dup_rows.append(
@@ -385,13 +388,30 @@ def _summary(report: Report) -> str:
         (_bin_label(low, high), _num(_bin_count(sizes, low, high))) for low, high in _SIZE_BINS
     ]
     return (
-        '<div class="cards"><div class="card"><h3>Counts</h3>'
+        _grouping_warning(report)
+        + '<div class="cards"><div class="card"><h3>Counts</h3>'
         + _table(("", "value"), rows)
         + '</div><div class="card"><h3>Duplicates and leaks</h3>'
         + _table(("", "value"), dup_rows)
         + '</div><div class="card"><h3>Components by size</h3>'
         + _table(("size", "components"), size_rows)
         + "</div></div>"
+    )
+
+
+def _grouping_warning(report: Report) -> str:
+    """A note when the labels suggest that many components join different identities."""
+    check = report.run_info.grouping_check
+    if not check or check["reliable"]:
+        return ""
+    return (
+        '<p class="note" id="grouping-warning"><b>The grouping looks unreliable.</b> Linked '
+        f"images disagree on {check['within_disagreement']:.2f} attributes on average, "
+        f"nearest images of different components on {check['outside_disagreement']:.2f} "
+        f"(label agreement {check['agreement']:.2f}, below {check['min_agreement']:g}). Many "
+        "components likely join different identities, so many suspected cells below are "
+        "differences between identities, not label errors. Improve the grouping first "
+        "(known identities, a backbone made for these images, a higher cut).</p>"
     )
 
 

@@ -52,6 +52,9 @@ class RunRecord(Mapping):
         The kNN index used (:func:`clusterclean.index.choose_index`).
     calibration : dict or None
         ``min_similarity="auto"``'s estimates.
+    grouping_check : dict or None
+        Whether the labels agree that the components are single identities
+        (:func:`clusterclean.trust.check_grouping`); None when too few pairs.
     distributed, incremental : dict or None
         Written by :func:`~clusterclean.distributed.run_distributed` and
         :func:`~clusterclean.incremental.add_images` only.
@@ -78,6 +81,7 @@ class RunRecord(Mapping):
     adaptation: dict[str, Any] | None = None
     index: dict[str, Any] | None = None
     calibration: dict[str, Any] | None = None
+    grouping_check: dict[str, Any] | None = None
     distributed: dict[str, Any] | None = None
     incremental: dict[str, Any] | None = None
     run_id: str | None = None

@@ -55,6 +55,8 @@ __all__ = [
     "cell_confidence",
     "find_grouping_issues",
     "rank_label_issues",
+    "check_grouping",
+    "MIN_GROUPING_AGREEMENT",
 ]
 
 logger = logging.getLogger(__name__)
@@ -330,3 +332,95 @@ def rank_label_issues(
         len(grouping),
     )
     return Trust(label_issues=kept, grouping_issues=grouping)
+
+
+#: Below this label agreement (:func:`check_grouping`) the run warns that many
+#: components may join different identities. Fixed on the suite's development seeds
+#: 0 and 100 before the reported seeds were looked at: the four datasets whose
+#: components are mostly one identity scored 0.79-0.88, the four where most linked
+#: pairs join two identities 0.25-0.50; 0.65 is midway (docs/suite/grouping_check.md).
+MIN_GROUPING_AGREEMENT = 0.65
+#: Fewer linked pairs or nearest outside pairs than this: too few to judge.
+MIN_CHECK_PAIRS = 20
+
+
+def _n_differing(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per pair, the attributes known in both images with different values."""
+    x, y = labels[a], labels[b]
+    return ((x != y) & ~np.isnan(x) & ~np.isnan(y)).sum(axis=1)
+
+
+def check_grouping(
+    labels: np.ndarray,
+    component_ids: np.ndarray,
+    edges: pd.DataFrame,
+    neighbors,
+    *,
+    min_pairs: int = MIN_CHECK_PAIRS,
+) -> dict | None:
+    """How far the labels agree that the components are single identities.
+
+    Linked images of one identity differ only where an annotator erred; images of
+    two look-alike identities differ like an image and its nearest neighbour in
+    another component. So::
+
+        agreement = 1 - D_in / D_out
+
+    with ``D_in`` the mean number of attributes, known in both, on which the two
+    images of a graph edge inside one component differ, and ``D_out`` the same mean
+    between each image and its most similar listed neighbour in another component.
+    Near 1: components disagree far less than neighbours across components (what
+    single identities with a few label errors do); near 0: they disagree as much, so
+    many components join different identities and their suspected cells are
+    disagreements between identities, not label errors. Label errors raise ``D_in``,
+    so the agreement underestimates how pure the components are.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n_images, n_attributes), float, NaN = unknown
+        The attributes that identify (the scored ones, without per-image attributes).
+    component_ids : ndarray of shape (n_images,)
+    edges : pandas.DataFrame
+        ``row_a``, ``row_b``: the graph's edges.
+    neighbors : Neighbors
+        The kNN lists (most similar first; -1 = none).
+    min_pairs : int, default 20
+        Fewer linked pairs or nearest outside pairs than this: None (too few to judge).
+
+    Returns
+    -------
+    dict or None
+        ``agreement``, ``within_disagreement`` (D_in), ``outside_disagreement``
+        (D_out), ``n_within_pairs``, ``n_outside_pairs``, ``min_agreement``
+        (:data:`MIN_GROUPING_AGREEMENT`) and ``reliable`` (agreement >= it); None
+        when there are no attributes, fewer than ``min_pairs`` pairs of either kind,
+        or no outside disagreement at all.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    ids = np.asarray(component_ids)
+    if labels.ndim != 2 or labels.shape[1] == 0:
+        return None
+    a, b = edges["row_a"].to_numpy(np.int64), edges["row_b"].to_numpy(np.int64)
+    inside = ids[a] == ids[b]
+    a, b = a[inside], b[inside]
+    rows = np.asarray(neighbors.indices)
+    other = (rows >= 0) & (ids[np.maximum(rows, 0)] != ids[:, None])
+    has = other.any(axis=1)  # the lists are most similar first: the first one is nearest
+    images = np.flatnonzero(has)
+    nearest = rows[images, other[has].argmax(axis=1)]
+    if min(len(a), len(images)) < min_pairs:
+        return None
+    within = float(_n_differing(labels, a, b).mean())
+    outside = float(_n_differing(labels, images, nearest).mean())
+    if outside == 0:
+        return None
+    agreement = 1.0 - within / outside
+    return {
+        "agreement": round(agreement, 4),
+        "within_disagreement": round(within, 4),
+        "outside_disagreement": round(outside, 4),
+        "n_within_pairs": int(len(a)),
+        "n_outside_pairs": int(len(images)),
+        "min_agreement": MIN_GROUPING_AGREEMENT,
+        "reliable": bool(agreement >= MIN_GROUPING_AGREEMENT),
+    }

@@ -334,7 +334,10 @@ def measure(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
             else len(report.grouping_issues),
             "curve": confidence_curve(issues, planted),
         }
+    agreement, purity = grouping_agreement(report, groups)
     return {
+        "grouping_agreement": agreement,
+        "linked_pair_purity": purity,
         "pair_precision": grouping["pair_precision"],
         "pair_recall": grouping["pair_recall"],
         "pair_f1": grouping["pair_f1"],
@@ -346,6 +349,26 @@ def measure(report, truth: pd.DataFrame, planted: pd.DataFrame) -> dict:
         "precision_at_100": precision_at_k(issues, planted, 100),
         **extra,
     }
+
+
+def grouping_agreement(report, groups: np.ndarray) -> tuple[float | None, float | None]:
+    """The run's label agreement (:func:`clusterclean.trust.check_grouping`; computed from
+    the tables for a report written before the check) and, from the truth, the share of
+    the graph's edges inside a component that join one identity."""
+    from clusterclean.trust import check_grouping
+
+    ids = report.images["component_id"].to_numpy()
+    check = report.run_info.grouping_check
+    if check is None and report.neighbors is not None:
+        excluded = set(report.run_info.excluded_attributes)
+        identity = [i for i, a in enumerate(report.dataset.attributes) if a not in excluded]
+        check = check_grouping(
+            report.dataset.labels[:, identity], ids, report.edges, report.neighbors
+        )
+    a, b = report.edges["row_a"].to_numpy(), report.edges["row_b"].to_numpy()
+    inside = ids[a] == ids[b]
+    purity = float((groups[a] == groups[b])[inside].mean()) if inside.any() else None
+    return (None if check is None else check["agreement"]), purity
 
 
 BASELINE_CUTS = tuple(round(c, 2) for c in np.arange(0.5, 0.99, 0.02))
@@ -406,7 +429,7 @@ def measure_saved(folder: Path, report_dir: Path, config: dict | None = None) ->
     from clusterclean.report import read_report
     from clusterclean.trust import OPTIONS, rank_label_issues
 
-    report = read_report(report_dir, load_embeddings=False)
+    report = read_report(report_dir)  # with the kNN lists, for grouping_agreement
     if "confidence" not in report.label_issues.columns:
         names = {o.name for o in OPTIONS}
         trust = rank_label_issues(

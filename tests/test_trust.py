@@ -16,16 +16,18 @@ from hypothesis import strategies as st
 from planted import make_planted
 
 import clusterclean as cc
-from clusterclean._contracts import Dataset
+from clusterclean._contracts import Dataset, Neighbors
 from clusterclean.cli import build_parser
 from clusterclean.errors import InvalidInputError
 from clusterclean.html import render_html
 from clusterclean.pipeline import summarize
 from clusterclean.trust import (
     FEATURES,
+    MIN_GROUPING_AGREEMENT,
     MODEL,
     cell_confidence,
     cell_features,
+    check_grouping,
     find_grouping_issues,
     rank_label_issues,
 )
@@ -237,3 +239,94 @@ def test_confidence_is_a_probability_and_grows_with_the_votes_against(against, w
     assert ((confidence >= 0) & (confidence <= 1)).all()
     order = np.argsort(against, kind="stable")
     assert (np.diff(confidence[order]) >= 0).all()
+
+
+# --------------------------------------------------------------------------- grouping check
+
+
+def _edges(pairs):
+    return pd.DataFrame(pairs, columns=["row_a", "row_b"])
+
+
+def test_check_grouping_by_hand():
+    labels = np.array([[0, 0], [0, 1], [1, 1], [1, 1], [np.nan, 0]])
+    ids = np.array([0, 0, 1, 1, 2])
+    # (1, 2) crosses components (as after a mixed split): not a linked pair
+    edges = _edges([(0, 1), (2, 3), (1, 2)])
+    neighbors = Neighbors(
+        np.array([[1, 2], [0, 4], [3, -1], [2, 0], [-1, -1]]),
+        np.zeros((5, 2), np.float32),
+    )
+    check = check_grouping(labels, ids, edges, neighbors, min_pairs=2)
+    # inside: (0,1) differ on attr 1, (2,3) on none: D_in = 1/2.
+    # nearest outside: 0->2 (2 differ), 1->4 (attr 0 unknown, attr 1 differs: 1),
+    # 2 has none, 3->0 (2), 4 none: D_out = 5/3.  agreement = 1 - 0.5 / (5/3) = 0.7
+    assert check == {
+        "agreement": 0.7,
+        "within_disagreement": 0.5,
+        "outside_disagreement": round(5 / 3, 4),
+        "n_within_pairs": 2,
+        "n_outside_pairs": 3,
+        "min_agreement": MIN_GROUPING_AGREEMENT,
+        "reliable": True,
+    }
+    assert check_grouping(labels, ids, edges, neighbors, min_pairs=3) is None  # 2 linked pairs
+    assert check_grouping(labels[:, :0], ids, edges, neighbors, min_pairs=1) is None
+    same = np.zeros((5, 2))  # nobody differs from anybody: nothing to compare against
+    assert check_grouping(same, ids, edges, neighbors, min_pairs=1) is None
+    swapped = check_grouping(labels[:, ::-1], ids, edges, neighbors, min_pairs=2)
+    assert swapped == check
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=2**32 - 1),
+    st.integers(min_value=4, max_value=30),
+    st.integers(min_value=1, max_value=5),
+)
+def test_check_grouping_invariants(seed, n, m):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, (n, m)).astype(float)
+    labels[rng.random((n, m)) < 0.2] = np.nan
+    ids = rng.integers(0, max(1, n // 3), n)
+    edges = _edges(rng.integers(0, n, (2 * n, 2)))
+    indices = rng.integers(-1, n, (n, 4))
+    neighbors = Neighbors(indices, np.zeros(indices.shape, np.float32))
+    check = check_grouping(labels, ids, edges, neighbors, min_pairs=1)
+    if check is None:
+        return
+    # at most 1; 1 exactly when linked images never differ; at least 0 and at most m
+    assert check["agreement"] <= 1
+    assert 0 <= check["within_disagreement"] <= m
+    assert 0 < check["outside_disagreement"] <= m
+    assert check["reliable"] == (check["agreement"] >= MIN_GROUPING_AGREEMENT)
+    # renaming the components or reordering the attributes changes nothing
+    order = rng.permutation(m)
+    assert check_grouping(labels[:, order], ids + 7, edges, neighbors, min_pairs=1) == check
+
+
+def test_a_run_warns_when_components_disagree_like_strangers(caplog):
+    from clusterclean.cli import _summary_lines
+
+    data = make_planted(n_groups=40, max_size=6, n_flips=5, seed=7)
+    options = {"label_penalty": 0.0, "detect_varying_attributes": False, "progress": False}
+    clean = cc.run(labels=data.dataset, embeddings=data.embeddings, **options)
+    check = clean.run_info.grouping_check
+    assert check["reliable"] and check["agreement"] > 0.8
+    assert check["n_within_pairs"] >= 20
+    assert not any("WARNING" in line for line in _summary_lines(clean))
+    assert 'id="grouping-warning"' not in render_html(clean)
+    # the same vectors, every image's labels drawn afresh: linked images are strangers
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, data.dataset.labels.shape).astype(np.float32)
+    scrambled = replace(data.dataset, labels=labels)
+    with caplog.at_level("WARNING", logger="clusterclean.pipeline"):
+        mixed = cc.run(labels=scrambled, embeddings=data.embeddings, **options)
+    check = mixed.run_info.grouping_check
+    assert not check["reliable"] and check["agreement"] < 0.3
+    assert "grouping check: linked images disagree" in caplog.text
+    lines = _summary_lines(mixed)
+    assert any(line.startswith("WARNING: agreement below 0.65") for line in lines)
+    assert mixed.run_info["grouping_check"] == check  # written to run.json
+    page = render_html(mixed)
+    assert 'id="grouping-warning"' in page and "The grouping looks unreliable." in page
