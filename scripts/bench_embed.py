@@ -9,6 +9,8 @@ shared machine hits every measurement alike (medians of ``--repeats`` runs):
   and system CPU seconds of the process and its workers;
 - ``bare_engine``: the same engine's forward on pre-made tensors of the same
   shape and batch size (no decoding);
+- ``bare_whole_batch``: the same, each batch in one ONNX Runtime call (before session 26
+  the engine called it so; it now runs ``engine.FORWARD_ROWS`` images at a time);
 - ``torch_eager``: the backbone's torch module on the same tensors with torch's
   threads = the cores (what ``--engine torch`` runs);
 
@@ -135,7 +137,7 @@ def bench_backbone(name: str, paths, args, root: Path) -> dict:
 
     from clusterclean.backbones import load_backbone
     from clusterclean.embed import plan_workers
-    from clusterclean.engine import TorchEngine, load_engine
+    from clusterclean.engine import OnnxRuntimeEngine, TorchEngine, load_engine
 
     weights = args.weights
     if weights is None and name.startswith(("resnet", "osnet")):
@@ -146,18 +148,28 @@ def bench_backbone(name: str, paths, args, root: Path) -> dict:
     workers = plan_workers(len(paths), engine, num_workers=args.workers)
     torch.set_num_threads(threads)
     eager = TorchEngine(backbone.model)
+    whole = OnnxRuntimeEngine(engine.model, threads=threads, rows=args.batch_size)
     runs = []
     for run in range(args.repeats):
         bare = bare_rate(engine, backbone.input_size, args.bare_images, args.batch_size)
+        whole_rate = bare_rate(whole, backbone.input_size, args.bare_images, args.batch_size)
         full = end_to_end(
             backbone, engine, paths, batch_size=args.batch_size, num_workers=args.workers
         )
         torch_rate = bare_rate(eager, backbone.input_size, args.torch_images, args.batch_size)
-        runs.append({"bare_engine": bare, "end_to_end": full, "torch_eager": torch_rate})
+        runs.append(
+            {
+                "bare_engine": bare,
+                "bare_whole_batch": whole_rate,
+                "end_to_end": full,
+                "torch_eager": torch_rate,
+            }
+        )
         print(
             f"{name} run {run + 1}/{args.repeats}: end to end {full['images_per_s']:.1f} img/s "
             f"(user {full['user_s']:.1f} s, sys {full['system_s']:.1f} s), bare ONNX Runtime "
-            f"{bare:.1f}, torch eager {torch_rate:.1f}",
+            f"{bare:.1f} ({whole_rate:.1f} a whole batch per call), torch eager "
+            f"{torch_rate:.1f}",
             flush=True,
         )
     e2e = statistics.median(r["end_to_end"]["images_per_s"] for r in runs)
@@ -188,6 +200,15 @@ def bench_backbone(name: str, paths, args, root: Path) -> dict:
             r["end_to_end"]["images_per_s"] / r["torch_eager"] for r in runs
         ),
         "bare_engine_over_torch_eager": bare / eager_rate,
+        "median_bare_whole_batch_images_per_s": statistics.median(
+            r["bare_whole_batch"] for r in runs
+        ),
+        "median_run_bare_engine_over_whole_batch": statistics.median(
+            r["bare_engine"] / r["bare_whole_batch"] for r in runs
+        ),
+        "median_run_end_to_end_over_whole_batch": statistics.median(
+            r["end_to_end"]["images_per_s"] / r["bare_whole_batch"] for r in runs
+        ),
         "median_system_over_user_time": system / user,
     }
 

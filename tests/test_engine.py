@@ -26,6 +26,7 @@ from clusterclean.backbones import (
 from clusterclean.cli import main
 from clusterclean.embed import embed_images, plan_workers
 from clusterclean.engine import (
+    FORWARD_ROWS,
     MIN_EXPORT_COSINE,
     OnnxRuntimeEngine,
     TorchEngine,
@@ -119,6 +120,38 @@ def test_workers_that_run_the_engine_give_the_vectors_of_this_process(photos, tm
     ]
     for other in results[1:]:
         np.testing.assert_array_equal(other.vectors, results[0].vectors)
+
+
+def test_onnxruntime_runs_a_batch_in_slices_with_the_same_features(tmp_path):
+    """A batch runs FORWARD_ROWS images per call: the features are those of one call on
+    the whole batch, bit for bit (rows are independent); a model whose batch axis is
+    fixed is called with that many rows."""
+    backbone = load_backbone("efficientnet_lite0", device="cpu")
+    engine = load_engine(backbone, engine="onnxruntime", threads=1)
+    batch = np.random.default_rng(0).random((11, 3, 224, 224), dtype=np.float32)
+    whole = OnnxRuntimeEngine(engine.model, threads=1, rows=len(batch))
+    sliced = engine(batch)
+    assert engine.rows == FORWARD_ROWS == 4 and len(batch) % FORWARD_ROWS  # a short last slice
+    np.testing.assert_array_equal(sliced, whole(batch))
+    np.testing.assert_array_equal(sliced[:1], engine(batch[:1]))
+    assert not np.allclose(sliced[0], sliced[1])  # the check has teeth
+    # a user's model exported with a fixed batch of 1 takes any batch, one image per call
+    net = _small_onnx_model(tmp_path / "dynamic.onnx")
+    torch.onnx.export(
+        net,
+        (torch.rand(1, 3, 64, 48),),
+        str(tmp_path / "fixed.onnx"),
+        input_names=["images"],
+        output_names=["features"],
+        opset_version=18,
+        dynamo=False,
+    )
+    fixed = OnnxRuntimeEngine(tmp_path / "fixed.onnx", threads=1)
+    small = np.random.default_rng(1).random((5, 3, 64, 48), dtype=np.float32)
+    out = fixed(small)
+    assert fixed.rows == 1 and out.shape == (5, 16)
+    with torch.no_grad():
+        np.testing.assert_allclose(out, net(torch.from_numpy(small)).numpy(), atol=1e-5)
 
 
 def test_views_go_through_the_same_engine(photos, tmp_path):
