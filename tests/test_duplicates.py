@@ -103,7 +103,7 @@ def test_pixel_hash_is_blake2b_of_the_size_and_rgba_bytes(tmp_path, size, mode):
     image.save(tmp_path / "x.png")
     expected = hashlib.blake2b(digest_size=16)
     expected.update(f"{size[0]}x{size[1]}:".encode())
-    expected.update(image.convert("RGBA").tobytes())  # the bytes, copied: the slow way
+    expected.update(image.convert("RGBA").tobytes())  # the documented content hash
     hashes = hash_images([str(tmp_path / "x.png")])
     assert hashes["pixel_hash"][0] == expected.hexdigest()
 
