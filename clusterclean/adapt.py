@@ -418,7 +418,9 @@ def fit_adaptation(
         (10 / 30 / 50; docs/grouping/bench_adapt.json): 30 was best on the
         benchmark, 10 on the small demo, where more epochs hurt.
     temperature : float in [0.001, 1], default 0.2
-        ``T`` of the loss (0.2 beat 0.05, 0.1, 0.3 and 0.5 there).
+        ``T`` of the loss (0.2 beat 0.05, 0.1, 0.3 and 0.5 there, and 0.1 and 0.3 on
+        every dataset of the suite's development seeds: docs/suite/head.md); the run
+        option ``adapt_temperature``.
     batch_size : int, default 256
         Items per batch (``batch_size // 4`` classes of up to 4 items).
     learning_rate, weight_decay : float

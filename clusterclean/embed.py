@@ -156,9 +156,9 @@ OPTIONS = declare(
 
 logger = logging.getLogger(__name__)
 
-#: Inputs at most this many: no worker processes. Starting them costs about as much as they
-#: save: at 256 images, 198 img/s without workers against 188 with two; at 512 the workers
-#: win by 5-10 % (docs/perf/workers_s25); without them the demo's system time halves.
+#: Inputs at most this many: no worker processes. Up to here the embedding takes about a
+#: second either way: at 256 images two workers were 3-10 % faster but spent 18 % system
+#: time against 1 % (docs/perf/workers_s26); at 512 they win by 10 %.
 _TINY_INPUT = 256
 
 

@@ -51,6 +51,7 @@ from .duplicates import DEFAULT_MIN_DUPLICATE_SIMILARITY
 from .errors import printable
 from .explorer import FLAGS, attribute_view, explorer_data, script_json, sort_labels
 from .scoring import count_flags
+from .trust import GROUPING_ADVICE
 
 if TYPE_CHECKING:
     from .report import Report
@@ -410,8 +411,7 @@ def _grouping_warning(report: Report) -> str:
         f"nearest images of different components on {check['outside_disagreement']:.2f} "
         f"(label agreement {check['agreement']:.2f}, below {check['min_agreement']:g}). Many "
         "components likely join different identities, so many suspected cells below are "
-        "differences between identities, not label errors. Improve the grouping first "
-        "(known identities, a backbone made for these images, a higher cut).</p>"
+        f"differences between identities, not label errors. {_e(GROUPING_ADVICE)}</p>"
     )
 
 

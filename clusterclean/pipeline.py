@@ -58,7 +58,7 @@ from .report import (
 )
 from .run_record import RunRecord
 from .scoring import count_flags, find_varying_attributes, score_components
-from .trust import check_grouping, rank_label_issues
+from .trust import GROUPING_ADVICE, check_grouping, rank_label_issues
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .adapt import Adaptation
@@ -634,13 +634,12 @@ def _warn_if_unreliable(grouping_check: dict | None) -> None:
         "Many components likely join different identities, so many suspected cells are "
         "differences between identities, not label errors, and flagged cells may be far "
         "less precise than the 0.9 the confidence cut aims at (0.30-0.68 on the benchmark "
-        "suite's held-out runs where this warning fired). Improve the grouping first: known "
-        "identities (a 'group' column with --adapt groups), a backbone made for your images, "
-        "or a higher --min-similarity.",
+        "suite's held-out runs where this warning fired). %s",
         grouping_check["within_disagreement"],
         grouping_check["outside_disagreement"],
         grouping_check["agreement"],
         grouping_check["min_agreement"],
+        GROUPING_ADVICE,
     )
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "rank_label_issues",
     "check_grouping",
     "MIN_GROUPING_AGREEMENT",
+    "GROUPING_ADVICE",
 ]
 
 logger = logging.getLogger(__name__)
@@ -342,6 +343,11 @@ def rank_label_issues(
 MIN_GROUPING_AGREEMENT = 0.65
 #: Fewer linked pairs or nearest outside pairs than this: too few to judge.
 MIN_CHECK_PAIRS = 20
+#: What to do when the check warns (the log and the HTML page say it).
+GROUPING_ADVICE = (
+    "Improve the grouping first: known identities (a 'group' column with --adapt groups), "
+    "a backbone made for your images, or a higher --min-similarity."
+)
 
 
 def _n_differing(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

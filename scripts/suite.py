@@ -496,17 +496,19 @@ def markdown(results: dict) -> str:
         "cell_recall",
         "cell_f1",
         "precision_at_100",
+        "grouping_agreement",
     )
     lines = [
         "| dataset | seed | run | images | pair P | pair R | pair F1 | cell P | cell R | cell F1 "
-        "| P@100 | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| P@100 | agreement | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in results.items():
         name, seed = key.rsplit("@", 1)
         runs = [("default", row)] + ([("baseline", row["baseline"])] if "baseline" in row else [])
         for label, values in runs:
-            cells = " | ".join(_fmt(values[c]) for c in columns)
+            # runs measured before the grouping check have no agreement
+            cells = " | ".join(_fmt(values.get(c, "–")) for c in columns)
             extra = _fmt(row.get("seconds", "")) if label == "default" else f"cut {values['cut']}"
             lines.append(f"| {name} | {seed} | {label} | {row['n_images']} | {cells} | {extra} |")
     return "\n".join(lines) + "\n"
