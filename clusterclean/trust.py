@@ -350,10 +350,17 @@ GROUPING_ADVICE = (
 )
 
 
-def _n_differing(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pair, the attributes known in both images with different values."""
-    x, y = labels[a], labels[b]
-    return ((x != y) & ~np.isnan(x) & ~np.isnan(y)).sum(axis=1)
+#: Pairs compared at once: bounds the memory at (chunk, n_attributes) whatever the size.
+_PAIR_CHUNK = 200_000
+
+
+def _mean_differing(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over the pairs (a, b) of the attributes known in both with different values."""
+    total = 0
+    for start in range(0, len(a), _PAIR_CHUNK):
+        x, y = labels[a[start : start + _PAIR_CHUNK]], labels[b[start : start + _PAIR_CHUNK]]
+        total += int(((x != y) & ~np.isnan(x) & ~np.isnan(y)).sum())
+    return total / len(a)
 
 
 def check_grouping(
@@ -402,7 +409,7 @@ def check_grouping(
         when there are no attributes, fewer than ``min_pairs`` pairs of either kind,
         or no outside disagreement at all.
     """
-    labels = np.asarray(labels, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.float32)  # the dataset's own dtype: no copy
     ids = np.asarray(component_ids)
     if labels.ndim != 2 or labels.shape[1] == 0:
         return None
@@ -416,8 +423,8 @@ def check_grouping(
     nearest = rows[images, other[has].argmax(axis=1)]
     if min(len(a), len(images)) < min_pairs:
         return None
-    within = float(_n_differing(labels, a, b).mean())
-    outside = float(_n_differing(labels, images, nearest).mean())
+    within = _mean_differing(labels, a, b)
+    outside = _mean_differing(labels, images, nearest)
     if outside == 0:
         return None
     agreement = 1.0 - within / outside

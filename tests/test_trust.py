@@ -248,7 +248,7 @@ def _edges(pairs):
     return pd.DataFrame(pairs, columns=["row_a", "row_b"])
 
 
-def test_check_grouping_by_hand():
+def test_check_grouping_by_hand(monkeypatch):
     labels = np.array([[0, 0], [0, 1], [1, 1], [1, 1], [np.nan, 0]])
     ids = np.array([0, 0, 1, 1, 2])
     # (1, 2) crosses components (as after a mixed split): not a linked pair
@@ -276,6 +276,10 @@ def test_check_grouping_by_hand():
     assert check_grouping(same, ids, edges, neighbors, min_pairs=1) is None
     swapped = check_grouping(labels[:, ::-1], ids, edges, neighbors, min_pairs=2)
     assert swapped == check
+    import clusterclean.trust as trust
+
+    monkeypatch.setattr(trust, "_PAIR_CHUNK", 1)  # pairs compared one at a time: the same
+    assert check_grouping(labels, ids, edges, neighbors, min_pairs=2) == check
 
 
 @settings(max_examples=60, deadline=None)
