@@ -610,6 +610,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"{g['pair_recall']:.3f}, F1 {g['pair_f1']:.3f}, ARI {g['adjusted_rand']:.3f}, "
             f"largest component {g['largest_component']}"
         )
+    lines += _grouping_check_lines(result.report.run_info.grouping_check)
     lines.append("cells vs planted (precision / recall / F1):")
     for row in result.detection.itertuples(index=False):
         extra = ""

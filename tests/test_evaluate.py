@@ -530,6 +530,8 @@ def test_cli_evaluate_on_a_benchmark_folder(tmp_path, capsys):
     assert printed.splitlines()[0] == "planted disagreement noise at 0.2: 16 wrong cells"
     assert re.match(r"pipeline: \d+\.\d s for 80 images$", printed.splitlines()[1])
     assert re.search(r"label_issues  all .*; P@100 \d\.\d{3}", printed)
+    # the run's grouping check, as `run` prints it (20 groups of 4: enough linked pairs)
+    assert re.search(r"^grouping check: labels agree -?\d\.\d\d that", printed, re.M)
     assert "label_issues  invisible" in printed and "linear probe macro-F1" in printed
     assert (out / "evaluation.json").is_file() and (out / "downstream.parquet").is_file()
 
