@@ -1,11 +1,11 @@
 """Choose one option's value leave-one-dataset-out from whole suite runs, one per value.
 
 Where an option changes what the head learns (the cut shapes the head's ``related``
-pairs), re-grouping saved reports (``scripts/choose_label_penalty.py``) is not enough:
+pairs), re-grouping saved reports (``scripts/choose_by_regrouping.py``) is not enough:
 each value needs its own ``scripts/suite.py run --config NAME=VALUE`` on the development
 seeds. This reads those runs' ``suite_s<seed>.json`` files, averages each dataset's
 figures over the seeds, and for each dataset left out picks the value with the best
-mean flagged-cell F1 on the others (``choose_label_penalty.leave_one_out``)::
+mean flagged-cell F1 on the others (``choose_by_regrouping.leave_one_out``)::
 
     python scripts/choose_from_runs.py --reference 0.5 \\
         --value 0.4=/tmp/exp/cut0.4_s0/suite_s0.json,/tmp/exp/cut0.4_s100/suite_s100.json \\
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from choose_label_penalty import best_setting, leave_one_out, print_choice  # noqa: E402
+from choose_by_regrouping import best_setting, leave_one_out, print_choice  # noqa: E402
 
 FIGURES = ("pair_f1", "cell_precision", "cell_recall", "cell_f1", "precision_at_100")
 

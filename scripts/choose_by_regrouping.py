@@ -1,19 +1,20 @@
-"""Choose label_penalty / label_tolerance (or any grouping option) leave-one-dataset-out.
+"""Choose a grouping option leave-one-dataset-out by re-grouping saved suite reports.
 
-Re-groups saved suite reports (``scripts/suite.py run`` writes them) with every
-(label_penalty, label_tolerance) of a grid, or with ``--grid NAME=V1,V2`` (repeatable:
-every combination) any other option that acts after the head, reusing each report's
-backbone vectors, projection head and refinement, so nothing is embedded or trained
-again (the head stays the one trained at the report's settings: an approximation for
-options that also shape its training pairs). For each dataset left out, the setting
-with the best mean suspected-cell F1 on the others is chosen and its figures on the
-one left out are reported, beside ``--reference`` (the default).
+(Named choose_label_penalty.py until session 26: the label penalty was its first use and
+is still its default grid.) Re-groups saved suite reports (``scripts/suite.py run``
+writes them) with every (label_penalty, label_tolerance) of a grid, or with ``--grid
+NAME=V1,V2`` (repeatable: every combination) any other option that acts after the head,
+reusing each report's backbone vectors, projection head and refinement, so nothing is
+embedded or trained again (the head stays the one trained at the report's settings: an
+approximation for options that also shape its training pairs). For each dataset left
+out, the setting with the best mean suspected-cell F1 on the others is chosen and its
+figures on the one left out are reported, beside ``--reference`` (the default).
 
-python scripts/choose_label_penalty.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
+python scripts/choose_by_regrouping.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
     --out docs/suite/label_penalty_s0.json
-python scripts/choose_label_penalty.py --reports /tmp/suite-work/s1 --data /tmp/suite/s1 \\
+python scripts/choose_by_regrouping.py --reports /tmp/suite-work/s1 --data /tmp/suite/s1 \\
     --only 0.15,2 --out docs/suite/label_penalty_s1.json   # held-out seed: the chosen one
-python scripts/choose_label_penalty.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
+python scripts/choose_by_regrouping.py --reports /tmp/suite-work/s0 --data /tmp/suite/s0 \\
     --grid min_cosine=0.4,0.5,0.6 --reference min_cosine=0.5 --out /tmp/min_cosine_s0.json
 """
 
