@@ -97,6 +97,13 @@ OPTIONS = declare(
         low=1,
     ),
     Option(
+        "adapt_hidden",
+        0,
+        "hidden width of a two-layer head (0: a linear head)",
+        "int",
+        low=0,
+    ),
+    Option(
         "adapt_temperature",
         0.2,
         "temperature T of the head's contrastive loss (lower: sharper, pushes look-alikes "

@@ -834,6 +834,7 @@ def adapt_vectors(
         dim=config.adapt_dim,
         epochs=config.adapt_epochs,
         temperature=config.adapt_temperature,
+        hidden=config.adapt_hidden,
         seed=config.seed,
     )
     return adaptation.apply(vectors), adaptation
@@ -967,7 +968,11 @@ def refine_vectors(
         logger.warning("refinement skipped: the %d embeddings are all identical", len(vectors))
         return vectors, None
     refinement = fit_refinement(
-        vectors, dim=config.refine_dim, power=config.refine_power, seed=config.seed
+        vectors,
+        dim=config.refine_dim,
+        power=config.refine_power,
+        min_variance=config.refine_variance,
+        seed=config.seed,
     )
     return refinement.apply(vectors), refinement
 

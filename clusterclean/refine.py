@@ -31,7 +31,7 @@ import numpy as np
 from ._contracts import Embeddings, VectorTransform, check_embeddings
 from ._validation import check_float, check_int
 from .errors import InvalidInputError
-from .options import Option, declare
+from .options import Option, declare, defaults
 
 __all__ = [
     "OPTIONS",
@@ -60,6 +60,15 @@ OPTIONS = declare(
         nullable=True,
     ),
     Option(
+        "refine_variance",
+        0.9,
+        "with refine_dim none: keep the fewest whitened dimensions holding this share of "
+        "the variance",
+        "float",
+        low=0.01,
+        high=1.0,
+    ),
+    Option(
         "refine_power",
         1.0,
         "whitening power (1 = full whitening)",
@@ -72,8 +81,8 @@ OPTIONS = declare(
 logger = logging.getLogger(__name__)
 
 #: Auto dimension: the smallest number of principal directions that holds this
-#: share of the centred variance (see :func:`choose_dim`).
-AUTO_VARIANCE = 0.9
+#: share of the centred variance (see :func:`choose_dim`; the option ``refine_variance``).
+AUTO_VARIANCE = defaults(OPTIONS)["refine_variance"]
 #: Relative floor added to every eigenvalue before rescaling, so a near-zero
 #: direction is not blown up: eps = EPS_RELATIVE * lambda_1.
 EPS_RELATIVE = 1e-4

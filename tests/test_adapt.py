@@ -459,3 +459,26 @@ def test_run_trains_the_head_at_adapt_temperature(tmp_path):
         heads[temperature] = report.adaptation
     # the same views and batches, another loss: another head
     assert not np.allclose(heads[0.05].weights[0], heads[0.2].weights[0])
+
+
+def test_run_passes_refine_variance_and_adapt_hidden(tmp_path):
+    labels = _write_views(tmp_path / "images")
+    labels.to_csv(tmp_path / "labels.csv", index=False)
+    with pytest.raises(InvalidInputError, match="'refine_variance' parameter of run"):
+        cc.RunConfig(refine_variance=0.0)
+    with pytest.raises(InvalidInputError, match="'adapt_hidden' parameter of run"):
+        cc.RunConfig(adapt_hidden=-1)
+    plain = cc.run(tmp_path / "images", tmp_path / "labels.csv", **ADAPT)
+    other = cc.run(
+        tmp_path / "images",
+        tmp_path / "labels.csv",
+        refine_variance=0.5,
+        adapt_hidden=32,
+        **ADAPT,
+    )
+    assert plain.run_info["parameters"]["refine_variance"] == 0.9  # the default
+    assert other.run_info["parameters"]["adapt_hidden"] == 32
+    # the fewest directions holding half the variance, not 90 %: fewer of them
+    assert other.refinement.explained_variance >= 0.5
+    assert other.refinement.dim_out < plain.refinement.dim_out
+    assert len(plain.adaptation.weights) == 1 and len(other.adaptation.weights) == 2
