@@ -61,6 +61,34 @@ def summary(flagged: pd.DataFrame, labels: pd.DataFrame, by: str) -> list[dict]:
     return rows
 
 
+def missed_cells(report: Path, data: Path) -> dict[str, int]:
+    """Why each planted cell that is not flagged was missed: its component has fewer than
+    3 images (no majority), at least half of the component shares its value (a tie, or
+    the wrong value outvotes the right one), or it is a minority cell below the cut."""
+    from clusterclean.report import read_report
+
+    saved = read_report(report, load_embeddings=False)
+    dataset, issues, images = saved.dataset, saved.label_issues, saved.images
+    labels = pd.DataFrame(dataset.labels, index=dataset.ids.astype(str), columns=dataset.attributes)
+    planted = pd.read_csv(data / "planted.csv")
+    shown = issues[issues["is_flagged"]]
+    flagged = set(zip(shown["image_id"], shown["attribute"], strict=True))
+    component = images.set_index("image_id")["component_id"]
+    members = images.groupby("component_id")["image_id"].apply(list)
+    reasons = {"component_under_3": 0, "half_or_more_share_it": 0, "minority_below_cut": 0}
+    for image, attribute in zip(planted["image_id"], planted["attribute"], strict=True):
+        if (image, attribute) in flagged:
+            continue
+        group = members[component[image]]
+        if len(group) < 3:
+            reasons["component_under_3"] += 1
+            continue
+        values = labels.loc[group, attribute].dropna()
+        share = float((values == labels.loc[image, attribute]).mean())
+        reasons["half_or_more_share_it" if share >= 0.5 else "minority_below_cut"] += 1
+    return reasons
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, required=True, help="folder of *-report folders")
@@ -75,8 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         result[name] = {
             by: summary(flagged, labels, by) for by in ("attribute", "n_people", "majority_person")
         }
+        result[name]["missed"] = missed_cells(report, args.root / name)
         print(f"== {name}: {len(flagged)} flagged, precision {flagged['wrong'].mean():.3f}")
-        for by, rows in result[name].items():
+        print(f"  planted cells not flagged, by why: {result[name]['missed']}")
+        for by in ("attribute", "n_people", "majority_person"):
+            rows = result[name][by]
             for row in rows:
                 extra = (
                     f", share of 1s {row['share_of_ones']:.2f}" if "share_of_ones" in row else ""
