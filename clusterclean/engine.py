@@ -258,7 +258,7 @@ class OnnxRuntimeEngine(Engine):
         return state
 
     def __call__(self, batch) -> np.ndarray:
-        """Features of ``batch`` ``(n, 3, H, W)``, run :data:`FORWARD_ROWS` images at a time."""
+        """Features of ``batch`` ``(n, 3, H, W)``, run ``rows`` images at a time."""
         session = self._open()
         array = batch.numpy() if hasattr(batch, "numpy") else batch
         array = np.ascontiguousarray(array, dtype=np.float32)

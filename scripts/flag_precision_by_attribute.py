@@ -27,11 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_embed import write_result  # noqa: E402
 
+from clusterclean.report import read_report  # noqa: E402
 
-def flagged_cells(report: Path, data: Path) -> pd.DataFrame:
+
+def flagged_cells(report, data: Path) -> pd.DataFrame:
     """The flagged cells of one report with their truth and their component's purity."""
-    issues = pd.read_parquet(report / "label_issues.parquet")
-    images = pd.read_parquet(report / "images.parquet", columns=["image_id", "component_id"])
+    issues = report.label_issues
+    images = report.images[["image_id", "component_id"]].copy()
     planted = pd.read_csv(data / "planted.csv")
     person = pd.read_csv(data / "truth.csv").set_index("image")["group"]
     wrong = set(zip(planted["image_id"], planted["attribute"], strict=True))
@@ -61,31 +63,43 @@ def summary(flagged: pd.DataFrame, labels: pd.DataFrame, by: str) -> list[dict]:
     return rows
 
 
-def missed_cells(report: Path, data: Path) -> dict[str, int]:
+def missed_cells(report, data: Path) -> dict[str, int]:
     """Why each planted cell that is not flagged was missed: its component has fewer than
     3 images (no majority), at least half of the component shares its value (a tie, or
-    the wrong value outvotes the right one), or it is a minority cell below the cut."""
-    from clusterclean.report import read_report
-
-    saved = read_report(report, load_embeddings=False)
-    dataset, issues, images = saved.dataset, saved.label_issues, saved.images
+    the wrong value outvotes the right one), it is a minority cell the run did not
+    suspect (e.g. an attribute excluded as per-image), or one below the confidence cut."""
+    dataset, issues, images = report.dataset, report.label_issues, report.images
     labels = pd.DataFrame(dataset.labels, index=dataset.ids.astype(str), columns=dataset.attributes)
     planted = pd.read_csv(data / "planted.csv")
+    suspected = set(zip(issues["image_id"], issues["attribute"], strict=True))
     shown = issues[issues["is_flagged"]]
     flagged = set(zip(shown["image_id"], shown["attribute"], strict=True))
     component = images.set_index("image_id")["component_id"]
     members = images.groupby("component_id")["image_id"].apply(list)
-    reasons = {"component_under_3": 0, "half_or_more_share_it": 0, "minority_below_cut": 0}
-    for image, attribute in zip(planted["image_id"], planted["attribute"], strict=True):
-        if (image, attribute) in flagged:
+    reasons = dict.fromkeys(
+        (
+            "component_under_3",
+            "half_or_more_share_it",
+            "minority_not_suspected",
+            "minority_below_cut",
+        ),
+        0,
+    )
+    for cell in zip(planted["image_id"], planted["attribute"], strict=True):
+        if cell in flagged:
             continue
+        image, attribute = cell
         group = members[component[image]]
         if len(group) < 3:
             reasons["component_under_3"] += 1
             continue
         values = labels.loc[group, attribute].dropna()
-        share = float((values == labels.loc[image, attribute]).mean())
-        reasons["half_or_more_share_it" if share >= 0.5 else "minority_below_cut"] += 1
+        if float((values == labels.loc[image, attribute]).mean()) >= 0.5:
+            reasons["half_or_more_share_it"] += 1
+        elif cell in suspected:
+            reasons["minority_below_cut"] += 1
+        else:
+            reasons["minority_not_suspected"] += 1
     return reasons
 
 
@@ -98,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"command": " ".join(["scripts/flag_precision_by_attribute.py", *sys.argv[1:]])}
     for report in sorted(args.work.glob("*-report")):
         name = report.name.removesuffix("-report")
-        flagged = flagged_cells(report, args.root / name)
+        saved = read_report(report, load_embeddings=False)  # read once, for both tables
+        flagged = flagged_cells(saved, args.root / name)
         labels = pd.read_csv(args.root / name / "labels.csv")
         result[name] = {
             by: summary(flagged, labels, by) for by in ("attribute", "n_people", "majority_person")
         }
-        result[name]["missed"] = missed_cells(report, args.root / name)
+        result[name]["missed"] = missed_cells(saved, args.root / name)
         print(f"== {name}: {len(flagged)} flagged, precision {flagged['wrong'].mean():.3f}")
         print(f"  planted cells not flagged, by why: {result[name]['missed']}")
         for by in ("attribute", "n_people", "majority_person"):

@@ -64,3 +64,17 @@ def make_planted(
     )
     dataset = Dataset(table=table, labels=labels, attributes=attributes)
     return Planted(dataset, as_embeddings(ids, np.array(vectors)), groups, flipped)
+
+
+#: Run options that leave labels out of the grouping, so a grouping check sees the
+#: components the vectors alone make.
+CHECK_OPTIONS = {"label_penalty": 0.0, "detect_varying_attributes": False, "progress": False}
+
+
+def with_stranger_labels(data: Planted, seed: int = 0) -> Dataset:
+    """``data``'s dataset with every image's labels drawn afresh: the vectors still group
+    the views of one subject, but its linked images now disagree like strangers."""
+    from dataclasses import replace
+
+    labels = np.random.default_rng(seed).integers(0, 2, data.dataset.labels.shape)
+    return replace(data.dataset, labels=labels.astype(np.float32))

@@ -109,21 +109,12 @@ def test_console_messages_are_captured(tmp_path):
 def test_the_grouping_warning_shows_when_components_disagree_like_strangers(tmp_path):
     """A run whose labels say its components join different identities opens with the
     grouping check's note (clusterclean.trust.check_grouping), as Chromium renders it."""
-    from dataclasses import replace
-
-    from planted import make_planted
+    from planted import CHECK_OPTIONS, make_planted, with_stranger_labels
 
     import clusterclean as cc
 
     data = make_planted(n_groups=40, max_size=6, n_flips=5, seed=7)
-    labels = np.random.default_rng(0).integers(0, 2, data.dataset.labels.shape)
-    report = cc.run(
-        labels=replace(data.dataset, labels=labels.astype(np.float32)),
-        embeddings=data.embeddings,
-        label_penalty=0.0,
-        detect_varying_attributes=False,
-        progress=False,
-    )
+    report = cc.run(labels=with_stranger_labels(data), embeddings=data.embeddings, **CHECK_OPTIONS)
     assert not report.run_info.grouping_check["reliable"]
     page = write_html(report, tmp_path / "report.html")
     dom = _Dom()

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from planted import make_planted
+from planted import CHECK_OPTIONS, make_planted, with_stranger_labels
 
 import clusterclean as cc
 from clusterclean._contracts import Dataset, Neighbors
@@ -313,19 +313,17 @@ def test_a_run_warns_when_components_disagree_like_strangers(caplog):
     from clusterclean.cli import _summary_lines
 
     data = make_planted(n_groups=40, max_size=6, n_flips=5, seed=7)
-    options = {"label_penalty": 0.0, "detect_varying_attributes": False, "progress": False}
-    clean = cc.run(labels=data.dataset, embeddings=data.embeddings, **options)
+    clean = cc.run(labels=data.dataset, embeddings=data.embeddings, **CHECK_OPTIONS)
     check = clean.run_info.grouping_check
     assert check["reliable"] and check["agreement"] > 0.8
     assert check["n_within_pairs"] >= 20
     assert not any("WARNING" in line for line in _summary_lines(clean))
     assert 'id="grouping-warning"' not in render_html(clean)
     # the same vectors, every image's labels drawn afresh: linked images are strangers
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2, data.dataset.labels.shape).astype(np.float32)
-    scrambled = replace(data.dataset, labels=labels)
     with caplog.at_level("WARNING", logger="clusterclean.pipeline"):
-        mixed = cc.run(labels=scrambled, embeddings=data.embeddings, **options)
+        mixed = cc.run(
+            labels=with_stranger_labels(data), embeddings=data.embeddings, **CHECK_OPTIONS
+        )
     check = mixed.run_info.grouping_check
     assert not check["reliable"] and check["agreement"] < 0.3
     assert "grouping check: linked images disagree" in caplog.text
