@@ -384,12 +384,15 @@ def _expanded_sets(idx: np.ndarray, n_reciprocal: int) -> list[np.ndarray]:
 
 
 def _pair_sims(
-    vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, chunk: int = 65536
+    vectors: np.ndarray, rows: np.ndarray, cols: np.ndarray, *, chunk: int = 1024
 ) -> np.ndarray:
     """<x_rows[k], x_cols[k]> as float64, gathered ``chunk`` pairs at a time.
 
     Gathering all pairs at once holds 2 * n_pairs * dim floats: 20 GB for the
-    10 neighbours of 1M images at d = 256; in chunks it is 2 * chunk * dim.
+    10 neighbours of 1M images at d = 256; in chunks it is 2 * chunk * dim. Small
+    chunks also reuse the same memory: 65,536 pairs of 1280-d vectors gather up to 670 MB
+    of fresh pages per chunk, and faulting them in took 0.9 of the graph stage's
+    1.3 s on 5,000 images (1,024 pairs: 0.04 s, the same values).
     """
     out = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), chunk):
