@@ -41,6 +41,9 @@ from .options import Option, declare, defaults
 
 __all__ = [
     "OPTIONS",
+    "EXACT_TWIN_MIN_COSINE",
+    "PIXEL_HASH_MIN_COSINE",
+    "exact_decodes",
     "duplicate_counts",
     "DEFAULT_MIN_DUPLICATE_SIMILARITY",
     "DEFAULT_SPLIT_PRIORITY",
@@ -223,33 +226,113 @@ def hash_images(
     return pd.DataFrame(hashes, columns=["file_hash", "pixel_hash"], dtype=object)
 
 
-#: Two images with the same pixels reach the backbone as the same tensor (cosine 1), or,
-#: a large JPEG decoded at reduced scale against the PNG of its pixels, nearly the same
-#: one (>= 0.976 measured). Only images with a neighbour at least this close can share
-#: their pixels with another image; 0.9 leaves a wide margin.
+#: Two images with the same pixels reach the backbone as nearly the same tensor: a large
+#: JPEG decoded at reduced scale against the PNG of its pixels was at cosine >= 0.976
+#: (``scripts/check_pixel_twins.py``). Where either image may be decoded that way (or
+#: turned by its EXIF orientation, or scaled from 16 bits), a pair this close may be twins;
+#: 0.9 leaves a wide margin.
 PIXEL_HASH_MIN_COSINE = 0.9
+#: Two images with the same pixels that both decode exactly (:func:`exact_decodes`) reach
+#: the backbone as the same tensor: their vectors differ only by the engine's rounding
+#: (cosine 1 - 1e-6; 1e-5 between engines), so a pair below this cut is no pair of twins.
+EXACT_TWIN_MIN_COSINE = 0.995
+#: EXIF tag of the orientation that :func:`clusterclean.embed.read_image` applies.
+_ORIENTATION = 0x0112
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
-def pixel_hash_candidates(nearest_cosine: np.ndarray) -> np.ndarray:
-    """Which images need their pixels hashed: a neighbour at cosine >= 0.9.
+def _decodes_exactly(path: str | None, min_size: int) -> bool:
+    """Whether ``read_image(path, min_size=min_size)`` gives the file's stored pixels,
+    as they are, from its header alone (False when unsure or unreadable)."""
+    if path is None:
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG" and min(image.size) >= 2 * min_size:
+                return False  # decoded at 1/2 scale or less (read_image's draft)
+            if image.mode in _WIDE_MODES:
+                return False  # scaled to 8 bits
+            if image.format == "PNG":  # Pillow's PNG getexif decodes the pixels
+                exif = Image.Exif()
+                if isinstance(image.info.get("exif"), bytes):
+                    exif.load(image.info["exif"])
+            else:
+                exif = image.getexif()
+            return exif.get(_ORIENTATION, 1) == 1
+    except Exception:  # a file the header check cannot read keeps the wide cut
+        return False
+
+
+def exact_decodes(
+    paths: Sequence[str | None], *, min_size: int, n_workers: int | None = None
+) -> np.ndarray:
+    """Which image files the run's reader decodes to their stored pixels unchanged.
+
+    Read from each file's header only (about 0.1 ms). An image decodes exactly
+    unless it is a JPEG whose shorter side is at least ``2 * min_size`` (decoded at
+    reduced scale), it has an EXIF orientation other than 1 (turned), or it has
+    16- or 32-bit pixels (scaled to 8 bits): :func:`clusterclean.embed.read_image`.
+    A PNG's EXIF orientation is read only where it comes before the pixel data.
 
     Parameters
     ----------
-    nearest_cosine : ndarray of shape (n_images,)
-        Each image's highest backbone cosine to a neighbour, the vectors computed
-        from these very files (NaN: no neighbour). Measured on JPEGs against the PNG
-        of their own pixels, the hardest twins (the JPEG decoded at reduced scale):
-        0.976 at the lowest (``scripts/check_pixel_twins.py``).
+    paths : sequence of str or None
+        Image files (None: no file, not exact).
+    min_size : int
+        The ``min_size`` the run reads the images with:
+        ``clusterclean.embed.decode_side(backbone.input_size)``.
+    n_workers : int, optional
+        Threads reading headers (default: ``min(8, os.cpu_count())``).
+
+    Returns
+    -------
+    ndarray of bool, shape (len(paths),)
+    """
+    paths = [None if p is None or pd.isna(p) else str(p) for p in paths]
+    workers = n_workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        exact = list(pool.map(_decodes_exactly, paths, [min_size] * len(paths), chunksize=64))
+    return np.array(exact, dtype=bool)
+
+
+def pixel_hash_candidates(
+    indices: np.ndarray, similarities: np.ndarray, exact: np.ndarray | None = None
+) -> np.ndarray:
+    """Which images need their pixels hashed: those in a listed pair close enough for twins.
+
+    A pair ``(i, indices[i, k])`` is close enough at cosine ``similarities[i, k] >=
+    EXACT_TWIN_MIN_COSINE`` (0.995) when both images decode exactly, and at
+    ``>= PIXEL_HASH_MIN_COSINE`` (0.9) otherwise; both of its images are candidates.
+    An image in no such pair has no pixel twin among the images searched, so decoding
+    it again for :func:`hash_images` cannot find a group.
+
+    Parameters
+    ----------
+    indices, similarities : ndarray of shape (n_images, k)
+        Each image's listed neighbours (-1: none) and their cosines, the vectors
+        computed from these very files.
+    exact : ndarray of bool, shape (n_images,), optional
+        :func:`exact_decodes` of the files; None = no image decodes exactly (every
+        pair at 0.9).
 
     Returns
     -------
     ndarray of bool, shape (n_images,)
-        ``nearest_cosine >= PIXEL_HASH_MIN_COSINE``. An image with no neighbour
-        that close has no pixel twin among the images searched, so decoding it
-        again for :func:`hash_images` cannot find a group.
     """
-    cosine = np.asarray(nearest_cosine, dtype=np.float32)  # the tables' precision
-    return np.nan_to_num(cosine, nan=-1.0) >= np.float32(PIXEL_HASH_MIN_COSINE)
+    indices = np.asarray(indices, dtype=np.int64)
+    cosine = np.nan_to_num(np.asarray(similarities, dtype=np.float32), nan=-1.0)
+    n_images = len(indices)
+    exact = np.zeros(n_images, dtype=bool) if exact is None else np.asarray(exact, dtype=bool)
+    listed = indices >= 0
+    both_exact = exact[:, None] & np.where(listed, exact[np.maximum(indices, 0)], False)
+    # the tables' precision: a cosine stored as float32 compares as it is stored
+    cut = np.where(both_exact, np.float32(EXACT_TWIN_MIN_COSINE), np.float32(PIXEL_HASH_MIN_COSINE))
+    close = listed & (cosine >= cut)
+    candidates = close.any(axis=1)
+    candidates[indices[close]] = True
+    return candidates
 
 
 def _check_split_priority(split_priority, func: str) -> tuple[str, ...]:

@@ -34,12 +34,13 @@ from ._contracts import Dataset, Embeddings, Neighbors, as_embeddings
 from .components import component_edge_stats
 from .duplicates import (
     duplicate_counts,
+    exact_decodes,
     find_duplicates,
     find_pairs,
     hash_images,
     pixel_hash_candidates,
 )
-from .embed import backbone_name
+from .embed import backbone_name, decode_side
 from .errors import InvalidInputError, InvalidTypeError
 from .graph import check_n_neighbors, search_neighbors
 from .group import Grouper, GroupOptions, components_per_cut
@@ -450,19 +451,28 @@ def search_vectors(refined: Embeddings, index_spec, config: RunConfig, progress:
 def _content_hashes(dataset: Dataset, neighbors: Neighbors, prepared: Prepared):
     """File hashes of every image; pixel hashes only where a pixel twin is possible.
 
-    When the run computed the vectors from these files, an image none of whose listed
-    neighbours is at backbone cosine 0.9 has no twin (:func:`pixel_hash_candidates`),
-    so it is not decoded a second time. With vectors given by the user, nothing ties
-    them to the pixels: every image is decoded.
+    When the run computed the vectors from these files, an image in no listed pair
+    close enough for twins has none (:func:`pixel_hash_candidates`: cosine 0.995
+    where both files decode exactly, :func:`exact_decodes`, else 0.9), so it is not
+    decoded a second time. Only the headers of images in a pair at 0.9 are read. With
+    vectors given by the user, nothing ties them to the pixels: every image is decoded.
     """
     if "path" not in dataset.table.columns:
         return None
+    paths = dataset.table["path"].tolist()
     pixels = None
     if prepared.engine is not None and prepared.vectors.backbone != "user":
-        listed = np.where(neighbors.indices >= 0, neighbors.similarities, -1.0)
-        closest = listed.max(axis=1) if listed.shape[1] else np.full(len(listed), -1.0)
-        pixels = pixel_hash_candidates(closest)
-    return hash_images(dataset.table["path"].tolist(), pixels=pixels)
+        pixels = pixel_hash_candidates(neighbors.indices, neighbors.similarities)
+        if prepared.model is not None and pixels.any():
+            # only images in a pair at 0.9 can gain from the tighter cut: read their headers
+            backbone, _ = prepared.model.load()
+            exact = np.zeros(len(paths), dtype=bool)
+            exact[pixels] = exact_decodes(
+                [p for p, close in zip(paths, pixels, strict=True) if close],
+                min_size=decode_side(backbone.input_size),
+            )
+            pixels = pixel_hash_candidates(neighbors.indices, neighbors.similarities, exact)
+    return hash_images(paths, pixels=pixels)
 
 
 def finish_run(

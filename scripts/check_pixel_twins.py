@@ -1,16 +1,18 @@
 """How close two images with the same pixels are in the backbone's space, and how many
 images a run decodes again for the pixel hash.
 
-The run decodes again, for ``exact_pixels``, only images whose nearest neighbour has
-cosine >= ``PIXEL_HASH_MIN_COSINE`` (:func:`clusterclean.duplicates.pixel_hash_candidates`).
-Pixel twins in the same format reach the backbone as the same tensor (cosine 1). The
-hardest twin is a JPEG and a PNG of its decoded pixels: a large JPEG is decoded at
-reduced scale (``draft``), the PNG at full size and resized. This script saves
-scikit-image's sample photos at 1x, 2x and 3x as JPEG (quality 90) and as the PNG of the
-JPEG's pixels, embeds both with EfficientNet-Lite0 the way a run reads them, and prints
-the cosines (their minimum must stay above the cut). With ``--reports``, it also prints
-the share of each report's images whose nearest neighbour (``nearest_cosine``) is at or
-above the cut (the run takes the highest cosine of the listed neighbours: nearly the same).
+The run decodes again, for ``exact_pixels``, only the images of a listed pair close
+enough for twins (:func:`clusterclean.duplicates.pixel_hash_candidates`): cosine >=
+``EXACT_TWIN_MIN_COSINE`` where both files decode exactly
+(:func:`clusterclean.duplicates.exact_decodes`: they reach the backbone as the same
+tensor), else >= ``PIXEL_HASH_MIN_COSINE``. The hardest twin is a JPEG and a PNG of its
+decoded pixels: a large JPEG is decoded at reduced scale (``draft``), the PNG at full
+size and resized. This script saves scikit-image's sample photos at 1x, 2x and 3x as
+JPEG (quality 90) and as the PNG of the JPEG's pixels, embeds both with EfficientNet-Lite0
+the way a run reads them, and prints the cosines (their minimum must stay above the wide
+cut). With ``--reports``, it also prints the share of each report's images that the rule
+decodes again, from each image and its nearest neighbour (``nearest_id``,
+``nearest_cosine``; the run looks at every listed neighbour: nearly the same).
 
     python scripts/check_pixel_twins.py --reports /tmp/exp/default-work/s0 \\
         --json docs/perf/pixel_twins.json
@@ -44,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from clusterclean.backbones import load_backbone
-    from clusterclean.duplicates import PIXEL_HASH_MIN_COSINE
+    from clusterclean.duplicates import (
+        EXACT_TWIN_MIN_COSINE,
+        PIXEL_HASH_MIN_COSINE,
+        exact_decodes,
+    )
     from clusterclean.embed import decode_side, read_image
 
     backbone = load_backbone("efficientnet_lite0", device="cpu")
@@ -71,12 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     shares = {}
     if args.reports is not None:
         for folder in sorted(args.reports.glob("*-report")):
-            near = pd.read_parquet(folder / "images.parquet", columns=["nearest_cosine"])
-            share = float((near["nearest_cosine"] >= PIXEL_HASH_MIN_COSINE).mean())
+            near = pd.read_parquet(
+                folder / "images.parquet",
+                columns=["image_id", "path", "nearest_id", "nearest_cosine"],
+            )
+            exact = pd.Series(exact_decodes(near["path"], min_size=side), index=near["image_id"])
+            nearest = exact.reindex(near["nearest_id"]).fillna(False).to_numpy(dtype=bool)
+            both = exact.to_numpy() & nearest
+            cut = np.where(both, EXACT_TWIN_MIN_COSINE, PIXEL_HASH_MIN_COSINE)
+            share = float((near["nearest_cosine"].to_numpy() >= cut).mean())
             shares[folder.name] = share
             print(f"{folder.name}: {share:.1%} of the images decoded again for the pixel hash")
     result = {
         "cut": PIXEL_HASH_MIN_COSINE,
+        "exact_cut": EXACT_TWIN_MIN_COSINE,
         "twins": twins,
         "lowest_twin_cosine": worst,
         "share_decoded_again": shares,

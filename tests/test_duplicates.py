@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from PIL import Image
 from clusterclean._contracts import Dataset, as_embeddings
 from clusterclean.duplicates import (
     DUPLICATE_COLUMNS,
+    exact_decodes,
     find_duplicates,
     find_pairs,
     hash_images,
@@ -120,15 +122,76 @@ def test_hash_images_decodes_only_the_images_asked_for(files):
         hash_images(paths, pixels=[True, False])
 
 
-def test_pixel_hash_candidates_are_the_images_with_a_neighbour_at_0_9():
-    cosine = np.array([1.0, 0.9, 0.8999, np.nan, -0.2, 0.95], dtype=np.float32)
-    assert pixel_hash_candidates(cosine).tolist() == [True, True, False, False, False, True]
+def test_pixel_hash_candidates_are_both_images_of_each_pair_close_enough_for_twins():
+    # rows 0-1 decode exactly, rows 2-4 do not; row 5 exactly again
+    indices = np.array([[1, 5], [0, -1], [3, 0], [2, -1], [0, -1], [0, 1]])
+    cosine = np.array(
+        [[0.996, 0.994], [0.996, 1.0], [0.9, 0.95], [0.9, np.nan], [0.8999, 2.0], [0.994, 0.5]],
+        dtype=np.float32,
+    )
+    exact = np.array([True, True, False, False, False, True])
+    # 0-1: both exact, 0.996 >= 0.995; 0-5 and 5-0 at 0.994: both exact, below 0.995;
+    # 2-3 at 0.9: row 2 inexact, so the 0.9 cut; 2-0 at 0.95: row 2 inexact, so row 0 too;
+    # 4-0 at 0.8999: below 0.9; -1 entries are no pair, whatever their cosine
+    assert pixel_hash_candidates(indices, cosine, exact).tolist() == [
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    # without the header check, every pair is held to 0.9: row 5's pair 5-0 at 0.994 too
+    assert pixel_hash_candidates(indices, cosine).tolist() == [True, True, True, True, False, True]
 
 
-def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(tmp_path):
-    """The run decodes again only images with a close neighbour; pixel twins are still
-    found: a PNG and a BMP of one photo, and the hardest pair, a large JPEG (decoded at
-    half scale for the backbone) and the PNG of its pixels (decoded whole)."""
+def test_exact_decodes_reads_the_header_for_what_read_image_would_change(tmp_path):
+    """min_size 256 (a 224 input): a JPEG with both sides >= 512 is decoded at reduced
+    scale, EXIF orientation 6 is turned, 16-bit pixels are scaled; the rest is exact."""
+    photo = Image.fromarray(_pixels(5, shape=(600, 520, 3)))
+    photo.save(tmp_path / "big.jpg")  # 520 x 600: both sides >= 512
+    photo.resize((520, 500)).save(tmp_path / "wide.jpg")  # 500 < 512: decoded whole
+    photo.save(tmp_path / "big.png")
+    small = photo.resize((64, 48))
+    for name, orientation in (("turned.jpg", 6), ("upright.jpg", 1), ("turned.png", 3)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        small.save(tmp_path / name, exif=exif)
+    Image.fromarray(np.full((8, 8), 40000, dtype=np.uint16)).save(tmp_path / "wide16.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    names = ["big.jpg", "wide.jpg", "big.png", "turned.jpg", "upright.jpg", "turned.png"]
+    names += ["wide16.png", "broken.png", "missing.png"]
+    exact = exact_decodes([str(tmp_path / n) for n in names] + [None], min_size=256, n_workers=2)
+    assert dict(zip([*names, None], exact.tolist(), strict=True)) == {
+        "big.jpg": False,
+        "wide.jpg": True,
+        "big.png": True,
+        "turned.jpg": False,
+        "upright.jpg": True,
+        "turned.png": False,
+        "wide16.png": False,
+        "broken.png": False,
+        "missing.png": False,
+        None: False,
+    }
+
+
+def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(
+    tmp_path, monkeypatch
+):
+    """The run decodes again only images in a pair close enough for twins; pixel twins
+    are still found: a PNG and a BMP of one photo, and a small JPEG and a copy with a
+    comment (both pairs decoded exactly: cosine ~1), and the hardest pair, a large JPEG
+    (decoded at half scale for the backbone) and the PNG of its pixels (decoded whole)."""
+    import clusterclean.pipeline as pipeline
+
+    hashed_again = []
+
+    def hash_and_record(paths, pixels=None, **options):
+        hashed_again.extend(Path(p).name for p, again in zip(paths, pixels, strict=True) if again)
+        return hash_images(paths, pixels=pixels, **options)
+
+    monkeypatch.setattr(pipeline, "hash_images", hash_and_record)
     import skimage.data
 
     folder = tmp_path / "images"
@@ -136,16 +199,30 @@ def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(tm
     photo = Image.fromarray(skimage.data.astronaut()).resize((320, 300))
     photo.save(folder / "twin.png")
     photo.save(folder / "twin.bmp")
+    # a near duplicate, not a twin: backbone cosine about 0.98 to twin.png
+    brighter = np.clip(np.asarray(photo).astype(np.int16) + 12, 0, 255).astype(np.uint8)
+    Image.fromarray(brighter).save(folder / "brighter.png")
     Image.fromarray(skimage.data.rocket()).resize((720, 540)).save(folder / "big.jpg")
     with Image.open(folder / "big.jpg") as decoded:
         decoded.convert("RGB").save(folder / "big.png")
-    for name in ("coffee", "chelsea", "immunohistochemistry"):
+    # a small JPEG and a copy with a comment segment: other bytes, the same pixels
+    Image.fromarray(skimage.data.coffee()).resize((300, 200)).save(folder / "cup.jpg")
+    data = (folder / "cup.jpg").read_bytes()
+    comment = b"\xff\xfe" + (2 + 8).to_bytes(2, "big") + b"a remark"
+    (folder / "cup_noted.jpg").write_bytes(data[:2] + comment + data[2:])
+    for name in ("chelsea", "immunohistochemistry"):
         Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.jpg")
     report = run(images=folder, adapt="none", progress=False)
     pixels = report.duplicates.query("kind == 'exact_pixels'")
     groups = sorted(sorted(g) for g in pixels.groupby("duplicate_group_id")["image_id"].agg(list))
-    assert groups == [["big.jpg", "big.png"], ["twin.bmp", "twin.png"]]
+    assert groups == [
+        ["big.jpg", "big.png"],
+        ["cup.jpg", "cup_noted.jpg"],
+        ["twin.bmp", "twin.png"],
+    ]
     assert report.duplicates.query("kind == 'exact_file'").empty
+    twins = ["big.jpg", "big.png", "cup.jpg", "cup_noted.jpg", "twin.bmp", "twin.png"]
+    assert sorted(hashed_again) == twins
 
 
 def test_grayscale_and_rgb_copies_share_pixels_but_lossy_jpeg_does_not(tmp_path):
