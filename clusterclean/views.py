@@ -58,7 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
     from .backbones import Backbone
 
-__all__ = ["AugmentedViews", "augment_image", "colour_jitter", "embed_views"]
+__all__ = ["AugmentedViews", "augment_image", "colour_jitter", "embed_views", "sample_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,15 @@ class _ViewTransform:
         )
 
 
+def sample_rows(n_rows: int, max_images: int | None, seed: int) -> np.ndarray:
+    """The rows whose views :func:`embed_views` embeds: all ``n_rows``, or a sorted
+    random sample of ``max_images`` of them (seeded by ``seed``) when there are more."""
+    rows = np.arange(n_rows, dtype=np.int64)
+    if max_images is not None and n_rows > max_images:
+        rows = np.sort(np.random.default_rng(seed).choice(n_rows, max_images, replace=False))
+    return rows
+
+
 def embed_views(
     dataset: Dataset,
     *,
@@ -295,9 +304,7 @@ def embed_views(
         raise InvalidInputError(f"{func} got a dataset with no images.")
     model = resolve_backbone(backbone, weights, device, func)
 
-    rows = np.arange(len(paths), dtype=np.int64)
-    if max_images is not None and len(rows) > max_images:
-        rows = np.sort(np.random.default_rng(seed).choice(len(rows), max_images, replace=False))
+    rows = sample_rows(len(paths), max_images, seed)
     if threads is not None:
         threads = check_int(threads, "threads", func, min_value=1)
     runner = load_engine(model, engine=engine, threads=threads)

@@ -71,7 +71,7 @@ def feature_views(maps: np.ndarray, rows: np.ndarray, n_views: int, seed: int) -
 def main(argv: list[str]) -> int:
     import clusterclean.pipeline as pipeline
     from clusterclean.embed import image_inputs, resolve_backbone
-    from clusterclean.views import AugmentedViews
+    from clusterclean.views import AugmentedViews, sample_rows
 
     if len(argv) < 2 or argv[0] != "--maps":
         raise SystemExit("usage: try_feature_views.py --maps FOLDER <suite.py arguments>")
@@ -84,10 +84,7 @@ def main(argv: list[str]) -> int:
                 dataset, config, n_views, max_images, progress, model, view_size=view_size
             )
         _, paths = image_inputs(dataset, "try_feature_views")
-        rows = np.arange(len(paths), dtype=np.int64)
-        if max_images is not None and len(rows) > max_images:  # embed_views' own sample
-            rng = np.random.default_rng(config.seed)
-            rows = np.sort(rng.choice(len(rows), max_images, replace=False))
+        rows = sample_rows(len(paths), max_images, config.seed)
         backbone = resolve_backbone(config.backbone, None, "cpu", "try_feature_views")
         maps = spatial_maps([paths[r] for r in rows], backbone, folder)
         vectors = feature_views(maps, rows, n_views, config.seed)

@@ -133,42 +133,40 @@ def speed(args) -> int:
 
 
 def suite_with_int8_views(models: Path, argv: list[str]) -> int:
+    from dataclasses import replace
+
     import clusterclean.pipeline as pipeline
     from clusterclean.embed import image_inputs
     from clusterclean.engine import OnnxRuntimeEngine
-    from clusterclean.views import embed_views
+    from clusterclean.views import sample_rows
 
     float_views = pipeline._embed_views
 
+    class Int8Views:
+        """The run's loaded model, whose views go through the INT8 copy."""
+
+        def __init__(self, loaded, calibration: list[str]) -> None:
+            self.loaded, self.calibration = loaded, calibration
+
+        def load_smaller(self, longer_side):
+            backbone, engine = self.loaded.load()
+            source = engine.model
+            if isinstance(source, bytes):
+                models.mkdir(parents=True, exist_ok=True)
+                (models / "source.onnx").write_bytes(source)
+                source = models / "source.onnx"
+            quantised = int8_copy(Path(source), backbone, self.calibration, models)
+            return backbone, OnnxRuntimeEngine(quantised, threads=engine.threads)
+
     def int8_views(dataset, config, n_views, max_images, progress, model, *, view_size=None):
-        if (n_views, max_images) != (config.adapt_views, config.adapt_max_images):
-            return float_views(
-                dataset, config, n_views, max_images, progress, model, view_size=view_size
-            )
-        backbone, engine = (model or pipeline.LoadedModel(config)).load()
-        _, paths = image_inputs(dataset, "try_int8_views")
-        rows = np.arange(len(paths))
-        if max_images is not None and len(rows) > max_images:  # embed_views' own sample
-            rng = np.random.default_rng(config.seed)
-            rows = np.sort(rng.choice(len(rows), max_images, replace=False))
-        source = engine.model
-        if isinstance(source, bytes):
-            models.mkdir(parents=True, exist_ok=True)
-            (models / "source.onnx").write_bytes(source)
-            source = models / "source.onnx"
-        calibration = [paths[r] for r in rows[:CALIBRATION_IMAGES]]
-        quantised = int8_copy(Path(source), backbone, calibration, models)
-        return embed_views(
-            dataset,
-            backbone=backbone,
-            n_views=n_views,
-            max_images=max_images,
-            seed=config.seed,
-            batch_size=config.batch_size,
-            num_workers=config.num_workers,
-            progress=progress,
-            engine=OnnxRuntimeEngine(quantised, threads=engine.threads),
-            cache_dir=None,  # the view cache would not tell INT8 views from float ones
+        if (n_views, max_images) == (config.adapt_views, config.adapt_max_images):
+            _, paths = image_inputs(dataset, "try_int8_views")
+            rows = sample_rows(len(paths), max_images, config.seed)
+            calibration = [paths[r] for r in rows[:CALIBRATION_IMAGES]]
+            model = Int8Views(model or pipeline.LoadedModel(config), calibration)
+            config = replace(config, cache_dir=None)  # the cache would mix INT8 and float views
+        return float_views(
+            dataset, config, n_views, max_images, progress, model, view_size=view_size
         )
 
     pipeline._embed_views = int8_views
