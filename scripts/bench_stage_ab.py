@@ -57,6 +57,19 @@ def _tables(out: Path) -> dict[str, str]:
     }
 
 
+def _commit(checkout: Path) -> str:
+    """The checkout's commit, with ``+changes`` when its tracked files differ from it."""
+
+    def git(*arguments: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(checkout), *arguments], capture_output=True, text=True
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD") or "not a git checkout"
+    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def _run(checkout: Path, folder: Path, options: dict) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "report"
@@ -121,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         {
             "folder": str(args.folder),
             "checkouts": {k: str(v) for k, v in checkouts.items()},
+            "commits": {k: _commit(v) for k, v in checkouts.items()},
             "options": options,
             "load_average": os.getloadavg()[0],
             "runs": runs,
