@@ -225,6 +225,31 @@ def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(
     assert sorted(hashed_again) == twins
 
 
+def test_hashes_and_headers_skip_a_named_pipe_without_opening_it(files, tmp_path, caplog):
+    """Opening a FIFO blocks until a writer comes; both readers must not open it."""
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "fifo.png")
+    paths = [files["a.png"], str(tmp_path / "fifo.png")]
+    results = {}
+    worker = threading.Thread(
+        target=lambda: results.update(
+            hashes=hash_images(paths, n_workers=1),
+            exact=exact_decodes(paths, min_size=256, n_workers=1),
+        ),
+        daemon=True,
+    )
+    with caplog.at_level(logging.WARNING, logger="clusterclean.duplicates"):
+        worker.start()
+        worker.join(timeout=30)
+    assert not worker.is_alive(), "a reader blocked on the named pipe"
+    assert results["hashes"].iloc[1].isna().all()
+    assert results["hashes"].iloc[0].notna().all()
+    assert results["exact"].tolist() == [True, False]
+    assert "fifo.png (not a regular file)" in caplog.text
+
+
 def test_grayscale_and_rgb_copies_share_pixels_but_lossy_jpeg_does_not(tmp_path):
     gray = _pixels(3, shape=(10, 10))
     Image.fromarray(gray).save(tmp_path / "gray.png")
