@@ -330,6 +330,17 @@ def pixel_hash_candidates(
     cosine = np.nan_to_num(np.asarray(similarities, dtype=np.float32), nan=-1.0)
     n_images = len(indices)
     exact = np.zeros(n_images, dtype=bool) if exact is None else np.asarray(exact, dtype=bool)
+    if indices.ndim != 2 or cosine.shape != indices.shape or exact.shape != (n_images,):
+        raise InvalidInputError(
+            "pixel_hash_candidates needs 'indices' and 'similarities' of one shape "
+            f"(n_images, k) and 'exact' of length n_images; got {indices.shape}, "
+            f"{cosine.shape} and {exact.shape}. Pass a Neighbors' indices and similarities."
+        )
+    if indices.size and indices.max() >= n_images:
+        raise InvalidInputError(
+            f"pixel_hash_candidates got a neighbour index {int(indices.max())} but only "
+            f"{n_images} images; 'indices' must be rows of the same images (-1: none)."
+        )
     listed = indices >= 0
     both_exact = exact[:, None] & np.where(listed, exact[np.maximum(indices, 0)], False)
     # the tables' precision: a cosine stored as float32 compares as it is stored

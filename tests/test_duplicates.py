@@ -145,6 +145,16 @@ def test_pixel_hash_candidates_are_both_images_of_each_pair_close_enough_for_twi
     assert pixel_hash_candidates(indices, cosine).tolist() == [True, True, True, True, False, True]
 
 
+def test_pixel_hash_candidates_names_mismatched_inputs():
+    indices = np.array([[1], [0]])
+    with pytest.raises(InvalidInputError, match=r"got \(2, 1\), \(2, 2\) and \(2,\)"):
+        pixel_hash_candidates(indices, np.ones((2, 2)))
+    with pytest.raises(InvalidInputError, match=r"and \(3,\)"):
+        pixel_hash_candidates(indices, np.ones((2, 1)), np.ones(3, dtype=bool))
+    with pytest.raises(InvalidInputError, match="neighbour index 2 but only 2 images"):
+        pixel_hash_candidates(np.array([[2], [0]]), np.ones((2, 1)))
+
+
 def test_exact_decodes_reads_the_header_for_what_read_image_would_change(tmp_path):
     """min_size 256 (a 224 input): a JPEG with both sides >= 512 is decoded at reduced
     scale, EXIF orientation 6 is turned, 16-bit pixels are scaled; the rest is exact."""
