@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ._contracts import Dataset
-from ._validation import check_float, check_type
+from ._validation import check_float, check_int, check_type
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare, defaults
 
@@ -295,6 +295,7 @@ def exact_decodes(
     -------
     ndarray of bool, shape (len(paths),)
     """
+    min_size = check_int(min_size, "min_size", "exact_decodes", min_value=1)
     paths = [None if p is None or pd.isna(p) else str(p) for p in paths]
     workers = n_workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:

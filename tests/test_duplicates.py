@@ -184,6 +184,8 @@ def test_exact_decodes_reads_the_header_for_what_read_image_would_change(tmp_pat
         "missing.png": False,
         None: False,
     }
+    with pytest.raises(InvalidInputError, match="min_size"):
+        exact_decodes(names, min_size=0)
 
 
 def test_a_run_from_files_finds_pixel_twins_across_formats_among_other_images(
