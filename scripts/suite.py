@@ -536,6 +536,29 @@ def write_readme() -> None:
     print(f"filled the suite tables of {readme}")
 
 
+def main_with_head_views(head_views, argv) -> int:
+    """``main(argv)`` with the head's views made by ``head_views`` (an experiment).
+
+    ``head_views(dataset, config, n_views, max_images, progress, model, pixel_views)``
+    returns the ``AugmentedViews`` the head trains on; ``pixel_views`` is the pipeline's
+    own view embedding (same arguments, without the last), for an experiment that only
+    changes what it is given. The calibration's views are left as they are.
+    """
+    import clusterclean.pipeline as pipeline
+
+    pixel_views = pipeline._embed_views
+
+    def embed_views(dataset, config, n_views, max_images, progress, model, *, view_size=None):
+        if (n_views, max_images) != (config.adapt_views, config.adapt_max_images):
+            return pixel_views(
+                dataset, config, n_views, max_images, progress, model, view_size=view_size
+            )
+        return head_views(dataset, config, n_views, max_images, progress, model, pixel_views)
+
+    pipeline._embed_views = embed_views
+    return main(argv)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)

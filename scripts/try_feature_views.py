@@ -69,20 +69,16 @@ def feature_views(maps: np.ndarray, rows: np.ndarray, n_views: int, seed: int) -
 
 
 def main(argv: list[str]) -> int:
-    import clusterclean.pipeline as pipeline
+    from suite import main_with_head_views
+
     from clusterclean.embed import image_inputs, resolve_backbone
     from clusterclean.views import AugmentedViews, sample_rows
 
     if len(argv) < 2 or argv[0] != "--maps":
         raise SystemExit("usage: try_feature_views.py --maps FOLDER <suite.py arguments>")
     folder, argv = Path(argv[1]), argv[2:]
-    pixel_views = pipeline._embed_views
 
-    def embed_views(dataset, config, n_views, max_images, progress, model, *, view_size=None):
-        if (n_views, max_images) != (config.adapt_views, config.adapt_max_images):
-            return pixel_views(
-                dataset, config, n_views, max_images, progress, model, view_size=view_size
-            )
+    def boxes_of_maps(dataset, config, n_views, max_images, progress, model, pixel_views):
         _, paths = image_inputs(dataset, "try_feature_views")
         rows = sample_rows(len(paths), max_images, config.seed)
         backbone = resolve_backbone(config.backbone, None, "cpu", "try_feature_views")
@@ -90,10 +86,7 @@ def main(argv: list[str]) -> int:
         vectors = feature_views(maps, rows, n_views, config.seed)
         return AugmentedViews(rows=rows, vectors=vectors, backbone=backbone.name)
 
-    pipeline._embed_views = embed_views
-    import suite
-
-    return suite.main(argv)
+    return main_with_head_views(boxes_of_maps, argv)
 
 
 if __name__ == "__main__":

@@ -135,12 +135,12 @@ def speed(args) -> int:
 def suite_with_int8_views(models: Path, argv: list[str]) -> int:
     from dataclasses import replace
 
+    from suite import main_with_head_views
+
     import clusterclean.pipeline as pipeline
     from clusterclean.embed import image_inputs
     from clusterclean.engine import OnnxRuntimeEngine
     from clusterclean.views import sample_rows
-
-    float_views = pipeline._embed_views
 
     class Int8Views:
         """The run's loaded model, whose views go through the INT8 copy."""
@@ -158,21 +158,15 @@ def suite_with_int8_views(models: Path, argv: list[str]) -> int:
             quantised = int8_copy(Path(source), backbone, self.calibration, models)
             return backbone, OnnxRuntimeEngine(quantised, threads=engine.threads)
 
-    def int8_views(dataset, config, n_views, max_images, progress, model, *, view_size=None):
-        if (n_views, max_images) == (config.adapt_views, config.adapt_max_images):
-            _, paths = image_inputs(dataset, "try_int8_views")
-            rows = sample_rows(len(paths), max_images, config.seed)
-            calibration = [paths[r] for r in rows[:CALIBRATION_IMAGES]]
-            model = Int8Views(model or pipeline.LoadedModel(config), calibration)
-            config = replace(config, cache_dir=None)  # the cache would mix INT8 and float views
-        return float_views(
-            dataset, config, n_views, max_images, progress, model, view_size=view_size
-        )
+    def int8_views(dataset, config, n_views, max_images, progress, model, pixel_views):
+        _, paths = image_inputs(dataset, "try_int8_views")
+        rows = sample_rows(len(paths), max_images, config.seed)
+        calibration = [paths[r] for r in rows[:CALIBRATION_IMAGES]]
+        model = Int8Views(model or pipeline.LoadedModel(config), calibration)
+        config = replace(config, cache_dir=None)  # the cache would mix INT8 and float views
+        return pixel_views(dataset, config, n_views, max_images, progress, model)
 
-    pipeline._embed_views = int8_views
-    import suite
-
-    return suite.main(argv)
+    return main_with_head_views(int8_views, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
