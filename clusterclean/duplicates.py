@@ -27,7 +27,6 @@ import hashlib
 import io
 import logging
 import os
-import stat
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +36,7 @@ import pandas as pd
 
 from ._contracts import Dataset
 from ._validation import check_float, check_int, check_type
+from .embed import check_regular_file
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare, defaults
 
@@ -164,8 +164,7 @@ def _hash_one(path: str | None, pixels: bool = True) -> tuple[str | None, str | 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the read
-            raise OSError("not a regular file")
+        check_regular_file(path)
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
@@ -252,8 +251,7 @@ def _decodes_exactly(path: str | None, min_size: int) -> bool:
     from PIL import Image
 
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # a named pipe would block the open
-            return False
+        check_regular_file(path)
         with Image.open(path) as image:
             if image.format == "JPEG" and min(image.size) >= 2 * min_size:
                 return False  # decoded at 1/2 scale or less (read_image's draft)

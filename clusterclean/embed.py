@@ -211,9 +211,7 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
     """
     from PIL import Image, ImageOps
 
-    mode = os.stat(path).st_mode  # follows links; ELOOP on a link loop
-    if not stat.S_ISREG(mode):
-        raise NotARegularFile(path, mode)
+    check_regular_file(path)
     with Image.open(path) as opened:
         width, height = opened.size
         if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
@@ -234,6 +232,17 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise :class:`NotARegularFile` unless ``path`` (links followed) is a regular file.
+
+    Every reader of the images calls it before opening one: opening a named pipe
+    blocks until something writes to it.
+    """
+    mode = os.stat(path).st_mode  # follows links; ELOOP on a link loop
+    if not stat.S_ISREG(mode):
+        raise NotARegularFile(path, mode)
 
 
 class NotARegularFile(OSError):

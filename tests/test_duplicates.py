@@ -259,7 +259,7 @@ def test_hashes_and_headers_skip_a_named_pipe_without_opening_it(files, tmp_path
     assert results["hashes"].iloc[1].isna().all()
     assert results["hashes"].iloc[0].notna().all()
     assert results["exact"].tolist() == [True, False]
-    assert "fifo.png (not a regular file)" in caplog.text
+    assert "fifo.png is a named pipe, not an image file" in caplog.text
 
 
 def test_grayscale_and_rgb_copies_share_pixels_but_lossy_jpeg_does_not(tmp_path):
