@@ -43,7 +43,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def fisher_head(embeddings, views, *, dim: int, shrinkage: float, seed: int):
+def fisher_head(
+    embeddings, views, *, dim: int, shrinkage: float, seed: int, weighting: str = "none"
+):
     """The closed-form head of the module docstring, as an ``Adaptation``."""
     from scipy.linalg import eigh
 
@@ -64,7 +66,11 @@ def fisher_head(embeddings, views, *, dim: int, shrinkage: float, seed: int):
     d = within.shape[0]
     within = (1 - shrinkage) * within + shrinkage * np.trace(within) / d * np.eye(d)
     values, vectors = eigh(total, within, subset_by_index=[d - dim, d - 1])
-    weights = vectors[:, ::-1].astype(np.float32)
+    # In the head's output, direction k spreads the images by lambda_k and one image's
+    # views by 1; "plda" scales it by lambda_k / (1 + lambda_k), the share of its spread
+    # that tells images apart, "sqrt" by sqrt(lambda_k).
+    factor = {"none": 1.0, "plda": values / (1 + values), "sqrt": np.sqrt(values)}[weighting]
+    weights = (vectors * factor)[:, ::-1].astype(np.float32)
     return Adaptation(
         mean=mean.astype(np.float32),
         scale=scale,
@@ -78,6 +84,7 @@ def fisher_head(embeddings, views, *, dim: int, shrinkage: float, seed: int):
             "n_views": views.n_views,
             "closed_form": True,
             "shrinkage": shrinkage,
+            "weighting": weighting,
             "top_eigenvalues": [round(float(v), 4) for v in values[::-1][:5]],
             "seed": seed,
             "seconds": round(time.perf_counter() - started, 3),
@@ -94,6 +101,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--view-images", type=int, required=True)
     parser.add_argument("--shrinkage", type=float, required=True)
+    parser.add_argument("--weighting", choices=("none", "plda", "sqrt"), default="none")
     parser.add_argument("--trained", action="store_true", help="keep the trained head")
     args, rest = parser.parse_known_args(argv)
 
@@ -113,7 +121,14 @@ def main(argv: list[str]) -> int:
     if not args.trained:
 
         def fit(embeddings, views, *, dim, seed, **_):
-            return fisher_head(embeddings, views, dim=dim, shrinkage=args.shrinkage, seed=seed)
+            return fisher_head(
+                embeddings,
+                views,
+                dim=dim,
+                shrinkage=args.shrinkage,
+                seed=seed,
+                weighting=args.weighting,
+            )
 
         adapt.fit_adaptation = fit
     return main_with_head_views(subset_views, rest)
