@@ -36,7 +36,7 @@ import pandas as pd
 
 from ._contracts import Dataset
 from ._validation import check_float, check_int, check_type
-from .embed import check_regular_file
+from .embed import WIDE_MODES, check_regular_file
 from .errors import InvalidInputError, InvalidTypeError
 from .options import Option, declare, defaults
 
@@ -240,7 +240,8 @@ PIXEL_HASH_MIN_COSINE = 0.9
 EXACT_TWIN_MIN_COSINE = 0.995
 #: EXIF tag of the orientation that :func:`clusterclean.embed.read_image` applies.
 _ORIENTATION = 0x0112
-_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+#: Modes read_image cannot give as stored: scaled to 8 bits, or 32-bit floats clipped.
+_INEXACT_MODES = (*WIDE_MODES, "F")
 
 
 def _decodes_exactly(path: str | None, min_size: int) -> bool:
@@ -255,8 +256,8 @@ def _decodes_exactly(path: str | None, min_size: int) -> bool:
         with Image.open(path) as image:
             if image.format == "JPEG" and min(image.size) >= 2 * min_size:
                 return False  # decoded at 1/2 scale or less (read_image's draft)
-            if image.mode in _WIDE_MODES:
-                return False  # scaled to 8 bits
+            if image.mode in _INEXACT_MODES:
+                return False  # scaled to 8 bits, or clipped
             if image.format == "PNG":  # Pillow's PNG getexif decodes the pixels
                 exif = Image.Exif()
                 if isinstance(image.info.get("exif"), bytes):

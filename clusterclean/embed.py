@@ -222,7 +222,7 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
         if min_size is not None and opened.format == "JPEG":
             opened.draft(None, (min_size, min_size))
         image = ImageOps.exif_transpose(opened)  # loads the pixels; a copy, file closed after
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+    if image.mode in WIDE_MODES:
         scaled = np.asarray(image, dtype=np.float64) / 257.0
         image = Image.fromarray(np.clip(scaled, 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P" and "transparency" in image.info:
@@ -232,6 +232,10 @@ def read_image(path: str | Path, *, min_size: int | None = None) -> PIL.Image.Im
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+#: Integer pixel modes of more than 8 bits that :func:`read_image` scales to 8 bits (/ 257).
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 def check_regular_file(path: str | Path) -> None:

@@ -391,8 +391,8 @@ def _pair_sims(
     Gathering all pairs at once holds 2 * n_pairs * dim floats: 20 GB for the
     10 neighbours of 1M images at d = 256; in chunks it is 2 * chunk * dim. Small
     chunks also reuse the same memory: 65,536 pairs of 1280-d vectors gather up to 670 MB
-    of fresh pages per chunk, and faulting them in took 0.9 of the graph stage's
-    1.3 s on 5,000 images (1,024 pairs: 0.04 s, the same values).
+    of fresh pages per chunk. On 5,000 photos the graph stage went from 0.90 to 0.28 s
+    with 1,024 pairs, the same values (docs/perf/duplicates_ab_s27.json).
     """
     out = np.empty(len(rows), dtype=np.float64)
     for start in range(0, len(rows), chunk):

@@ -11,8 +11,8 @@ size and resized. This script saves scikit-image's sample photos at 1x, 2x and 3
 JPEG (quality 90) and as the PNG of the JPEG's pixels, embeds both with EfficientNet-Lite0
 the way a run reads them, and prints the cosines (their minimum must stay above the wide
 cut). With ``--reports``, it also prints the share of each report's images that the rule
-decodes again, from each image and its nearest neighbour (``nearest_id``,
-``nearest_cosine``; the run looks at every listed neighbour: nearly the same).
+decodes again: ``pixel_hash_candidates`` on the report's neighbour lists
+(``neighbors.parquet``) and the files' headers, as the run does.
 
     python scripts/check_pixel_twins.py --reports /tmp/exp/default-work/s0 \\
         --json docs/perf/pixel_twins.json
@@ -41,7 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("pixel_twins.json"))
     args = parser.parse_args(argv)
 
-    import pandas as pd
     import skimage.data
     from PIL import Image
 
@@ -50,8 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         EXACT_TWIN_MIN_COSINE,
         PIXEL_HASH_MIN_COSINE,
         exact_decodes,
+        pixel_hash_candidates,
     )
     from clusterclean.embed import decode_side, read_image
+    from clusterclean.report import read_report
 
     backbone = load_backbone("efficientnet_lite0", device="cpu")
     side = decode_side(backbone.input_size)
@@ -77,15 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     shares = {}
     if args.reports is not None:
         for folder in sorted(args.reports.glob("*-report")):
-            near = pd.read_parquet(
-                folder / "images.parquet",
-                columns=["image_id", "path", "nearest_id", "nearest_cosine"],
+            # the run's own rule, on the report's neighbour lists and the files' headers
+            report = read_report(folder)
+            exact = exact_decodes(report.images["path"], min_size=side)
+            again = pixel_hash_candidates(
+                report.neighbors.indices, report.neighbors.similarities, exact
             )
-            exact = pd.Series(exact_decodes(near["path"], min_size=side), index=near["image_id"])
-            nearest = exact.reindex(near["nearest_id"]).fillna(False).to_numpy(dtype=bool)
-            both = exact.to_numpy() & nearest
-            cut = np.where(both, EXACT_TWIN_MIN_COSINE, PIXEL_HASH_MIN_COSINE)
-            share = float((near["nearest_cosine"].to_numpy() >= cut).mean())
+            share = float(again.mean())
             shares[folder.name] = share
             print(f"{folder.name}: {share:.1%} of the images decoded again for the pixel hash")
     result = {
